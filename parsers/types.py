@@ -1,0 +1,139 @@
+"""Neutral content types shared by every reader: what an e-mail and a form *contain*, with no meaning attached.
+
+The e-mail side (``ParsedEmail``, ``Attachment``, ``Address``) and the form side (``FormDocument`` made of
+``Paragraph`` and ``Table`` blocks in reading order) are plain frozen dataclasses, so a reader for a new format
+only has to produce them, and the rules never see a file format.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+# ---- forms -------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cell:
+    """One logical table cell (a horizontally merged cell appears once). ``lines`` are its paragraphs (docx) or
+    text lines (PDF) in order, already stripped of tracked deletions and with content-control text included."""
+
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines).strip()
+
+
+@dataclass(frozen=True)
+class Table:
+    rows: tuple[tuple[Cell, ...], ...]
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+
+Block = Paragraph | Table
+
+
+class DocumentKind(StrEnum):
+    DOCX = "docx"
+    PDF = "pdf"
+
+
+@dataclass(frozen=True)
+class FormDocument:
+    """A document's content in reading order. Nested tables follow the table that holds them, in place."""
+
+    kind: DocumentKind
+    blocks: tuple[Block, ...]
+    pages: int = 1
+
+    def all_text(self) -> str:
+        """Every piece of text, one per line, for recognising which form this is."""
+        out: list[str] = []
+        for block in self.blocks:
+            if isinstance(block, Paragraph):
+                out.append(block.text)
+            else:
+                for row in block.rows:
+                    out.extend(cell.text for cell in row)
+        return "\n".join(out)
+
+
+# ---- e-mail ------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Address:
+    """One mailbox from a header. ``email`` is lower-cased for comparison; ``display`` keeps the name as written."""
+
+    email: str
+    display: str = ""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str          # decoded (RFC 2047/2231); "" when the part had none
+    content_type: str      # lower-case, as declared by the sender
+    payload: bytes
+    from_forwarded: bool = False   # found inside a message/rfc822 part
+
+    @property
+    def size(self) -> int:
+        return len(self.payload)
+
+
+@dataclass(frozen=True)
+class ParsedEmail:
+    message_id: str                     # "<...>" as in the header, or "" when absent
+    subject: str                        # decoded, CR/LF removed
+    sender: Address | None              # From
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    reply_to: tuple[Address, ...]
+    delivered_to: tuple[Address, ...]  # Delivered-To / X-Original-To / Envelope-To, for finding the hub mailbox
+    date: datetime | None               # Date: header, timezone-aware
+    received_at: datetime | None        # topmost Received: header's date, else Date:
+    text_body: str
+    html_body: str
+    attachments: tuple[Attachment, ...]
+    headers: tuple[tuple[str, str], ...] = field(default=())   # every header (name, decoded value), in order
+    in_reply_to: str = ""
+    references: tuple[str, ...] = ()
+    return_path: str | None = None      # None when no Return-Path header; "" for the null path "<>"
+    defects: tuple[str, ...] = ()       # what the parser had to work around
+
+    def header(self, name: str) -> str | None:
+        """First value of a header, case-insensitive, or None."""
+        lowered = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lowered:
+                return value
+        return None
+
+    def header_names(self) -> set[str]:
+        return {key.lower() for key, _ in self.headers}
+
+    def all_recipients_and_sender(self) -> set[str]:
+        people = [*self.to, *self.cc]
+        if self.sender:
+            people.append(self.sender)
+        return {a.email for a in people if a.email}
+
+
+# ---- limits ------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps that keep hostile or absurd files from hurting the worker. All configurable (``[limits]`` in config)."""
+
+    message_bytes: int = 25 * 1024 * 1024
+    attachment_bytes: int = 15 * 1024 * 1024
+    pdf_pages: int = 30
+    pdf_seconds: float = 20.0               # wall time for reading one PDF
+    pdf_memory_bytes: int = 1024 * 1024 * 1024
+    docx_inflated_bytes: int = 60 * 1024 * 1024   # total uncompressed size of the zip's members
+    docx_ratio: float = 200.0               # refuse a member that inflates more than this many times
+    docx_members: int = 2000
