@@ -1,0 +1,364 @@
+"""Read a PDF application form (one saved from Word) into the same neutral blocks the .docx reader produces.
+
+Text outside tables becomes ``Paragraph`` blocks (wrapped lines of one paragraph joined back together), ruled tables
+become ``Table`` blocks with each cell's text lines kept, all in reading order across pages. PDFs are parsed by
+pdfminer, which is pure Python and can be made to spin or balloon by a hostile file, so the work runs in a forked
+child with an address-space cap and a wall-clock deadline; the child hands back plain JSON, never pickles.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pdfplumber
+from pdfminer.pdfdocument import PDFEncryptionError, PDFPasswordIncorrect
+from pdfminer.pdftypes import resolve1
+
+from parsers.errors import ScannedDocument, UnreadableFile, UnsafeFile
+from parsers.types import Block, Cell, DocumentKind, FormDocument, Limits, Paragraph, Table
+
+try:  # not on every platform; without it only the deadline bounds the child
+    import resource
+except ImportError:  # pragma: no cover
+    resource = None  # type: ignore[assignment]
+
+__all__ = ["read_pdf", "extract_blocks"]
+
+_CORRUPT = (
+    "We couldn't open this PDF: it seems to be damaged or only partly sent. "
+    "Please save the form as a PDF again (or send the Word file) and send the new copy."
+)
+_ENCRYPTED = (
+    "This PDF is password-protected, so we can't read it. "
+    "Please send the form as a Word file, or save it as a PDF without a password."
+)
+_SCANNED = (
+    "This PDF looks like a scan or photo of the form, so we can't read the answers from it. "
+    "Please send the filled-in form itself: we need the Word file or a PDF saved from Word."
+)
+_TOO_SLOW = (
+    "This PDF is too complicated for us to read in a reasonable time, so we stopped. "
+    "Please send the Word file, or a PDF saved straight from Word."
+)
+_TOO_BIG = (
+    "This PDF needs far more memory to read than any application form should, so we stopped. "
+    "Please send the Word file, or a PDF saved straight from Word."
+)
+
+_ERRORS: dict[str, tuple[type[UnreadableFile], str]] = {
+    "corrupt": (UnreadableFile, _CORRUPT),
+    "encrypted": (UnreadableFile, _ENCRYPTED),
+    "scanned": (ScannedDocument, _SCANNED),
+    "slow": (UnsafeFile, _TOO_SLOW),
+    "memory": (UnsafeFile, _TOO_BIG),
+}
+
+# Upper bound on what the child may send back: far more than any form's text, far less than a worker's memory.
+_MAX_RESULT_BYTES = 32 * 1024 * 1024
+# Readers tolerate a little junk after %%EOF; more than this and the end of the file is most likely missing.
+_EOF_WINDOW = 4096
+
+
+class _Refused(Exception):
+    """Raised inside the extraction to end it with one of the ``_ERRORS`` kinds."""
+
+    def __init__(self, kind: str, reason: str = "") -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.reason = reason
+
+
+def _too_many_pages(limits: Limits) -> str:
+    return (
+        f"This PDF has more than {limits.pdf_pages} pages, far more than an application form, so we haven't "
+        "read it. Please send just the filled-in form."
+    )
+
+
+def read_pdf(data: bytes, limits: Limits) -> FormDocument:
+    """Read a PDF into blocks in reading order, within ``limits``' time, memory and page caps.
+
+    Raises ``ScannedDocument`` (no text layer), ``UnsafeFile`` (too many pages, too slow, too big) or
+    ``UnreadableFile`` (damaged, truncated, password-protected)."""
+    head = data[:1024]
+    if b"%PDF-" not in head:
+        raise UnreadableFile(_CORRUPT)
+    # pdfminer quietly rebuilds a cut-off file from whatever objects survive, which would turn a half-sent form
+    # into a form with missing answers; a missing end marker means the rest never arrived.
+    if b"%%EOF" not in data[-_EOF_WINDOW:]:
+        raise UnreadableFile(_CORRUPT)
+    payload = _run_bounded(lambda: _extract_to_json(data, limits), limits)
+    return _from_json(payload, limits)
+
+
+# ---- the bounded child -------------------------------------------------------------------------------------------
+
+def _run_bounded(work: Callable[[], bytes], limits: Limits) -> bytes:
+    """Run ``work`` in a forked child under an address-space cap and a deadline; return the bytes it produced.
+
+    Fork (not spawn) keeps the overhead to a millisecond or two: the child already has pdfplumber imported."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        status = 0
+        try:
+            os.close(read_fd)
+            _limit_child(limits)
+            try:
+                out = work()
+            except MemoryError:
+                out = _error_json("memory")
+            _write_all(write_fd, out)
+        except BaseException:  # noqa: BLE001 - the child must never return into the parent's code
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    try:
+        return _collect_child(pid, read_fd, limits)
+    finally:
+        os.close(read_fd)
+
+
+def _limit_child(limits: Limits) -> None:
+    # The parent's own servers may have installed handlers; the child should just die when told to.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+        signal.signal(sig, signal.SIG_DFL)
+    if resource is None:
+        return
+    # The cap is on growth: the forked child starts as big as the parent, which is none of the PDF's doing.
+    current = _address_space_bytes()
+    cap = current + limits.pdf_memory_bytes
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        cpu = math.ceil(limits.pdf_seconds) + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    except (ValueError, OSError):
+        pass  # an already lower hard limit stays in force, which is just as safe
+
+
+def _address_space_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    os.close(fd)
+
+
+def _collect_child(pid: int, fd: int, limits: Limits) -> bytes:
+    deadline = time.monotonic() + limits.pdf_seconds
+    chunks: list[bytes] = []
+    size = 0
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return _error_json("slow")
+            if not poller.poll(max(1, int(remaining * 1000))):
+                continue
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > _MAX_RESULT_BYTES:
+                return _error_json("memory")
+            chunks.append(chunk)
+    finally:
+        _reap(pid)
+    return b"".join(chunks)
+
+
+def _reap(pid: int) -> None:
+    """Make sure the child is gone and waited for, whatever happened."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _error_json(kind: str, reason: str = "") -> bytes:
+    return json.dumps({"error": kind, "reason": reason}).encode()
+
+
+def _from_json(payload: bytes, limits: Limits) -> FormDocument:
+    if not payload:
+        # The child died without a word: killed by the memory cap, the CPU cap, or a crash in a C library.
+        raise UnsafeFile(_TOO_BIG)
+    try:
+        result: dict[str, Any] = json.loads(payload)
+    except ValueError as exc:
+        raise UnsafeFile(_TOO_BIG) from exc
+    if "error" in result:
+        kind = result["error"]
+        if kind == "pages":
+            raise UnsafeFile(_too_many_pages(limits))
+        error_type, reason = _ERRORS.get(kind, (UnreadableFile, _CORRUPT))
+        raise error_type(reason)
+    blocks: list[Block] = []
+    for item in result["blocks"]:
+        if item[0] == "p":
+            blocks.append(Paragraph(item[1]))
+        else:
+            blocks.append(Table(tuple(tuple(Cell(tuple(lines)) for lines in row) for row in item[1])))
+    return FormDocument(kind=DocumentKind.PDF, blocks=tuple(blocks), pages=int(result["pages"]))
+
+
+def _extract_to_json(data: bytes, limits: Limits) -> bytes:
+    try:
+        pages, blocks = extract_blocks(data, limits)
+    except _Refused as refused:
+        return _error_json(refused.kind, refused.reason)
+    encoded: list[list[Any]] = []
+    for block in blocks:
+        if isinstance(block, Paragraph):
+            encoded.append(["p", block.text])
+        else:
+            encoded.append(["t", [[list(cell.lines) for cell in row] for row in block.rows]])
+    return json.dumps({"pages": pages, "blocks": encoded}).encode()
+
+
+# ---- extraction (runs in the child; callable directly for profiling) ---------------------------------------------
+
+def extract_blocks(data: bytes, limits: Limits) -> tuple[int, list[Block]]:
+    """Unbounded extraction: the page count and the blocks. ``read_pdf`` is the safe entry point."""
+    try:
+        pdf = pdfplumber.open(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - pdfminer raises anything from a bad file
+        raise _Refused(_open_failure_kind(exc)) from exc
+    with pdf:
+        try:
+            declared = resolve1(resolve1(pdf.doc.catalog.get("Pages")).get("Count"))
+        except Exception:  # noqa: BLE001 - a broken page tree is caught below when pages are listed
+            declared = None
+        if isinstance(declared, int) and declared > limits.pdf_pages:
+            raise _Refused("pages")
+        try:
+            pages = pdf.pages
+        except Exception as exc:  # noqa: BLE001
+            raise _Refused(_open_failure_kind(exc)) from exc
+        if len(pages) > limits.pdf_pages:
+            raise _Refused("pages")
+        if not pages:
+            raise _Refused("corrupt")
+        blocks: list[Block] = []
+        any_text = False
+        for page in pages:
+            try:
+                page_blocks, has_text = _page_blocks(page)
+            except MemoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise _Refused(_open_failure_kind(exc)) from exc
+            any_text = any_text or has_text
+            blocks.extend(page_blocks)
+            page.close()
+        if not any_text:
+            raise _Refused("scanned")
+        return len(pages), blocks
+
+
+def _open_failure_kind(exc: BaseException) -> str:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (PDFPasswordIncorrect, PDFEncryptionError)):
+            return "encrypted"
+        if any(isinstance(arg, (PDFPasswordIncorrect, PDFEncryptionError)) for arg in seen.args):
+            return "encrypted"  # pdfplumber wraps pdfminer's exception as an argument, not a cause
+        seen = seen.__cause__ or seen.__context__
+    return "corrupt"
+
+
+def _page_blocks(page: Any) -> tuple[list[Block], bool]:
+    chars = page.chars
+    has_text = any(not c["text"].isspace() for c in chars)
+    if not has_text:
+        return [], False
+    tables = page.find_tables()
+    items: list[tuple[float, int, Block | dict[str, Any]]] = []
+    boxes = [t.bbox for t in tables]
+    for order, table in enumerate(tables):
+        rows = []
+        for row in table.extract():
+            cells = tuple(Cell(_cell_lines(text)) for text in row if text is not None)
+            if cells:
+                rows.append(cells)
+        if rows:
+            items.append((table.bbox[1], order, Table(tuple(rows))))
+    outside = page.filter(lambda obj: obj.get("object_type") != "char" or not _in_any(obj, boxes)) if boxes else page
+    for line in outside.extract_text_lines(return_chars=True, strip=True):
+        if line["text"]:
+            items.append((line["top"], len(items) + 1_000_000, line))
+    items.sort(key=lambda item: (item[0], item[1]))
+    return _merge_paragraph_lines([item[2] for item in items]), True
+
+
+def _in_any(obj: dict[str, Any], boxes: list[tuple[float, float, float, float]]) -> bool:
+    x = (obj["x0"] + obj["x1"]) / 2
+    y = (obj["top"] + obj["bottom"]) / 2
+    return any(x0 <= x <= x1 and top <= y <= bottom for x0, top, x1, bottom in boxes)
+
+
+def _cell_lines(text: str) -> tuple[str, ...]:
+    return tuple(line.strip() for line in text.split("\n") if line.strip())
+
+
+def _merge_paragraph_lines(items: list[Block | dict[str, Any]]) -> list[Block]:
+    """Join the wrapped lines of one paragraph back together, so a PDF paragraph matches the .docx paragraph.
+
+    Lines belong together when the gap between them is well under a line's height (Word puts paragraph spacing
+    between paragraphs) and the font doesn't change at the join (a bold heading is its own paragraph)."""
+    out: list[Block] = []
+    current: list[str] = []
+    previous: dict[str, Any] | None = None
+
+    def flush() -> None:
+        if current:
+            out.append(Paragraph(" ".join(current)))
+            current.clear()
+
+    for item in items:
+        if not isinstance(item, dict):
+            flush()
+            previous = None
+            out.append(item)
+            continue
+        if previous is not None and not _continues(previous, item):
+            flush()
+        current.append(item["text"])
+        previous = item
+    flush()
+    return out
+
+
+def _continues(previous: dict[str, Any], line: dict[str, Any]) -> bool:
+    height = max(previous["bottom"] - previous["top"], 1.0)
+    gap = line["top"] - previous["bottom"]
+    if gap < -0.5 * height or gap > 0.5 * height:
+        return False
+    return _font(previous["chars"][-1]) == _font(line["chars"][0])
+
+
+def _font(char: dict[str, Any]) -> tuple[str, int]:
+    # Subset prefixes ("BAAAAA+") differ per embedded subset but not per style; compare the real font name.
+    name = str(char.get("fontname", "")).split("+")[-1]
+    return name, round(float(char.get("size", 0)))
