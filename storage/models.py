@@ -1,0 +1,265 @@
+"""The database schema of hubbot as typed SQLAlchemy 2 ORM classes: the mailbox ledger, raw messages, applications
+with their versions and signatories, the outbox, the event log and scheduled-job claims. States are Python enums
+stored as plain strings (``native_enum=False``) so adding a state never needs a database type change. Every time is
+timezone-aware UTC on the Python side whatever the database does with it. The Alembic migrations in
+``storage/migrations/versions`` create exactly this schema; the models are not used to create tables.
+"""
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out. SQLite keeps no zone, so everything is normalised to UTC first;
+    a naive value is refused because it is always a bug (whose local time would it be?)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; pass an aware one")
+        value = value.astimezone(timezone.utc)
+        # SQLite compares the stored text, so stored and compared values must have the same (naive UTC) shape.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Store the values ("stored"), not the member names ("STORED"); VARCHAR, no CHECK, so new states need no DDL.
+    return Enum(cls, name=name, native_enum=False, create_constraint=False, length=32,
+                values_callable=lambda members: [m.value for m in members])
+
+
+class MessageState(enum.StrEnum):
+    STORED = "stored"            # raw bytes safe in the database, not yet turned into a verdict
+    PROCESSED = "processed"
+    QUARANTINED = "quarantined"  # processing failed repeatedly or the message is unsafe; a person must look
+
+
+class OutboxState(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"          # claimed by a worker; the SMTP call may be in flight
+    SENT = "sent"
+    FAILED = "failed"            # permanent failure, or out of attempts
+
+
+class ApplicationStatus(enum.StrEnum):
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"
+    UNREADABLE = "unreadable"
+    WITHDRAWN = "withdrawn"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+
+
+class MailboxState(Base):
+    """Where polling got to in one hub's folder: the IMAP UIDVALIDITY seen last and the highest UID handled."""
+
+    __tablename__ = "mailbox_state"
+    __table_args__ = (UniqueConstraint("hub_id", "folder", name="uq_mailbox_state_hub_folder"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hub_id: Mapped[str] = mapped_column(String(64))
+    folder: Mapped[str] = mapped_column(String(255))
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime]
+
+
+class Message(Base):
+    """One raw e-mail as fetched, byte for byte. (hub, folder, uidvalidity, uid) says where it was found; identical
+    bytes are stored once per hub (sha256). The same Message-ID in two hubs is two submissions, so every duplicate
+    lookup is per hub."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("hub_id", "folder", "uidvalidity", "uid", name="uq_messages_location"),
+        UniqueConstraint("hub_id", "sha256", name="uq_messages_hub_sha256"),
+        Index("ix_messages_hub_message_id", "hub_id", "message_id"),
+        Index("ix_messages_state", "state", "id"),
+        Index("ix_messages_stored_at", "stored_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hub_id: Mapped[str] = mapped_column(String(64))
+    folder: Mapped[str] = mapped_column(String(255))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    sha256: Mapped[str] = mapped_column(String(64))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime | None]
+    stored_at: Mapped[datetime]
+    state: Mapped[MessageState] = mapped_column(_enum(MessageState, "message_state"), default=MessageState.STORED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_at: Mapped[datetime | None]
+    processed_at: Mapped[datetime | None]
+
+
+class Application(Base):
+    """One school's application to one programme through one hub; each e-mail about it adds a version."""
+
+    __tablename__ = "applications"
+    __table_args__ = (
+        UniqueConstraint("hub_id", "programme", "school_urn", name="uq_applications_hub_programme_urn"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hub_id: Mapped[str] = mapped_column(String(64))
+    programme: Mapped[str] = mapped_column(String(128))
+    school_urn: Mapped[str] = mapped_column(String(16))
+    school_name: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[ApplicationStatus] = mapped_column(_enum(ApplicationStatus, "application_status"))
+    latest_version_id: Mapped[int | None] = mapped_column(
+        Integer,
+        ForeignKey("application_versions.id", ondelete="SET NULL", use_alter=True,
+                   name="fk_applications_latest_version"),
+    )
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    versions: Mapped[list[ApplicationVersion]] = relationship(
+        back_populates="application", foreign_keys="ApplicationVersion.application_id",
+        passive_deletes=True, order_by="ApplicationVersion.id")
+    signatories: Mapped[list[Signatory]] = relationship(
+        back_populates="application", passive_deletes=True, order_by="Signatory.id")
+
+
+class ApplicationVersion(Base):
+    """What one message said about an application: the fields read, the verdict, the flags."""
+
+    __tablename__ = "application_versions"
+    __table_args__ = (
+        UniqueConstraint("application_id", "message_id", name="uq_application_versions_app_message"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"), index=True)
+    fields: Mapped[dict[str, Any]]
+    verdict: Mapped[dict[str, Any]]
+    status: Mapped[ApplicationStatus] = mapped_column(_enum(ApplicationStatus, "application_status"))
+    flags: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+
+    application: Mapped[Application] = relationship(back_populates="versions", foreign_keys=[application_id])
+
+
+class Signatory(Base):
+    """A person who must sign (head, teacher...) and whether they were copied in and have confirmed."""
+
+    __tablename__ = "signatories"
+    __table_args__ = (UniqueConstraint("application_id", "role", name="uq_signatories_app_role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
+    copied: Mapped[bool] = mapped_column(Boolean, default=False)
+    confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
+    confirmed_by_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    confirmed_at: Mapped[datetime | None]
+
+    application: Mapped[Application] = relationship(back_populates="signatories")
+
+
+class OutboxItem(Base):
+    """One e-mail to send. ``dedupe_key`` (by default "<source message id>:<kind>") makes enqueueing idempotent;
+    ``message_id`` is derived from it, so a resend after a crash carries the same Message-ID."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("dedupe_key", name="uq_outbox_dedupe_key"),
+        UniqueConstraint("message_id", name="uq_outbox_message_id"),
+        Index("ix_outbox_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hub_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(64))
+    dedupe_key: Mapped[str] = mapped_column(String(255))
+    source_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"), index=True)
+    application_id: Mapped[int | None] = mapped_column(ForeignKey("applications.id", ondelete="SET NULL"))
+    from_addr: Mapped[str] = mapped_column(String(320))
+    to: Mapped[list[Any]]
+    cc: Mapped[list[Any]]
+    subject: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    headers: Mapped[dict[str, Any]]
+    message_id: Mapped[str] = mapped_column(String(255))
+    in_reply_to: Mapped[str | None] = mapped_column(String(998))
+    references: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[OutboxState] = mapped_column(_enum(OutboxState, "outbox_state"), default=OutboxState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class Event(Base):
+    """The audit trail. ``detail`` holds ids, codes and counts; names and e-mail addresses belong in the rows the
+    event points at, so deleting those rows (retention) leaves no personal data behind in the log."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_at", "at"), Index("ix_events_hub_kind", "hub_id", "kind"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime]
+    hub_id: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    application_id: Mapped[int | None] = mapped_column(ForeignKey("applications.id", ondelete="SET NULL"))
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"))
+    detail: Mapped[dict[str, Any]]
+
+
+class JobClaim(Base):
+    """A scheduled job done once ever, e.g. "reminder:<application>:<days>" or "digest:<hub>:<date>"."""
+
+    __tablename__ = "job_claims"
+    __table_args__ = (UniqueConstraint("key", name="uq_job_claims_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(255))
+    claimed_at: Mapped[datetime]
+    claimed_by: Mapped[str | None] = mapped_column(String(128))

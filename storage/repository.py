@@ -1,0 +1,432 @@
+"""Everything the bot does to its database, as small functions that take a ``Session`` and leave committing to the
+caller. Storing a fetched message is idempotent (by mailbox location, and by identical bytes within a hub);
+claiming work (messages to process, replies to send) is a conditional UPDATE, with ``SELECT ... FOR UPDATE SKIP
+LOCKED`` on PostgreSQL, so two workers never hold the same row, and claims are leases that expire so a crashed
+worker's row is taken again later. Callers should commit a claim before doing the slow work (parsing, SMTP) so the
+lease and the attempt count survive a crash. Nothing here logs or records names or addresses outside the rows
+that need them.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.models import (
+    Application,
+    ApplicationStatus,
+    ApplicationVersion,
+    Event,
+    JobClaim,
+    MailboxState,
+    Message,
+    MessageState,
+    OutboxItem,
+    OutboxState,
+    Signatory,
+)
+
+DEFAULT_MESSAGE_LEASE = timedelta(minutes=15)
+DEFAULT_SEND_LEASE = timedelta(minutes=10)
+DEFAULT_MAX_MESSAGE_ATTEMPTS = 5
+
+T = TypeVar("T")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _insert_or_get(session: Session, row: T, lookup: Any) -> tuple[T, bool]:
+    """Insert ``row`` in a savepoint; if a unique constraint says someone else got there first, return theirs.
+    This is what makes the idempotent operations safe between concurrent workers, not just sequential reruns."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+        return row, True
+    except IntegrityError:
+        existing = session.scalar(lookup)
+        if existing is None:  # the conflict was on some other constraint: a real error
+            raise
+        return existing, False
+
+
+# ---- mailbox ledger -------------------------------------------------------------------------------------------
+
+def get_mailbox_state(session: Session, hub_id: str, folder: str, *, now: datetime | None = None) -> MailboxState:
+    lookup = select(MailboxState).where(MailboxState.hub_id == hub_id, MailboxState.folder == folder)
+    found = session.scalar(lookup)
+    if found is not None:
+        return found
+    row = MailboxState(hub_id=hub_id, folder=folder, uidvalidity=None, last_uid=0, updated_at=now or utcnow())
+    return _insert_or_get(session, row, lookup)[0]
+
+
+def advance_mailbox(session: Session, state: MailboxState, *, uidvalidity: int, uid: int,
+                    now: datetime | None = None) -> None:
+    """Record that everything up to ``uid`` under ``uidvalidity`` is handled. A new UIDVALIDITY restarts the count:
+    the old UIDs mean nothing any more."""
+    if state.uidvalidity != uidvalidity:
+        state.uidvalidity = uidvalidity
+        state.last_uid = uid
+    else:
+        state.last_uid = max(state.last_uid, uid)
+    state.updated_at = now or utcnow()
+
+
+# ---- raw messages ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StoreResult:
+    message: Message
+    created: bool                   # False: this exact message (location or bytes) was already stored
+    duplicate_of: Message | None    # created, but an earlier message in the same hub has the same Message-ID
+
+    @property
+    def is_new_submission(self) -> bool:
+        return self.created and self.duplicate_of is None
+
+
+def extract_message_id(raw: bytes) -> str | None:
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw, headersonly=True)
+    value = headers.get("Message-ID")
+    if value is None:
+        return None
+    value = " ".join(str(value).split())
+    return value[:998] or None
+
+
+def store_raw_message(session: Session, *, hub_id: str, folder: str, uidvalidity: int, uid: int, raw: bytes,
+                      received_at: datetime | None, now: datetime | None = None) -> StoreResult:
+    """Store one fetched message unless it is already here. Already here means the same mailbox location, or the
+    same bytes in the same hub (what a UIDVALIDITY reset or a copy in a second folder looks like). A different
+    message that reuses a Message-ID already seen in this hub is stored, with ``duplicate_of`` set, so the workflow
+    can decide not to answer it twice."""
+    location = select(Message).where(Message.hub_id == hub_id, Message.folder == folder,
+                                     Message.uidvalidity == uidvalidity, Message.uid == uid)
+    found = session.scalar(location)
+    if found is not None:
+        return StoreResult(found, False, None)
+    sha = hashlib.sha256(raw).hexdigest()
+    same_bytes = select(Message).where(Message.hub_id == hub_id, Message.sha256 == sha)
+    found = session.scalar(same_bytes)
+    if found is not None:
+        return StoreResult(found, False, None)
+
+    message_id = extract_message_id(raw)
+    earlier = None
+    if message_id:
+        earlier = session.scalar(select(Message).where(Message.hub_id == hub_id, Message.message_id == message_id)
+                                 .order_by(Message.id).limit(1))
+    row = Message(hub_id=hub_id, folder=folder, uidvalidity=uidvalidity, uid=uid, message_id=message_id,
+                  sha256=sha, raw=raw, size=len(raw), received_at=received_at, stored_at=now or utcnow(),
+                  state=MessageState.STORED, attempts=0)
+    stored, created = _insert_or_get(
+        session, row, select(Message).where(
+            Message.hub_id == hub_id,
+            or_(Message.sha256 == sha, and_(Message.folder == folder, Message.uidvalidity == uidvalidity,
+                                            Message.uid == uid))))
+    return StoreResult(stored, created, earlier if created else None)
+
+
+def find_duplicates(session: Session, *, hub_id: str, message_id: str | None = None, sha256: str | None = None,
+                    exclude_id: int | None = None) -> list[Message]:
+    """Earlier messages in the same hub with this Message-ID or these bytes (never across hubs)."""
+    conditions = []
+    if message_id:
+        conditions.append(Message.message_id == message_id)
+    if sha256:
+        conditions.append(Message.sha256 == sha256)
+    if not conditions:
+        return []
+    query = select(Message).where(Message.hub_id == hub_id, or_(*conditions)).order_by(Message.id)
+    if exclude_id is not None:
+        query = query.where(Message.id != exclude_id)
+    return list(session.scalars(query))
+
+
+def claim_next_message(session: Session, *, worker: str, now: datetime | None = None, hub_id: str | None = None,
+                       lease: timedelta = DEFAULT_MESSAGE_LEASE,
+                       max_attempts: int = DEFAULT_MAX_MESSAGE_ATTEMPTS) -> Message | None:
+    """Take the oldest stored message nobody holds (or whose holder's lease ran out). A message claimed more than
+    ``max_attempts`` times has crashed workers repeatedly; it is quarantined instead of being handed out again."""
+    now = now or utcnow()
+    claimable = and_(Message.state == MessageState.STORED,
+                     or_(Message.claimed_at.is_(None), Message.claimed_at < now - lease))
+    if hub_id is not None:
+        claimable = and_(claimable, Message.hub_id == hub_id)
+    postgres = _is_postgres(session)
+    for _ in range(100):  # bounded: each turn either claims, quarantines, or loses a race to another worker
+        candidate = select(Message.id).where(claimable).order_by(Message.id).limit(1)
+        if postgres:
+            candidate = candidate.with_for_update(skip_locked=True)
+        message_id = session.scalar(candidate)
+        if message_id is None:
+            return None
+        result = session.execute(
+            update(Message).where(Message.id == message_id, claimable)
+            .values(claimed_by=worker, claimed_at=now, attempts=Message.attempts + 1)
+            .execution_options(synchronize_session=False))
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            continue  # another worker won it between our SELECT and UPDATE (SQLite); try the next one
+        message = session.get(Message, message_id, populate_existing=True)
+        assert message is not None
+        if message.attempts > max_attempts:
+            mark_quarantined(session, message, error=f"gave up after {max_attempts} attempts", now=now)
+            record_event(session, "message_quarantined", hub_id=message.hub_id, actor=worker,
+                         message_id=message.id, detail={"reason": "attempts", "attempts": message.attempts},
+                         now=now)
+            continue
+        return message
+    return None
+
+
+def mark_processed(session: Session, message: Message, *, now: datetime | None = None) -> None:
+    message.state = MessageState.PROCESSED
+    message.processed_at = now or utcnow()
+    message.error = None
+    message.claimed_by = None
+    message.claimed_at = None
+
+
+def mark_quarantined(session: Session, message: Message, *, error: str, now: datetime | None = None) -> None:
+    message.state = MessageState.QUARANTINED
+    message.processed_at = now or utcnow()
+    message.error = error
+    message.claimed_by = None
+    message.claimed_at = None
+
+
+def release_message(session: Session, message: Message, *, error: str | None = None) -> None:
+    """Give a claimed message back for another try now (e.g. after a transient failure)."""
+    message.claimed_by = None
+    message.claimed_at = None
+    message.error = error
+
+
+# ---- applications ---------------------------------------------------------------------------------------------
+
+def get_or_create_application(session: Session, *, hub_id: str, programme: str, school_urn: str,
+                              school_name: str | None, status: ApplicationStatus,
+                              now: datetime | None = None) -> tuple[Application, bool]:
+    now = now or utcnow()
+    lookup = select(Application).where(Application.hub_id == hub_id, Application.programme == programme,
+                                       Application.school_urn == school_urn)
+    found = session.scalar(lookup)
+    if found is not None:
+        return found, False
+    row = Application(hub_id=hub_id, programme=programme, school_urn=school_urn, school_name=school_name,
+                      status=status, created_at=now, updated_at=now)
+    return _insert_or_get(session, row, lookup)
+
+
+def add_application_version(session: Session, application: Application, *, message_id: int | None,
+                            fields: dict[str, Any], verdict: dict[str, Any], status: ApplicationStatus,
+                            flags: Sequence[Any] = (), now: datetime | None = None
+                            ) -> tuple[ApplicationVersion, bool]:
+    """Add what one message said and make it the application's latest state; reprocessing the same message
+    returns the version it already made."""
+    now = now or utcnow()
+    lookup = select(ApplicationVersion).where(ApplicationVersion.application_id == application.id,
+                                              ApplicationVersion.message_id == message_id)
+    if message_id is not None:
+        found = session.scalar(lookup)
+        if found is not None:
+            return found, False
+    row = ApplicationVersion(application_id=application.id, message_id=message_id, fields=dict(fields),
+                             verdict=dict(verdict), status=status, flags=list(flags), created_at=now)
+    version, created = _insert_or_get(session, row, lookup)
+    if created:
+        application.latest_version_id = version.id
+        application.status = status
+        application.updated_at = now
+        school_name = fields.get("school.name")
+        if isinstance(school_name, str) and school_name:
+            application.school_name = school_name
+    return version, created
+
+
+def upsert_signatory(session: Session, application: Application, *, role: str, name: str | None,
+                     email: str | None, copied: bool) -> Signatory:
+    lookup = select(Signatory).where(Signatory.application_id == application.id, Signatory.role == role)
+    found = session.scalar(lookup)
+    if found is None:
+        found, _ = _insert_or_get(session, Signatory(application_id=application.id, role=role, name=name,
+                                                     email=email, copied=copied, confirmed=False), lookup)
+    if email and found.email and email.lower() != found.email.lower():
+        # A different person now holds the role: their predecessor's confirmation does not carry over.
+        found.confirmed = False
+        found.confirmed_by_message_id = None
+        found.confirmed_at = None
+    found.name, found.email = name, email
+    found.copied = found.copied or copied
+    return found
+
+
+def confirm_signatory(session: Session, signatory: Signatory, *, message_id: int | None,
+                      now: datetime | None = None) -> None:
+    if signatory.confirmed:
+        return
+    signatory.confirmed = True
+    signatory.confirmed_by_message_id = message_id
+    signatory.confirmed_at = now or utcnow()
+
+
+# ---- outbox ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    item: OutboxItem
+    created: bool
+
+
+def deterministic_message_id(dedupe_key: str, domain: str) -> str:
+    """The same key always gives the same Message-ID, so a resend is recognisably the same e-mail."""
+    digest = hashlib.sha256(dedupe_key.encode("utf-8")).hexdigest()[:32]
+    return f"<hubbot.{digest}@{domain or 'hubbot.invalid'}>"
+
+
+def enqueue_reply(session: Session, *, hub_id: str, kind: str, from_addr: str, to: Iterable[str],
+                  subject: str, text: str, cc: Iterable[str] = (), html: str | None = None,
+                  source_message_id: int | None = None, application_id: int | None = None,
+                  dedupe_key: str | None = None, headers: dict[str, str] | None = None,
+                  in_reply_to: str | None = None, references: str | None = None,
+                  message_id: str | None = None, now: datetime | None = None) -> EnqueueResult:
+    """Queue one e-mail, once. The key defaults to "<source message row id>:<kind>", i.e. one reply of each kind
+    per received message; jobs with no source message (reminders, digests) must pass ``dedupe_key``."""
+    if dedupe_key is None:
+        if source_message_id is None:
+            raise ValueError("enqueue_reply needs source_message_id or an explicit dedupe_key")
+        dedupe_key = f"msg:{source_message_id}:{kind}"
+    lookup = select(OutboxItem).where(OutboxItem.dedupe_key == dedupe_key)
+    found = session.scalar(lookup)
+    if found is not None:
+        return EnqueueResult(found, False)
+    now = now or utcnow()
+    domain = from_addr.rpartition("@")[2]
+    row = OutboxItem(hub_id=hub_id, kind=kind, dedupe_key=dedupe_key, source_message_id=source_message_id,
+                     application_id=application_id, from_addr=from_addr, to=list(to), cc=list(cc),
+                     subject=subject, text=text, html=html, headers=dict(headers or {}),
+                     message_id=message_id or deterministic_message_id(dedupe_key, domain),
+                     in_reply_to=in_reply_to, references=references, state=OutboxState.PENDING, attempts=0,
+                     next_attempt_at=now, created_at=now)
+    item, created = _insert_or_get(session, row, lookup)
+    return EnqueueResult(item, created)
+
+
+def claim_due_replies(session: Session, *, worker: str, now: datetime | None = None, limit: int = 10,
+                      lease: timedelta = DEFAULT_SEND_LEASE) -> list[OutboxItem]:
+    """Claim up to ``limit`` replies that are due, marking them SENDING. A SENDING row whose lease has run out
+    belonged to a worker that died mid-send; it is claimed again (``attempts`` > 1 and ``claimed_by`` changed show
+    it), which is the at-least-once window described in bot/outbox.py."""
+    now = now or utcnow()
+    due = or_(and_(OutboxItem.state == OutboxState.PENDING, OutboxItem.next_attempt_at <= now),
+              and_(OutboxItem.state == OutboxState.SENDING, OutboxItem.claimed_at < now - lease))
+    candidates = select(OutboxItem.id).where(due).order_by(OutboxItem.next_attempt_at, OutboxItem.id).limit(limit)
+    if _is_postgres(session):
+        candidates = candidates.with_for_update(skip_locked=True)
+    claimed: list[int] = []
+    for item_id in list(session.scalars(candidates)):
+        result = session.execute(
+            update(OutboxItem).where(OutboxItem.id == item_id, due)
+            .values(state=OutboxState.SENDING, claimed_by=worker, claimed_at=now, attempts=OutboxItem.attempts + 1)
+            .execution_options(synchronize_session=False))
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            claimed.append(item_id)
+    if not claimed:
+        return []
+    items = session.scalars(select(OutboxItem).where(OutboxItem.id.in_(claimed)).order_by(OutboxItem.id)
+                            .execution_options(populate_existing=True))
+    return list(items)
+
+
+def _finish(session: Session, item: OutboxItem, **values: Any) -> bool:
+    """Apply an outcome only if this worker still holds the claim: if our lease expired and someone else took the
+    row, their outcome wins."""
+    result = session.execute(
+        update(OutboxItem).where(OutboxItem.id == item.id, OutboxItem.state == OutboxState.SENDING,
+                                 OutboxItem.claimed_by == item.claimed_by)
+        .values(**values).execution_options(synchronize_session=False))
+    session.refresh(item)
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def mark_sent(session: Session, item: OutboxItem, *, now: datetime | None = None) -> bool:
+    return _finish(session, item, state=OutboxState.SENT, sent_at=now or utcnow(), last_error=None,
+                   claimed_by=None, claimed_at=None)
+
+
+def mark_failed(session: Session, item: OutboxItem, *, error: str, now: datetime | None = None) -> bool:
+    return _finish(session, item, state=OutboxState.FAILED, last_error=error[:2000], claimed_by=None,
+                   claimed_at=None)
+
+
+def schedule_retry(session: Session, item: OutboxItem, *, error: str, delay: timedelta,
+                   now: datetime | None = None) -> bool:
+    return _finish(session, item, state=OutboxState.PENDING, next_attempt_at=(now or utcnow()) + delay,
+                   last_error=error[:2000], claimed_by=None, claimed_at=None)
+
+
+# ---- events and jobs ------------------------------------------------------------------------------------------
+
+def record_event(session: Session, kind: str, *, hub_id: str | None = None, actor: str = "bot",
+                 message_id: int | None = None, application_id: int | None = None, outbox_id: int | None = None,
+                 detail: dict[str, Any] | None = None, now: datetime | None = None) -> Event:
+    """Append to the audit log. Put ids, codes and counts in ``detail``, never names or addresses."""
+    event = Event(at=now or utcnow(), hub_id=hub_id, actor=actor, kind=kind, message_id=message_id,
+                  application_id=application_id, outbox_id=outbox_id, detail=dict(detail or {}))
+    session.add(event)
+    session.flush()
+    return event
+
+
+def claim_job(session: Session, key: str, *, now: datetime | None = None, worker: str | None = None) -> bool:
+    """True exactly once per key, across reruns and concurrent workers (the unique key decides)."""
+    row = JobClaim(key=key, claimed_at=now or utcnow(), claimed_by=worker)
+    _, created = _insert_or_get(session, row, select(JobClaim).where(JobClaim.key == key))
+    return created
+
+
+# ---- retention ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RetentionReport:
+    applications: int
+    messages: int
+    outbox: int
+    events: int
+
+
+def delete_personal_data(session: Session, *, older_than: datetime, hub_id: str | None = None) -> RetentionReport:
+    """Delete applications (with their versions and signatories), raw messages, finished outbox rows and events
+    older than ``older_than``. References from rows that stay are set to NULL by the foreign keys; a message still
+    waiting to be processed is kept whatever its age, because deleting it would silently lose a submission."""
+    def scoped(query: Any, column: Any) -> Any:
+        return query.where(column == hub_id) if hub_id is not None else query
+
+    apps = session.execute(scoped(delete(Application).where(Application.updated_at < older_than),
+                                  Application.hub_id).execution_options(synchronize_session=False))
+    outbox = session.execute(scoped(delete(OutboxItem).where(
+        OutboxItem.created_at < older_than, OutboxItem.state.in_([OutboxState.SENT, OutboxState.FAILED])),
+        OutboxItem.hub_id).execution_options(synchronize_session=False))
+    messages = session.execute(scoped(delete(Message).where(
+        Message.stored_at < older_than, Message.state != MessageState.STORED),
+        Message.hub_id).execution_options(synchronize_session=False))
+    events = session.execute(scoped(delete(Event).where(Event.at < older_than), Event.hub_id)
+                             .execution_options(synchronize_session=False))
+    session.expire_all()
+    return RetentionReport(applications=apps.rowcount, messages=messages.rowcount,  # type: ignore[attr-defined]
+                           outbox=outbox.rowcount, events=events.rowcount)  # type: ignore[attr-defined]
