@@ -159,6 +159,9 @@ def _parse(xml: bytes) -> etree._Element:
         raise UnreadableFile(_CORRUPT) from exc
     if root is None:
         raise UnreadableFile(_CORRUPT)
+    if root.getroottree().docinfo.internalDTD is not None:
+        # Word never writes a DTD; one in a document part is there to play entity games with the parser.
+        raise UnsafeFile(_CORRUPT)
     return root
 
 
