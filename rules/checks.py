@@ -1,0 +1,205 @@
+"""The checks run on a recognised form, each a small named thing with a description and one ``check()``.
+
+Every check sees the same ``FormContext`` and returns its findings (field issues, flags, signatory states); the
+policy, ``DEFAULT_POLICY``, is just the list of checks in order. The pipeline runs all of them and decides once,
+so a school gets one complete reply, never a drip of partial ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from rules.definitions import FieldDefinition, ProgrammeDefinition, WordLimitKind
+from rules.maths_hubs import MathsHub, match_maths_hub
+from rules.text import is_non_answer, normalise, word_count
+from rules.validators import VALIDATORS
+from rules.verdict import FieldIssue, Flag, FlagCode, IssueKind, SignatoryState
+
+LONDON = ZoneInfo("Europe/London")
+
+
+@dataclass(frozen=True)
+class HubView:
+    """What the checks need to know about the hub whose mailbox received the e-mail."""
+
+    id: str
+    name: str
+    addresses: frozenset[str]
+    programmes: frozenset[str]
+    maths_hub: MathsHub | None
+
+
+@dataclass(frozen=True)
+class FormContext:
+    programme: ProgrammeDefinition
+    answers: dict[str, str | None]          # as read from the form, hints removed
+    correspondents: frozenset[str]          # From, To and Cc addresses, lower case
+    hub: HubView | None
+    received_at: datetime | None
+    deadline: date | None
+
+
+@dataclass
+class Findings:
+    issues: list[FieldIssue] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
+    signatories: list[SignatoryState] = field(default_factory=list)
+    values: dict[str, str | None] = field(default_factory=dict)   # normalised answers, for fields and replies
+
+
+class Check(Protocol):
+    name: str
+    description: str
+
+    def check(self, ctx: FormContext, findings: Findings) -> None: ...
+
+
+def deadline_end(day: date) -> datetime:
+    """A deadline day ends at 23:59:59 London time, summer or winter."""
+    return datetime.combine(day, time(23, 59, 59), tzinfo=LONDON)
+
+
+def is_answered(value: str | None) -> bool:
+    return bool(value and value.strip() and not is_non_answer(value))
+
+
+def _issue(f: FieldDefinition, kind: IssueKind, reason: str) -> FieldIssue:
+    return FieldIssue(field=f.id, label=f.label, section=f.section, kind=kind, reason=reason)
+
+
+class FieldValues:
+    name = "field-values"
+    description = "Each answer is present where required (conditions included) and passes its validator."
+
+    def check(self, ctx: FormContext, findings: Findings) -> None:
+        for f in ctx.programme.fields:
+            raw = ctx.answers.get(f.id)
+            if not is_answered(raw):
+                findings.values[f.id] = None
+                if self._required(f, ctx, findings):
+                    why = "this is required"
+                    if f.required_when:
+                        why = f"this is required when the answer to the question above is " \
+                              f"{f.required_when.equals.capitalize()}"
+                    findings.issues.append(_issue(f, IssueKind.MISSING, why))
+                continue
+            checked = VALIDATORS[f.validator](raw or "")
+            findings.values[f.id] = checked.value
+            if checked.reason:
+                findings.issues.append(_issue(f, IssueKind.INVALID, checked.reason))
+
+    @staticmethod
+    def _required(f: FieldDefinition, ctx: FormContext, findings: Findings) -> bool:
+        if f.required:
+            return True
+        if f.required_when is None:
+            return False
+        # Fields are checked in form order and conditions point upwards, so the controlling value is known.
+        return (findings.values.get(f.required_when.field) or "").lower() == f.required_when.equals
+
+
+class WordLimits:
+    name = "word-limits"
+    description = "'Up to N words' answers are at most N words; 'about N' over 1.5 x N is flagged for staff."
+
+    def check(self, ctx: FormContext, findings: Findings) -> None:
+        for f in ctx.programme.fields:
+            value = findings.values.get(f.id)
+            if not f.words or not value:
+                continue
+            words = word_count(value)
+            if f.words.kind is WordLimitKind.UP_TO and words > f.words.limit:
+                findings.issues.append(_issue(f, IssueKind.INVALID,
+                                              f"this should be up to {f.words.limit} words; it has {words}"))
+            elif f.words.kind is WordLimitKind.ABOUT and words > 1.5 * f.words.limit:
+                findings.flags.append(Flag(FlagCode.WORD_GUIDANCE,
+                                           f"{f.label}: {words} words against about {f.words.limit} asked for"))
+
+
+class SignatoriesCopied:
+    name = "signatories-copied"
+    description = "Every signatory's address from the form is in the e-mail's From, To or Cc (the hub's never counts)."
+
+    def check(self, ctx: FormContext, findings: Findings) -> None:
+        hub_addresses = ctx.hub.addresses if ctx.hub else frozenset({ctx.programme.hub.address})
+        issues_by_field = {i.field for i in findings.issues}
+        for s in ctx.programme.signatories:
+            name = findings.values.get(f"{s.role}.name")
+            email = findings.values.get(f"{s.role}.email")
+            if f"{s.role}.email" in issues_by_field or not email:
+                email = None
+            copied = bool(email) and email in ctx.correspondents and email not in hub_addresses
+            findings.signatories.append(SignatoryState(s.role, s.label, name, email, copied))
+
+
+class Deadline:
+    name = "deadline"
+    description = "Received by 23:59:59 London time on the deadline day; later is kept and flagged 'late'."
+
+    def check(self, ctx: FormContext, findings: Findings) -> None:
+        if ctx.deadline is None or ctx.received_at is None:
+            return
+        if ctx.received_at > deadline_end(ctx.deadline):
+            when = ctx.received_at.astimezone(LONDON)
+            findings.flags.append(Flag(FlagCode.LATE, f"received {when:%d %B %Y at %H:%M} (London), after the "
+                                                      f"deadline of {ctx.deadline:%d %B %Y}"))
+
+
+class Region:
+    name = "region"
+    description = "For programmes limited to some local authorities, the address names one of them or their towns."
+
+    def check(self, ctx: FormContext, findings: Findings) -> None:
+        rule = ctx.programme.region
+        if rule is None:
+            return
+        address = normalise(findings.values.get(rule.field) or "")
+        if not address:
+            return
+        if not any(f" {normalise(place)} " in f" {address.replace(',', ' ')} " for place in rule.places):
+            findings.flags.append(Flag(FlagCode.REGION, rule.detail))
+
+
+class HubMatch:
+    name = "hub-match"
+    description = "The form belongs to the hub whose mailbox received it, and any Maths Hub it names agrees."
+
+    def check(self, ctx: FormContext, findings: Findings) -> None:
+        hub = ctx.hub
+        if hub is None:
+            return
+        programme = ctx.programme
+        if hub.programmes and programme.id not in hub.programmes:
+            findings.flags.append(Flag(FlagCode.WRONG_HUB,
+                                       f"this is the {programme.short_title} form, which {hub.name} does not run"))
+        eligibility = programme.hub_eligibility
+        answer = ctx.answers.get(eligibility.field if eligibility else "maths_hub")
+        if not is_answered(answer):
+            return
+        named = match_maths_hub(answer or "")
+        if named is None:
+            return
+        if eligibility and named.code not in eligibility.codes:
+            findings.flags.append(Flag(FlagCode.WRONG_HUB,
+                                       f"the form names {named.name}, which does not offer this programme"))
+        elif hub.maths_hub and named.code != hub.maths_hub.code:
+            findings.flags.append(Flag(FlagCode.WRONG_HUB,
+                                       f"the form names {named.name}, but it was sent to {hub.name}"))
+
+
+DEFAULT_POLICY: tuple[Check, ...] = (
+    FieldValues(), WordLimits(), SignatoriesCopied(), Deadline(), Region(), HubMatch(),
+)
+
+
+def run_checks(ctx: FormContext, policy: tuple[Check, ...] = DEFAULT_POLICY) -> Findings:
+    findings = Findings()
+    for check in policy:
+        check.check(ctx, findings)
+    return findings
+
+
+__all__ = ["DEFAULT_POLICY", "Findings", "FormContext", "HubView", "LONDON", "deadline_end", "run_checks"]
+

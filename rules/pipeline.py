@@ -1,0 +1,154 @@
+"""The check pipeline: one raw e-mail in, one typed ``Verdict`` out, with no network, database or clock.
+
+Order of decisions: too large or automatic mail is ``ignored`` (never answered); each attachment's type is sniffed
+from its bytes, documents are read and recognised by content (logos and cover letters fall away); the best
+recognised form is mapped to field ids and every check runs; otherwise an unreadable document gives
+``unreadable``, a text that says a form is attached gives ``no_form``, and anything else is ``not_application``
+for a person to read. Every failure inside one attachment is caught there and becomes a plain-English problem.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timezone
+
+from parsers.email import parse_email
+from parsers.errors import UnreadableFile
+from parsers.sniff import looks_like_document, read_form, sniff
+from parsers.types import Attachment, FormDocument, Limits, ParsedEmail
+from rules.automatic import automatic_reason
+from rules.checks import LONDON, FormContext, HubView, run_checks
+from rules.definitions import ProgrammeDefinition, Registry, load_registry
+from rules.hubs import HubDirectory
+from rules.mapping import map_fields
+from rules.recognise import Recognition, recognise
+from rules.replies import build_reply
+from rules.verdict import FlagCode, Status, Verdict
+
+_SAYS_ATTACHED = re.compile(r"\b(attach(ed|ment|ing)?|enclosed|please find|herewith)\b", re.IGNORECASE)
+_SAYS_FORM = re.compile(r"\b(application|form|eoi|expression of interest|declaration)\b", re.IGNORECASE)
+LOOP_HEADER = "X-Hubbot-Loop"
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    registry: Registry
+    hubs: HubDirectory
+    limits: Limits = Limits()
+    # (hub id, programme id) -> deadline, from the config's [hubs.dates."<programme>"] tables.
+    deadlines: Mapping[tuple[str, str], date] = field(default_factory=dict)
+
+    @classmethod
+    def builtin(cls) -> "CheckSettings":
+        registry = load_registry()
+        return cls(registry=registry, hubs=HubDirectory.builtin(registry))
+
+    def deadline(self, hub: HubView | None, programme: ProgrammeDefinition) -> date | None:
+        if hub is not None and (hub.id, programme.id) in self.deadlines:
+            return self.deadlines[(hub.id, programme.id)]
+        return programme.deadline
+
+
+@dataclass(frozen=True)
+class _FoundForm:
+    attachment: Attachment
+    document: FormDocument
+    recognition: Recognition
+
+
+def assess(raw: bytes, settings: CheckSettings, *, received_at: datetime | None = None) -> Verdict:
+    """The verdict on one e-mail. ``received_at`` is the server's receipt time (IMAP INTERNALDATE) when known."""
+    email = parse_email(raw, settings.limits)
+    when = _london(received_at or email.received_at or email.date)
+    hub = settings.hubs.for_email(email)
+    base = dict(message_id=email.message_id, received_at=when, sender=email.sender.email if email.sender else None,
+                hub=hub.id if hub else None)
+
+    reason = automatic_reason(email, loop_header=LOOP_HEADER, own_addresses=settings.hubs.all_addresses())
+    if reason:
+        return Verdict(status=Status.IGNORED, ignored_because=reason, **base)
+    if len(raw) > settings.limits.message_bytes:
+        problem = (f"Your e-mail is {len(raw) / 1_048_576:.0f} MB, larger than the "
+                   f"{settings.limits.message_bytes / 1_048_576:.0f} MB we can accept.")
+        return _finish(Verdict(status=Status.UNREADABLE, problems=(problem,), **base), email, settings, hub, None)
+
+    forms: list[_FoundForm] = []
+    unreadable: list[tuple[Attachment, str]] = []
+    other_files: list[str] = []
+    for attachment in email.attachments:
+        kind = sniff(attachment.filename, attachment.content_type, attachment.payload)
+        if not looks_like_document(kind):
+            other_files.append(attachment.filename)
+            continue
+        if attachment.size > settings.limits.attachment_bytes or _dropped_as_oversize(email, attachment):
+            unreadable.append((attachment, f"The file is larger than the "
+                                           f"{settings.limits.attachment_bytes / 1_048_576:.0f} MB we can accept."))
+            continue
+        try:
+            document = read_form(kind, attachment.payload, settings.limits)
+        except UnreadableFile as exc:
+            unreadable.append((attachment, exc.reason))
+            continue
+        recognition = recognise(document, settings.registry)
+        if recognition is None:
+            other_files.append(attachment.filename)
+        else:
+            forms.append(_FoundForm(attachment, document, recognition))
+
+    if forms:
+        best = max(forms, key=lambda f: f.recognition.score)
+        return _assess_form(best, email, settings, hub, base)
+    if unreadable:
+        attachment, _ = unreadable[0]
+        problems = tuple(f"{a.filename or 'The attachment'}: {why}" if len(unreadable) > 1 else why
+                         for a, why in unreadable)
+        verdict = Verdict(status=Status.UNREADABLE, attachment=attachment.filename or None, problems=problems,
+                          **base)
+        return _finish(verdict, email, settings, hub, None)
+    if _says_form_attached(email):
+        verdict = Verdict(status=Status.NO_FORM, problems=("No application form was attached.",), **base)
+        return _finish(verdict, email, settings, hub, None, other_files=tuple(f for f in other_files if f))
+    return Verdict(status=Status.NOT_APPLICATION, **base)
+
+
+def _assess_form(found: _FoundForm, email: ParsedEmail, settings: CheckSettings, hub: HubView | None,
+                 base: dict) -> Verdict:
+    programme = found.recognition.programme
+    answers = map_fields(found.document, programme)
+    ctx = FormContext(programme=programme, answers=answers, correspondents=frozenset(email.all_recipients_and_sender()),
+                      hub=hub, received_at=base["received_at"], deadline=settings.deadline(hub, programme))
+    findings = run_checks(ctx)
+    incomplete = bool(findings.issues) or any(not s.copied for s in findings.signatories)
+    verdict = Verdict(
+        status=Status.INCOMPLETE if incomplete else Status.COMPLETE,
+        programme=programme.id, attachment=found.attachment.filename or None,
+        school_name=findings.values.get("school.name"), school_urn=findings.values.get("school.urn"),
+        fields=findings.values, issues=tuple(findings.issues), signatories=tuple(findings.signatories),
+        late=any(f.code is FlagCode.LATE for f in findings.flags), flags=tuple(findings.flags), **base,
+    )
+    return _finish(verdict, email, settings, hub, programme)
+
+
+def _finish(verdict: Verdict, email: ParsedEmail, settings: CheckSettings, hub: HubView | None,
+            programme: ProgrammeDefinition | None, other_files: tuple[str, ...] = ()) -> Verdict:
+    deadline = settings.deadline(hub, programme) if programme else None
+    reply = build_reply(verdict, email, programme=programme, hub=hub, deadline=deadline, other_files=other_files)
+    return replace(verdict, reply=reply)
+
+
+def _dropped_as_oversize(email: ParsedEmail, attachment: Attachment) -> bool:
+    return attachment.size == 0 and any("too large" in d and attachment.filename in d for d in email.defects)
+
+
+def _says_form_attached(email: ParsedEmail) -> bool:
+    text = f"{email.subject}\n{email.text_body or email.html_body}"[:20_000]
+    return bool(_SAYS_ATTACHED.search(text) and _SAYS_FORM.search(text))
+
+
+def _london(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(LONDON)

@@ -1,0 +1,72 @@
+"""Build the reply a verdict calls for: who it goes to, and its subject, text and HTML from ``templates/``.
+
+Replies go to the sender, copied to the signatories' addresses as written on the form (never to any other
+address: the reply repeats names and addresses from the form, which are personal data). Nothing is sent for
+``ignored`` and ``not_application``. Threading headers point at the school's message.
+"""
+from __future__ import annotations
+
+from datetime import date
+from itertools import groupby
+
+from parsers.types import ParsedEmail
+from rules.checks import HubView
+from rules.definitions import ProgrammeDefinition
+from rules.verdict import Reply, ReplyKind, Status, Verdict
+from templates import render_email
+
+_KIND_FOR_STATUS = {
+    Status.COMPLETE: ReplyKind.ACKNOWLEDGEMENT,
+    Status.INCOMPLETE: ReplyKind.MISSING_INFORMATION,
+    Status.UNREADABLE: ReplyKind.UNREADABLE,
+    Status.NO_FORM: ReplyKind.MISSING_ATTACHMENT,
+}
+
+
+def _clean(value: str) -> str:
+    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
+
+
+def _hub_identity(email: ParsedEmail, hub: HubView | None, programme: ProgrammeDefinition | None) -> tuple[str, str]:
+    if hub is not None:
+        received_by = [a.email for a in (*email.delivered_to, *email.to, *email.cc) if a.email in hub.addresses]
+        return hub.name, received_by[0] if received_by else sorted(hub.addresses)[0]
+    if programme is not None:
+        return programme.hub.name, programme.hub.address
+    first_to = email.to[0].email if email.to else ""
+    return "The Maths Hub team", first_to
+
+
+def build_reply(verdict: Verdict, email: ParsedEmail, *, programme: ProgrammeDefinition | None,
+                hub: HubView | None, deadline: date | None, other_files: tuple[str, ...] = ()) -> Reply | None:
+    kind = _KIND_FOR_STATUS.get(verdict.status)
+    if kind is None or email.sender is None or not email.sender.email:
+        return None
+    hub_name, hub_address = _hub_identity(email, hub, programme)
+    hub_addresses = hub.addresses if hub else frozenset({hub_address})
+    sender = email.sender.email
+    cc: list[str] = []
+    for s in verdict.signatories:
+        if s.email and s.email != sender and s.email not in hub_addresses and s.email not in cc:
+            cc.append(s.email)
+    issues = sorted(verdict.issues, key=lambda i: programme.sections.index(i.section) if programme else 0)
+    context = {
+        "hub_name": hub_name,
+        "hub_address": hub_address,
+        "programme_title": programme.title if programme else "",
+        "school_name": _clean(verdict.school_name or ""),
+        "original_subject": _clean(email.subject)[:120],
+        "attachment": _clean(verdict.attachment or ""),
+        "problems": list(verdict.problems),
+        "sections": [{"name": name, "issues": [{"label": _clean(i.label), "reason": i.reason} for i in group]}
+                     for name, group in groupby(issues, key=lambda i: i.section)],
+        "not_copied": [s for s in verdict.signatories if not s.copied and s.email],
+        "late": verdict.late,
+        "deadline": f"{deadline:%-d %B %Y}" if deadline else "",
+        "other_files": [_clean(f) for f in other_files],
+    }
+    rendered = render_email(kind.value, context)
+    references = tuple(r for r in (*email.references, email.message_id) if r)
+    return Reply(kind=kind, to=(sender,), cc=tuple(cc), subject=rendered.subject, text=rendered.text,
+                 html=rendered.html, in_reply_to=email.message_id, references=references[-10:])
+

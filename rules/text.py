@@ -1,0 +1,63 @@
+"""Small text helpers shared by the rules: normalising labels for comparison and deciding what counts as empty.
+
+A printed hint ("*", "(Yes/No)", "Click or tap here to enter text.") or a non-answer ("n/a", "tbc") is not an
+answer; these functions are where that is decided, once, for every field of every form.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Printed on many forms or inserted by Word; a field holding only these is empty.
+COMMON_HINTS = (
+    "Click or tap here to enter text.",
+    "Click here to enter text.",
+    "Click or tap to enter a date.",
+    "Choose an item.",
+)
+NON_ANSWERS = frozenset({"n/a", "na", "n.a.", "-", "--", "–", "—", "tbc", "tba", "none", "nil", "?", "x", "."})
+
+_SPACES = re.compile(r"\s+")
+_QUOTES = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "-", "\u00a0": " "})
+
+
+def normalise(text: str) -> str:
+    """Lower-case, straight quotes and dashes, one space between words; for comparing labels and headings."""
+    text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
+    return _SPACES.sub(" ", text).strip().lower()
+
+
+def normalise_keep_case(text: str) -> str:
+    """Like ``normalise`` but keeping case and line breaks: for cutting a label off the front of an answer."""
+    text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
+    return "\n".join(" ".join(line.split()) for line in text.splitlines()).strip()
+
+
+def strip_hints(value: str, hints: tuple[str, ...]) -> str:
+    """Remove printed hint text from an answer. Long hints are removed wherever they are (a school may type after
+    them); very short ones ("*") only at the ends, so an asterisk inside a statement survives."""
+    cleaned = value.translate(_QUOTES)
+    for hint in (*COMMON_HINTS, *hints):
+        hint = hint.translate(_QUOTES)
+        if len(hint) >= 4:
+            cleaned = re.sub(re.escape(hint), " ", cleaned, flags=re.IGNORECASE)
+        else:
+            while cleaned.strip().startswith(hint) or cleaned.strip().endswith(hint):
+                stripped = cleaned.strip()
+                cleaned = stripped[len(hint):] if stripped.startswith(hint) else stripped[: -len(hint)]
+    # Word keeps a placeholder's trailing spaces and blank paragraphs: tidy lines, keep line structure.
+    lines = [line.strip() for line in cleaned.splitlines()]
+    return "\n".join(line for line in lines if line).strip()
+
+
+def is_non_answer(value: str) -> bool:
+    return normalise(value).rstrip(".") in NON_ANSWERS or normalise(value) in NON_ANSWERS
+
+
+def one_line(value: str) -> str:
+    """A cell's lines as one line, for names and addresses."""
+    return _SPACES.sub(" ", value).strip()
+
+
+def word_count(value: str) -> int:
+    return len(re.findall(r"\S+", value))

@@ -1,0 +1,142 @@
+"""The typed verdict on one e-mail: what was read, what is wrong, who was copied, the status and the reply.
+
+This is the single result of the check pipeline; the ``check --json`` output, the database's application versions
+and the replies are all made from it. ``to_json()`` gives exactly the object documented in
+``shared/spec/interface.md``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"
+    UNREADABLE = "unreadable"
+    NO_FORM = "no_form"
+    NOT_APPLICATION = "not_application"
+    IGNORED = "ignored"
+
+
+class ReplyKind(StrEnum):
+    ACKNOWLEDGEMENT = "acknowledgement"
+    MISSING_INFORMATION = "missing_information"
+    UNREADABLE = "unreadable"
+    MISSING_ATTACHMENT = "missing_attachment"
+
+
+class FlagCode(StrEnum):
+    LATE = "late"
+    REGION = "region"
+    WORD_GUIDANCE = "word_guidance"
+    WRONG_HUB = "wrong_hub"
+    RESUBMISSION = "resubmission"
+    DUPLICATE = "duplicate"
+
+
+class IssueKind(StrEnum):
+    MISSING = "missing"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class Flag:
+    code: FlagCode
+    detail: str
+
+
+@dataclass(frozen=True)
+class FieldIssue:
+    field: str
+    label: str
+    section: str
+    kind: IssueKind
+    reason: str
+
+
+@dataclass(frozen=True)
+class SignatoryState:
+    role: str
+    title: str            # as printed on the form: "Head Teacher", "TRG Teacher 1"
+    name: str | None
+    email: str | None     # None when the form has no valid address for them
+    copied: bool
+
+
+@dataclass(frozen=True)
+class Reply:
+    kind: ReplyKind
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    subject: str
+    text: str
+    html: str
+    in_reply_to: str = ""
+    references: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    message_id: str
+    received_at: datetime | None
+    sender: str | None
+    status: Status
+    programme: str | None = None
+    hub: str | None = None
+    attachment: str | None = None
+    school_name: str | None = None
+    school_urn: str | None = None
+    fields: dict[str, str | None] = field(default_factory=dict)
+    issues: tuple[FieldIssue, ...] = ()
+    signatories: tuple[SignatoryState, ...] = ()
+    late: bool = False
+    flags: tuple[Flag, ...] = ()
+    problems: tuple[str, ...] = ()
+    ignored_because: str | None = None
+    reply: Reply | None = None
+
+    @property
+    def missing_fields(self) -> list[str]:
+        return [i.field for i in self.issues if i.kind is IssueKind.MISSING]
+
+    @property
+    def invalid_fields(self) -> list[FieldIssue]:
+        return [i for i in self.issues if i.kind is IssueKind.INVALID]
+
+    @property
+    def signatories_not_copied(self) -> list[SignatoryState]:
+        return [s for s in self.signatories if not s.copied]
+
+    def has_flag(self, code: FlagCode) -> bool:
+        return any(f.code is code for f in self.flags)
+
+    def to_json(self, file: str | None = None) -> dict[str, Any]:
+        """The ``check --json`` object of interface.md (``file`` first when given)."""
+        out: dict[str, Any] = {} if file is None else {"file": file}
+        out.update({
+            "message_id": self.message_id,
+            "received_at": self.received_at.isoformat() if self.received_at else None,
+            "sender": self.sender,
+            "status": self.status.value,
+            "programme": self.programme,
+            "hub": self.hub,
+            "attachment": self.attachment,
+            "school": {"name": self.school_name, "urn": self.school_urn} if self.programme else None,
+            "fields": dict(self.fields),
+            "missing_fields": self.missing_fields,
+            "invalid_fields": [{"field": i.field, "reason": i.reason} for i in self.invalid_fields],
+            "signatories": [
+                {"role": s.role, "name": s.name, "email": s.email, "copied": s.copied} for s in self.signatories
+            ],
+            "late": self.late,
+            "flags": [{"code": f.code.value, "detail": f.detail} for f in self.flags],
+            "problems": list(self.problems),
+            "reply": None if self.reply is None else {
+                "kind": self.reply.kind.value, "to": list(self.reply.to), "cc": list(self.reply.cc),
+                "subject": self.reply.subject, "body": self.reply.text,
+            },
+        })
+        return out
