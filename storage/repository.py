@@ -16,7 +16,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, case, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,6 +37,8 @@ from storage.models import (
 DEFAULT_MESSAGE_LEASE = timedelta(minutes=15)
 DEFAULT_SEND_LEASE = timedelta(minutes=10)
 DEFAULT_MAX_MESSAGE_ATTEMPTS = 5
+# last_error of a reply taken over from a worker that stopped mid-send: the one case that may send twice.
+RECLAIMED_MARKER = "previous send attempt did not finish"
 
 T = TypeVar("T")
 
@@ -342,7 +344,9 @@ def claim_due_replies(session: Session, *, worker: str, now: datetime | None = N
     for item_id in list(session.scalars(candidates)):
         result = session.execute(
             update(OutboxItem).where(OutboxItem.id == item_id, due)
-            .values(state=OutboxState.SENDING, claimed_by=worker, claimed_at=now, attempts=OutboxItem.attempts + 1)
+            .values(state=OutboxState.SENDING, claimed_by=worker, claimed_at=now, attempts=OutboxItem.attempts + 1,
+                    last_error=case((OutboxItem.state == OutboxState.SENDING, RECLAIMED_MARKER),
+                                    else_=OutboxItem.last_error))
             .execution_options(synchronize_session=False))
         if result.rowcount == 1:  # type: ignore[attr-defined]
             claimed.append(item_id)

@@ -1,0 +1,167 @@
+"""Draining the outbox: claim the replies that are due, turn each row into an e-mail, hand it to the sender (SMTP or
+the ``.eml`` writer), and record the outcome: sent; retried later with exponential backoff after a TEMPORARY
+failure; failed for good after a PERMANENT one or too many attempts. Each claim is committed (state SENDING) before
+the SMTP conversation starts, and each outcome is committed straight after it, so at most one worker talks to the
+server about a row at a time. Delivery is exactly-once except for one window we cannot close from here: if the
+worker dies after the server accepted the message but before "sent" is committed, the row's lease expires and
+another attempt sends it again. That resend carries the same deterministic Message-ID (and Date), so it is
+recognisable and most mail systems fold it into the first copy; the event log shows it as a reclaimed attempt.
+So the guarantee is at-least-once with duplicate detection, and exactly-once whenever the worker does not crash
+in that window.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+
+from bot.smtp import SendResult, SendStatus, SmtpSettings, send_message, write_eml
+from storage import repository as repo
+from storage.db import Database
+from storage.models import OutboxItem
+
+log = logging.getLogger(__name__)
+
+Sender = Callable[[EmailMessage], SendResult]
+LOOP_HEADER = "X-Hubbot-Loop"
+# Headers the row's free-form ``headers`` may not override: they carry threading and loop protection.
+_PROTECTED = {"from", "to", "cc", "subject", "message-id", "date", "in-reply-to", "references",
+              "auto-submitted", LOOP_HEADER.lower(), "mime-version", "content-type",
+              "content-transfer-encoding"}
+
+
+@dataclass(frozen=True)
+class OutboxPolicy:
+    max_attempts: int = 12                     # with the cap below, about a day of trying before giving up
+    base_delay: timedelta = timedelta(minutes=1)
+    max_delay: timedelta = timedelta(hours=6)
+    lease: timedelta = timedelta(minutes=10)   # longer than any SMTP conversation (timeouts are 60 s)
+    batch_size: int = 20
+
+
+@dataclass
+class DrainReport:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    lost_claims: int = 0      # our lease expired and another worker took the row before we recorded the outcome
+
+
+def backoff(attempts: int, policy: OutboxPolicy) -> timedelta:
+    """Delay before the next try after ``attempts`` tries: base, 2x base, 4x base ... capped."""
+    delay = policy.base_delay * (2 ** max(0, attempts - 1))
+    return min(delay, policy.max_delay)
+
+
+def _one_line(value: str) -> str:
+    # A CR or LF in a header value would be header injection (and EmailMessage refuses it anyway).
+    return re.sub(r"[\r\n]+", " ", value).strip()
+
+
+def build_email(item: OutboxItem) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = _one_line(item.from_addr)
+    message["To"] = ", ".join(_one_line(a) for a in item.to)
+    if item.cc:
+        message["Cc"] = ", ".join(_one_line(a) for a in item.cc)
+    message["Subject"] = _one_line(item.subject)
+    # Date from the row, not the clock: a resend after a crash is then the same e-mail, not a near-copy.
+    message["Date"] = format_datetime(item.created_at.astimezone(timezone.utc))
+    message["Message-ID"] = item.message_id
+    if item.in_reply_to:
+        message["In-Reply-To"] = _one_line(item.in_reply_to)
+    references = item.references or item.in_reply_to
+    if references:
+        message["References"] = _one_line(references)
+    message["Auto-Submitted"] = "auto-replied"   # RFC 3834: other robots must not answer this
+    message[LOOP_HEADER] = _one_line(item.from_addr)
+    for name, value in (item.headers or {}).items():
+        if name.lower() not in _PROTECTED:
+            message[_one_line(name)] = _one_line(str(value))
+    message.set_content(item.text)
+    if item.html:
+        message.add_alternative(item.html, subtype="html")
+    return message
+
+
+def smtp_sender(settings: SmtpSettings) -> Sender:
+    return lambda message: send_message(settings, message)
+
+
+def eml_sender(directory: str | Path) -> Sender:
+    def send(message: EmailMessage) -> SendResult:
+        path = write_eml(directory, message)
+        return SendResult(SendStatus.SENT, None, path.name)
+    return send
+
+
+def default_worker_id() -> str:
+    import os
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now: datetime | None = None,
+                 policy: OutboxPolicy = OutboxPolicy(), max_batches: int = 50,
+                 hub_senders: Mapping[str, Sender] | None = None) -> DrainReport:
+    """Send everything due. ``hub_senders`` lets a hub use its own sender; others use ``sender``. ``now`` fixes
+    the clock (tests, ``--now``); otherwise the real time is read at each step."""
+    worker = worker or default_worker_id()
+    report = DrainReport()
+    for _ in range(max_batches):
+        claim_time = now or repo.utcnow()
+        with db.session() as session:
+            items = repo.claim_due_replies(session, worker=worker, now=claim_time, limit=policy.batch_size,
+                                           lease=policy.lease)
+            # Build the e-mails while the rows are loaded; the SMTP work happens outside any transaction.
+            work = [(item.id, item.hub_id, item.attempts, build_email(item)) for item in items]
+        if not work:
+            break
+        report.claimed += len(work)
+        for item_id, hub_id, attempts, message in work:
+            chosen = (hub_senders or {}).get(hub_id, sender)
+            try:
+                result = chosen(message)
+            except Exception as exc:  # noqa: BLE001 - a sender bug must not leave the row stuck in SENDING
+                log.exception("sender raised for outbox row %s", item_id)
+                result = SendResult(SendStatus.TEMPORARY, None, f"sender error: {type(exc).__name__}")
+            _record(db, item_id, worker, attempts, result, now, policy, report)
+    log.info("outbox drained: claimed=%d sent=%d retried=%d failed=%d", report.claimed, report.sent,
+             report.retried, report.failed)
+    return report
+
+
+def _record(db: Database, item_id: int, worker: str, attempts: int, result: SendResult, now: datetime | None,
+            policy: OutboxPolicy, report: DrainReport) -> None:
+    at = now or repo.utcnow()
+    with db.session() as session:
+        item = session.get(OutboxItem, item_id)
+        if item is None or item.claimed_by != worker:
+            report.lost_claims += 1
+            return
+        detail = {"kind": item.kind, "attempt": attempts, "code": result.code, "reclaimed": item.last_error == repo.RECLAIMED_MARKER}
+        if result.status is SendStatus.SENT:
+            if repo.mark_sent(session, item, now=at):
+                report.sent += 1
+                repo.record_event(session, "reply_sent", hub_id=item.hub_id, actor=worker, outbox_id=item.id,
+                                  message_id=item.source_message_id, application_id=item.application_id,
+                                  detail={**detail, "refused_recipients": result.refused_recipients}, now=at)
+        elif result.status is SendStatus.TEMPORARY and attempts < policy.max_attempts:
+            delay = backoff(attempts, policy)
+            if repo.schedule_retry(session, item, error=result.detail, delay=delay, now=at):
+                report.retried += 1
+                repo.record_event(session, "reply_retry", hub_id=item.hub_id, actor=worker, outbox_id=item.id,
+                                  message_id=item.source_message_id,
+                                  detail={**detail, "delay_seconds": int(delay.total_seconds())}, now=at)
+        else:
+            if repo.mark_failed(session, item, error=result.detail, now=at):
+                report.failed += 1
+                repo.record_event(session, "reply_failed", hub_id=item.hub_id, actor=worker, outbox_id=item.id,
+                                  message_id=item.source_message_id,
+                                  detail={**detail, "status": result.status.value}, now=at)

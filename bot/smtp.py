@@ -1,0 +1,146 @@
+"""Handing one finished e-mail to the hub's SMTP server with aiosmtplib, or, when the config has no ``[smtp]``
+section, writing it as an ``.eml`` file. ``send_message`` never raises for a delivery problem: it returns a
+``SendResult`` whose status says what the outbox should do next. A 4xx reply, a dropped or timed-out connection,
+a missing STARTTLS and a refused login are TEMPORARY (the message is fine; the server or our config is not, so
+retry later); any other 5xx reply is PERMANENT for that message. Security is explicit: ``starttls`` refuses to send
+over a connection the server will not upgrade, ``tls`` is TLS from the first byte, ``none`` is for loopback tests.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.message
+import enum
+import os
+import re
+import ssl
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import aiosmtplib
+
+Security = Literal["starttls", "tls", "none"]
+
+
+class SendStatus(enum.StrEnum):
+    SENT = "sent"
+    TEMPORARY = "temporary"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    status: SendStatus
+    code: int | None = None
+    detail: str = ""                 # server text or error class; no addresses (servers echo them, so trimmed)
+    refused_recipients: int = 0      # SENT, but this many recipients were refused
+
+    @property
+    def ok(self) -> bool:
+        return self.status is SendStatus.SENT
+
+
+@dataclass
+class SmtpSettings:
+    host: str
+    port: int = 587
+    security: Security = "starttls"
+    username: str | None = None
+    password_env: str | None = None          # the environment variable's name; the file never holds secrets
+    token_provider: Callable[[], str] | None = None   # XOAUTH2 instead of a password
+    timeout: float = 60.0
+    local_hostname: str | None = None
+    tls_context: ssl.SSLContext | None = field(default=None, repr=False)
+
+
+_ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>@]+>?")
+
+
+def _clean(text: str) -> str:
+    # Servers put the refused address in their reply; keep the reason, drop the address.
+    return _ADDRESS.sub("<address>", " ".join(str(text).split()))[:500]
+
+
+def _by_code(code: int | None, detail: str) -> SendResult:
+    if code is not None and 500 <= code < 600:
+        return SendResult(SendStatus.PERMANENT, code, _clean(detail))
+    return SendResult(SendStatus.TEMPORARY, code, _clean(detail))
+
+
+async def send_message_async(settings: SmtpSettings, message: email.message.EmailMessage) -> SendResult:
+    password = ""
+    if settings.username and settings.token_provider is None:
+        password = os.environ.get(settings.password_env or "", "")
+        if not password:
+            return SendResult(SendStatus.TEMPORARY, None,
+                              f"environment variable {settings.password_env or '(none named)'} is not set")
+    client = aiosmtplib.SMTP(
+        hostname=settings.host, port=settings.port, timeout=settings.timeout,
+        use_tls=settings.security == "tls",
+        # True = STARTTLS or fail; False = never (plain "none"). None (opportunistic) is never used: it would
+        # silently send in clear text when a server stops offering STARTTLS.
+        start_tls=settings.security == "starttls",
+        tls_context=settings.tls_context, local_hostname=settings.local_hostname)
+    try:
+        await client.connect()
+        if settings.username:
+            if settings.token_provider is not None:
+                await client.auth_xoauth2(settings.username, settings.token_provider())
+            else:
+                await client.login(settings.username, password)
+        errors, response = await client.send_message(message)
+        return SendResult(SendStatus.SENT, None, _clean(response), refused_recipients=len(errors))
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        codes = [r.code for r in exc.recipients]
+        # Every recipient refused: permanent only if every refusal was permanent.
+        code = max(codes) if codes and all(c >= 500 for c in codes) else min(codes, default=None)
+        return _by_code(code, "; ".join(r.message for r in exc.recipients))
+    except aiosmtplib.SMTPAuthenticationError as exc:
+        # The message is not at fault; a wrong password must not fail every queued reply for good.
+        return SendResult(SendStatus.TEMPORARY, exc.code, "authentication failed: " + _clean(exc.message))
+    except aiosmtplib.SMTPResponseException as exc:
+        return _by_code(exc.code, exc.message)
+    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+        return SendResult(SendStatus.TEMPORARY, None, f"{type(exc).__name__}: {_clean(str(exc))}")
+    finally:
+        if client.is_connected:
+            try:
+                await client.quit()
+            except Exception:  # noqa: BLE001 - the mail is sent or not already; a failed QUIT changes nothing
+                client.close()
+
+
+def send_message(settings: SmtpSettings, message: email.message.EmailMessage) -> SendResult:
+    """Synchronous wrapper for the worker and the command line (no event loop running in this thread)."""
+    return asyncio.run(send_message_async(settings, message))
+
+
+# ---- .eml files -----------------------------------------------------------------------------------------------
+
+def eml_filename(message: email.message.EmailMessage) -> str:
+    message_id = str(message.get("Message-ID", "")).strip().strip("<>")
+    if not message_id:
+        raise ValueError("an outgoing message needs a Message-ID to be written as a file")
+    return re.sub(r"[^A-Za-z0-9._@+-]", "_", message_id)[:200] + ".eml"
+
+
+def write_eml(directory: str | os.PathLike[str], message: email.message.EmailMessage) -> Path:
+    """Write the message to ``directory/<Message-ID>.eml`` atomically; writing the same message again replaces the
+    file instead of adding a second one."""
+    target_dir = Path(directory)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / eml_filename(message)
+    fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=".tmp-", suffix=".eml")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(message.as_bytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
