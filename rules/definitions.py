@@ -17,7 +17,7 @@ from typing import Any
 
 from parsers.errors import ConfigError
 
-VALIDATORS = frozenset({"text", "urn", "email", "trn", "telephone", "yes_no", "maths_hub"})
+VALIDATORS = frozenset({"text", "address", "statement", "urn", "email", "trn", "telephone", "yes_no", "maths_hub"})
 FIELD_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$")
 
 
@@ -172,7 +172,8 @@ def _field(reader: _Reader, sections: tuple[str, ...]) -> FieldDefinition:
     occurrence = reader.get("section_occurrence", int, 1)
     if sections.count(section) < occurrence:
         raise reader.fail("section", f"'{section}' (occurrence {occurrence}) is not listed in 'sections'")
-    validator = reader.get("validator", str, "text")
+    # Statement boxes keep their paragraphs; every other free-text answer is read as one line.
+    validator = reader.get("validator", str, "statement" if "prompt" in reader.data else "text")
     if validator not in VALIDATORS:
         raise reader.fail("validator", f"'{validator}' is not one of {', '.join(sorted(VALIDATORS))}")
     words = None

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 
-from parsers.email import parse_email
+from parsers.email import oversize_attachments, parse_email
 from parsers.errors import UnreadableFile
 from parsers.sniff import looks_like_document, read_form, sniff
 from parsers.types import Attachment, FormDocument, Limits, ParsedEmail
@@ -76,12 +76,13 @@ def assess(raw: bytes, settings: CheckSettings, *, received_at: datetime | None 
     forms: list[_FoundForm] = []
     unreadable: list[tuple[Attachment, str]] = []
     other_files: list[str] = []
-    for attachment in email.attachments:
+    oversize = oversize_attachments(email)
+    for index, attachment in enumerate(email.attachments):
         kind = sniff(attachment.filename, attachment.content_type, attachment.payload)
         if not looks_like_document(kind):
             other_files.append(attachment.filename)
             continue
-        if attachment.size > settings.limits.attachment_bytes or _dropped_as_oversize(email, attachment):
+        if index in oversize or attachment.size > settings.limits.attachment_bytes:
             unreadable.append((attachment, f"The file is larger than the "
                                            f"{settings.limits.attachment_bytes / 1_048_576:.0f} MB we can accept."))
             continue
@@ -135,10 +136,6 @@ def _finish(verdict: Verdict, email: ParsedEmail, settings: CheckSettings, hub: 
     deadline = settings.deadline(hub, programme) if programme else None
     reply = build_reply(verdict, email, programme=programme, hub=hub, deadline=deadline, other_files=other_files)
     return replace(verdict, reply=reply)
-
-
-def _dropped_as_oversize(email: ParsedEmail, attachment: Attachment) -> bool:
-    return attachment.size == 0 and any("too large" in d and attachment.filename in d for d in email.defects)
 
 
 def _says_form_attached(email: ParsedEmail) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 # Printed on many forms or inserted by Word; a field holding only these is empty.
 COMMON_HINTS = (
@@ -33,6 +34,11 @@ def normalise_keep_case(text: str) -> str:
     return "\n".join(" ".join(line.split()) for line in text.splitlines()).strip()
 
 
+@lru_cache(maxsize=512)
+def _hint_pattern(hint: str) -> re.Pattern[str]:
+    return re.compile(r"\s+".join(re.escape(word) for word in hint.split()), re.IGNORECASE)
+
+
 def strip_hints(value: str, hints: tuple[str, ...]) -> str:
     """Remove printed hint text from an answer. Long hints are removed wherever they are (a school may type after
     them); very short ones ("*") only at the ends, so an asterisk inside a statement survives."""
@@ -40,7 +46,8 @@ def strip_hints(value: str, hints: tuple[str, ...]) -> str:
     for hint in (*COMMON_HINTS, *hints):
         hint = hint.translate(_QUOTES)
         if len(hint) >= 4:
-            cleaned = re.sub(re.escape(hint), " ", cleaned, flags=re.IGNORECASE)
+            # A PDF wraps a long hint over lines: match it word by word, whatever the white space between.
+            cleaned = _hint_pattern(hint).sub(" ", cleaned)
         else:
             while cleaned.strip().startswith(hint) or cleaned.strip().endswith(hint):
                 stripped = cleaned.strip()
@@ -61,3 +68,18 @@ def one_line(value: str) -> str:
 
 def word_count(value: str) -> int:
     return len(re.findall(r"\S+", value))
+
+
+def join_lines(value: str, separator: str = " ") -> str:
+    """A one-line answer typed over several lines or paragraphs, as one line. With ``separator`` ", " (addresses),
+    a line already ending in punctuation is joined with a plain space."""
+    lines = [line.strip() for line in value.splitlines() if line.strip()]
+    out = ""
+    for line in lines:
+        if not out:
+            out = line
+        elif separator != " " and out[-1] in ",;:.":
+            out += " " + line
+        else:
+            out += separator + line
+    return out

@@ -1,0 +1,65 @@
+"""The readable summary ``hubbot check`` prints for hub staff: status, the fields with what is wrong, the
+signatories, the flags and the reply that would be sent."""
+from __future__ import annotations
+
+import shutil
+import textwrap
+
+from rules.verdict import IssueKind, Verdict
+
+
+def _table(rows: list[tuple[str, ...]], headers: tuple[str, ...], width: int) -> list[str]:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+    # Shrink the widest columns until the table fits the terminal.
+    while sum(widths) + 2 * len(widths) > width and max(widths) > 12:
+        widths[widths.index(max(widths))] -= 1
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(textwrap.shorten(c, w, placeholder="…").ljust(w) if len(c) > w else c.ljust(w)
+                         for c, w in zip(cells, widths)).rstrip()
+
+    return [line(headers), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)]
+
+
+def format_summary(name: str, verdict: Verdict) -> str:
+    width = min(shutil.get_terminal_size((110, 24)).columns, 140)
+    out = [f"== {name}", f"Status:    {verdict.status.value}"]
+    if verdict.programme:
+        out.append(f"Programme: {verdict.programme}")
+    out.append(f"Hub:       {verdict.hub or '(not one of our mailboxes)'}")
+    out.append(f"From:      {verdict.sender or '(none)'}")
+    if verdict.received_at:
+        out.append(f"Received:  {verdict.received_at:%d %b %Y %H:%M %Z}" + ("  (LATE)" if verdict.late else ""))
+    if verdict.attachment:
+        out.append(f"Form:      {verdict.attachment}")
+    if verdict.ignored_because:
+        out.append(f"Ignored:   {verdict.ignored_because} (automatic mail is never answered)")
+    for problem in verdict.problems:
+        out.append(f"Problem:   {problem}")
+    if verdict.fields:
+        issues = {i.field: i for i in verdict.issues}
+        rows = []
+        for field_id, value in verdict.fields.items():
+            issue = issues.get(field_id)
+            what = "" if issue is None else ("MISSING" if issue.kind is IssueKind.MISSING else "INVALID: ") + (
+                "" if issue.kind is IssueKind.MISSING else issue.reason)
+            rows.append((field_id, " ".join((value or "").split()) or "-", what))
+        out += ["", "Fields:"] + ["  " + r for r in _table(rows, ("field", "answer", "problem"), width - 2)]
+    if verdict.signatories:
+        rows = [(s.title, s.name or "-", s.email or "-", "copied" if s.copied else "NOT COPIED")
+                for s in verdict.signatories]
+        out += ["", "Signatories:"] + ["  " + r for r in _table(rows, ("role", "name", "email", "state"), width - 2)]
+    if verdict.flags:
+        out += ["", "Flags:"] + [f"  {f.code.value}: {f.detail}" for f in verdict.flags]
+    out.append("")
+    if verdict.reply is None:
+        out.append("Reply:     none")
+    else:
+        r = verdict.reply
+        out += [f"Reply:     {r.kind.value}", f"  To:      {', '.join(r.to)}"]
+        if r.cc:
+            out.append(f"  Cc:      {', '.join(r.cc)}")
+        out += [f"  Subject: {r.subject}", ""] + ["    " + line for line in r.text.splitlines()]
+    return "\n".join(out) + "\n"
