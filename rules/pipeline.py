@@ -59,17 +59,23 @@ class _FoundForm:
 
 def assess(raw: bytes, settings: CheckSettings, *, received_at: datetime | None = None) -> Verdict:
     """The verdict on one e-mail. ``received_at`` is the server's receipt time (IMAP INTERNALDATE) when known."""
-    email = parse_email(raw, settings.limits)
+    return assess_parsed(parse_email(raw, settings.limits), len(raw), settings, received_at=received_at)
+
+
+def assess_parsed(email: ParsedEmail, size: int, settings: CheckSettings, *, received_at: datetime | None = None,
+                  hub: HubView | None = None) -> Verdict:
+    """``assess`` for an e-mail already parsed. ``hub`` is the mailbox's hub when the caller knows it (the worker
+    does); otherwise the hub is found from the addresses the e-mail was sent to."""
     when = _london(received_at or email.received_at or email.date)
-    hub = settings.hubs.for_email(email)
+    hub = hub or settings.hubs.for_email(email)
     base = dict(message_id=email.message_id, received_at=when, sender=email.sender.email if email.sender else None,
                 hub=hub.id if hub else None)
 
     reason = automatic_reason(email, loop_header=LOOP_HEADER, own_addresses=settings.hubs.all_addresses())
     if reason:
         return Verdict(status=Status.IGNORED, ignored_because=reason, **base)
-    if len(raw) > settings.limits.message_bytes:
-        problem = (f"Your e-mail is {len(raw) / 1_048_576:.0f} MB, larger than the "
+    if size > settings.limits.message_bytes:
+        problem = (f"Your e-mail is {size / 1_048_576:.0f} MB, larger than the "
                    f"{settings.limits.message_bytes / 1_048_576:.0f} MB we can accept.")
         return _finish(Verdict(status=Status.UNREADABLE, problems=(problem,), **base), email, settings, hub, None)
 

@@ -113,6 +113,17 @@ class Verdict:
     def has_flag(self, code: FlagCode) -> bool:
         return any(f.code is code for f in self.flags)
 
+    def to_record(self) -> dict[str, Any]:
+        """Everything in ``to_json`` plus what staff views need (labels, sections, why mail was ignored)."""
+        record = self.to_json()
+        record["issues"] = [{"field": i.field, "label": i.label, "section": i.section, "kind": i.kind.value,
+                             "reason": i.reason} for i in self.issues]
+        record["signatory_titles"] = {s.role: s.title for s in self.signatories}
+        record["ignored_because"] = self.ignored_because
+        if self.reply is not None:
+            record["reply"]["html"] = self.reply.html
+        return record
+
     def to_json(self, file: str | None = None) -> dict[str, Any]:
         """The ``check --json`` object of interface.md (``file`` first when given)."""
         out: dict[str, Any] = {} if file is None else {"file": file}
