@@ -304,7 +304,7 @@ def ratio_bomb_docx(base: bytes, inflated_bytes: int = 8 * 1024 * 1024) -> bytes
 
 
 def many_members_docx(base: bytes, members: int = 2500) -> bytes:
-    return _rezip(base, extra={f"customXml/item{i}.xml": b"<a/>" for i in range(members)})
+    return _rezip(base, extra={f"customXml/extra{i}.xml": b"<a/>" for i in range(members)})
 
 
 def entity_bomb_docx(base: bytes) -> bytes:
