@@ -364,7 +364,8 @@ def _finish(session: Session, item: OutboxItem, **values: Any) -> bool:
         update(OutboxItem).where(OutboxItem.id == item.id, OutboxItem.state == OutboxState.SENDING,
                                  OutboxItem.claimed_by == item.claimed_by)
         .values(**values).execution_options(synchronize_session=False))
-    session.refresh(item)
+    if item in session:
+        session.refresh(item)
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
