@@ -64,9 +64,10 @@ def _clean(text: str) -> str:
 
 
 def _by_code(code: int | None, detail: str) -> SendResult:
+    text = _clean(f"{code} {detail}" if code is not None else detail)
     if code is not None and 500 <= code < 600:
-        return SendResult(SendStatus.PERMANENT, code, _clean(detail))
-    return SendResult(SendStatus.TEMPORARY, code, _clean(detail))
+        return SendResult(SendStatus.PERMANENT, code, text)
+    return SendResult(SendStatus.TEMPORARY, code, text)
 
 
 async def send_message_async(settings: SmtpSettings, message: email.message.EmailMessage) -> SendResult:
