@@ -279,8 +279,11 @@ def extract_blocks(data: bytes, limits: Limits) -> tuple[int, list[Block]]:
 
 
 def _open_failure_kind(exc: BaseException) -> str:
+    """Why pdfminer gave up: a password, our memory cap, or (anything else) a damaged file."""
     seen: BaseException | None = exc
     while seen is not None:
+        if isinstance(seen, MemoryError) or any(isinstance(arg, MemoryError) for arg in seen.args):
+            return "memory"  # the address-space cap, surfacing through pdfminer's or pdfplumber's wrappers
         if isinstance(seen, (PDFPasswordIncorrect, PDFEncryptionError)):
             return "encrypted"
         if any(isinstance(arg, (PDFPasswordIncorrect, PDFEncryptionError)) for arg in seen.args):

@@ -18,7 +18,7 @@ import threading
 import zlib
 from pathlib import Path
 
-__all__ = ["CACHE_DIR", "docx_to_pdf", "encrypted_pdf", "scanned_pdf", "text_pdf", "many_page_pdf", "truncated_pdf"]
+__all__ = ["CACHE_DIR", "docx_to_pdf", "encrypted_pdf", "scanned_pdf", "text_pdf", "many_page_pdf", "stream_bomb_pdf", "truncated_pdf"]
 
 CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "pdf"
 ENCRYPTED_PASSWORD = "secret"
@@ -146,6 +146,26 @@ def scanned_pdf(pages: int = 1) -> bytes:
     out = io.BytesIO()
     images[0].save(out, "PDF", resolution=100.0, save_all=True, append_images=images[1:])
     return out.getvalue()
+
+
+def stream_bomb_pdf(inflated_bytes: int = 200 * 1024 * 1024) -> bytes:
+    """One page whose content stream is tiny compressed and ``inflated_bytes`` of spaces once inflated."""
+    page = text_pdf([["Looks like a form"]])
+    packer = zlib.compressobj(9)
+    chunk = b" " * (1 << 20)
+    packed = b"".join(packer.compress(chunk) for _ in range(inflated_bytes >> 20)) + packer.flush()
+    bomb = b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
+        b"/Contents [6 0 R 5 0 R] >>",
+        bomb,
+        _stream(b"BT /F1 11 Tf 72 740 Td (Looks like a form) Tj ET"),
+    ]
+    del page
+    return _pdf(objects)
 
 
 def truncated_pdf(pdf_bytes: bytes, keep: float = 0.6) -> bytes:
