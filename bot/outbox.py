@@ -1,13 +1,11 @@
 """Draining the outbox: claim the replies that are due, turn each row into an e-mail, hand it to the sender (SMTP or
 the ``.eml`` writer), and record the outcome: sent; retried later with exponential backoff after a TEMPORARY
-failure; failed for good after a PERMANENT one or too many attempts. Each claim is committed (state SENDING) before
-the SMTP conversation starts, and each outcome is committed straight after it, so at most one worker talks to the
-server about a row at a time. Delivery is exactly-once except for one window we cannot close from here: if the
-worker dies after the server accepted the message but before "sent" is committed, the row's lease expires and
-another attempt sends it again. That resend carries the same deterministic Message-ID (and Date), so it is
-recognisable and most mail systems fold it into the first copy; the event log shows it as a reclaimed attempt.
-So the guarantee is at-least-once with duplicate detection, and exactly-once whenever the worker does not crash
-in that window.
+failure; failed for good after a PERMANENT one or too many attempts. Each claim is committed (state SENDING) just
+before the SMTP conversation and each outcome straight after it, so at most one worker talks to the server about a
+row. If a worker dies inside that window we cannot know whether the server accepted the e-mail, so the row is not
+sent again automatically: it becomes UNCERTAIN, the digest asks a person to check, and ``requeue_reply`` sends it
+again. A school is therefore never answered twice; the price is that a crash in the few milliseconds of an SMTP
+conversation delays that one reply until a person looks.
 """
 from __future__ import annotations
 
@@ -51,6 +49,7 @@ class DrainReport:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    uncertain: int = 0        # interrupted sends found and parked for a person to check
     lost_claims: int = 0      # our lease expired and another worker took the row before we recorded the outcome
 
 
@@ -114,6 +113,12 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
     the clock (tests, ``--now``); otherwise the real time is read at each step."""
     worker = worker or default_worker_id()
     report = DrainReport()
+    with db.session() as session:
+        for item in repo.park_interrupted_sends(session, now=now or repo.utcnow(), lease=policy.lease):
+            report.uncertain += 1
+            repo.record_event(session, "reply_uncertain", hub_id=item.hub_id, actor=worker, outbox_id=item.id,
+                              message_id=item.source_message_id, application_id=item.application_id,
+                              detail={"kind": item.kind}, now=now)
     for _ in range(max_batches):
         claim_time = now or repo.utcnow()
         with db.session() as session:
@@ -145,7 +150,7 @@ def _record(db: Database, item_id: int, worker: str, attempts: int, result: Send
         if item is None or item.claimed_by != worker:
             report.lost_claims += 1
             return
-        detail = {"kind": item.kind, "attempt": attempts, "code": result.code, "reclaimed": item.last_error == repo.RECLAIMED_MARKER}
+        detail = {"kind": item.kind, "attempt": attempts, "code": result.code}
         if result.status is SendStatus.SENT:
             if repo.mark_sent(session, item, now=at):
                 report.sent += 1

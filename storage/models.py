@@ -70,6 +70,8 @@ class OutboxState(enum.StrEnum):
     SENDING = "sending"          # claimed by a worker; the SMTP call may be in flight
     SENT = "sent"
     FAILED = "failed"            # permanent failure, or out of attempts
+    UNCERTAIN = "uncertain"      # a worker died mid-send: the server may have accepted it, so it is not resent
+                                 # automatically; the digest asks a person to check and requeue it
 
 
 class ApplicationStatus(enum.StrEnum):
@@ -109,6 +111,7 @@ class Message(Base):
         Index("ix_messages_hub_message_id", "hub_id", "message_id"),
         Index("ix_messages_state", "state", "id"),
         Index("ix_messages_stored_at", "stored_at"),
+        Index("ix_messages_verdict_status", "hub_id", "verdict_status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -128,6 +131,10 @@ class Message(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     claimed_at: Mapped[datetime | None]
     processed_at: Mapped[datetime | None]
+    # The verdict (migration 0002): its status ("complete", "ignored"...), the full record, and the application.
+    verdict_status: Mapped[str | None] = mapped_column(String(32))
+    verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    application_id: Mapped[int | None] = mapped_column(ForeignKey("applications.id", ondelete="SET NULL"))
 
 
 class Application(Base):

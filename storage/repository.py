@@ -9,6 +9,7 @@ that need them.
 from __future__ import annotations
 
 import hashlib
+from email.utils import parseaddr
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -16,7 +17,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, case, delete, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,7 +39,7 @@ DEFAULT_MESSAGE_LEASE = timedelta(minutes=15)
 DEFAULT_SEND_LEASE = timedelta(minutes=10)
 DEFAULT_MAX_MESSAGE_ATTEMPTS = 5
 # last_error of a reply taken over from a worker that stopped mid-send: the one case that may send twice.
-RECLAIMED_MARKER = "previous send attempt did not finish"
+INTERRUPTED_MARKER = "the worker stopped while sending: it may or may not have been delivered"
 
 T = TypeVar("T")
 
@@ -269,10 +270,11 @@ def upsert_signatory(session: Session, application: Application, *, role: str, n
         found, _ = _insert_or_get(session, Signatory(application_id=application.id, role=role, name=name,
                                                      email=email, copied=copied, confirmed=False), lookup)
     if email and found.email and email.lower() != found.email.lower():
-        # A different person now holds the role: their predecessor's confirmation does not carry over.
+        # A different person now holds the role: their predecessor's copy or confirmation does not carry over.
         found.confirmed = False
         found.confirmed_by_message_id = None
         found.confirmed_at = None
+        found.copied = False
     found.name, found.email = name, email
     found.copied = found.copied or copied
     return found
@@ -318,7 +320,7 @@ def enqueue_reply(session: Session, *, hub_id: str, kind: str, from_addr: str, t
     if found is not None:
         return EnqueueResult(found, False)
     now = now or utcnow()
-    domain = from_addr.rpartition("@")[2]
+    domain = parseaddr(from_addr)[1].rpartition("@")[2]
     row = OutboxItem(hub_id=hub_id, kind=kind, dedupe_key=dedupe_key, source_message_id=source_message_id,
                      application_id=application_id, from_addr=from_addr, to=list(to), cc=list(cc),
                      subject=subject, text=text, html=html, headers=dict(headers or {}),
@@ -331,12 +333,10 @@ def enqueue_reply(session: Session, *, hub_id: str, kind: str, from_addr: str, t
 
 def claim_due_replies(session: Session, *, worker: str, now: datetime | None = None, limit: int = 10,
                       lease: timedelta = DEFAULT_SEND_LEASE) -> list[OutboxItem]:
-    """Claim up to ``limit`` replies that are due, marking them SENDING. A SENDING row whose lease has run out
-    belonged to a worker that died mid-send; it is claimed again (``attempts`` > 1 and ``claimed_by`` changed show
-    it), which is the at-least-once window described in bot/outbox.py."""
+    """Claim up to ``limit`` pending replies that are due, marking them SENDING. A row left in SENDING by a worker
+    that died is never claimed again here: see ``park_interrupted_sends``."""
     now = now or utcnow()
-    due = or_(and_(OutboxItem.state == OutboxState.PENDING, OutboxItem.next_attempt_at <= now),
-              and_(OutboxItem.state == OutboxState.SENDING, OutboxItem.claimed_at < now - lease))
+    due = and_(OutboxItem.state == OutboxState.PENDING, OutboxItem.next_attempt_at <= now)
     candidates = select(OutboxItem.id).where(due).order_by(OutboxItem.next_attempt_at, OutboxItem.id).limit(limit)
     if _is_postgres(session):
         candidates = candidates.with_for_update(skip_locked=True)
@@ -344,9 +344,7 @@ def claim_due_replies(session: Session, *, worker: str, now: datetime | None = N
     for item_id in list(session.scalars(candidates)):
         result = session.execute(
             update(OutboxItem).where(OutboxItem.id == item_id, due)
-            .values(state=OutboxState.SENDING, claimed_by=worker, claimed_at=now, attempts=OutboxItem.attempts + 1,
-                    last_error=case((OutboxItem.state == OutboxState.SENDING, RECLAIMED_MARKER),
-                                    else_=OutboxItem.last_error))
+            .values(state=OutboxState.SENDING, claimed_by=worker, claimed_at=now, attempts=OutboxItem.attempts + 1)
             .execution_options(synchronize_session=False))
         if result.rowcount == 1:  # type: ignore[attr-defined]
             claimed.append(item_id)
@@ -355,6 +353,38 @@ def claim_due_replies(session: Session, *, worker: str, now: datetime | None = N
     items = session.scalars(select(OutboxItem).where(OutboxItem.id.in_(claimed)).order_by(OutboxItem.id)
                             .execution_options(populate_existing=True))
     return list(items)
+
+
+def park_interrupted_sends(session: Session, *, now: datetime | None = None,
+                           lease: timedelta = DEFAULT_SEND_LEASE) -> list[OutboxItem]:
+    """Rows whose sender died mid-send (SENDING past the lease) become UNCERTAIN. The server may have accepted
+    the e-mail before the crash, and sending it again could answer a school twice, so a person decides (the
+    digest lists them; ``requeue_reply`` sends again)."""
+    now = now or utcnow()
+    stale = and_(OutboxItem.state == OutboxState.SENDING, OutboxItem.claimed_at < now - lease)
+    ids = list(session.scalars(select(OutboxItem.id).where(stale)))
+    parked = []
+    for item_id in ids:
+        result = session.execute(
+            update(OutboxItem).where(OutboxItem.id == item_id, stale)
+            .values(state=OutboxState.UNCERTAIN, last_error=INTERRUPTED_MARKER, claimed_by=None, claimed_at=None)
+            .execution_options(synchronize_session=False))
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            item = session.get(OutboxItem, item_id, populate_existing=True)
+            assert item is not None
+            parked.append(item)
+    return parked
+
+
+def requeue_reply(session: Session, item: OutboxItem, *, now: datetime | None = None) -> bool:
+    """Send an UNCERTAIN or FAILED reply again (a person checked it was not delivered)."""
+    result = session.execute(
+        update(OutboxItem).where(OutboxItem.id == item.id,
+                                 OutboxItem.state.in_([OutboxState.UNCERTAIN, OutboxState.FAILED]))
+        .values(state=OutboxState.PENDING, next_attempt_at=now or utcnow(), claimed_by=None, claimed_at=None)
+        .execution_options(synchronize_session=False))
+    session.refresh(item)
+    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 def _finish(session: Session, item: OutboxItem, **values: Any) -> bool:

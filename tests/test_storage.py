@@ -147,13 +147,20 @@ def test_outbox_enqueue_claim_retry_and_finish(db):
     with db.session() as s:
         [item] = repo.claim_due_replies(s, worker="w2", now=NOW + timedelta(minutes=6))
         assert item.attempts == 2
-    # w2 crashed mid-send: the lease runs out and w3 takes over (the documented at-least-once window).
+    # w2 crashed mid-send: nobody may send it again automatically (the server may have accepted it); once the
+    # lease runs out it is parked as UNCERTAIN for a person, who can requeue it.
     with db.session() as s:
-        [item] = repo.claim_due_replies(s, worker="w3", now=NOW + timedelta(hours=1))
-        assert item.claimed_by == "w3" and item.last_error == repo.RECLAIMED_MARKER
-        stale = OutboxItem(id=item.id, claimed_by="w2")
-        assert not repo.mark_sent(s, stale, now=NOW)   # w2 waking up late cannot overwrite w3's claim
-        assert repo.mark_sent(s, item, now=NOW + timedelta(hours=1))
+        assert repo.claim_due_replies(s, worker="w3", now=NOW + timedelta(hours=1)) == []
+        [parked] = repo.park_interrupted_sends(s, now=NOW + timedelta(hours=1))
+        assert parked.state is OutboxState.UNCERTAIN and parked.last_error == repo.INTERRUPTED_MARKER
+        stale = OutboxItem(id=parked.id, claimed_by="w2")
+        assert not repo.mark_sent(s, stale, now=NOW)   # w2 waking up late cannot mark it sent any more
+        assert repo.claim_due_replies(s, worker="w3", now=NOW + timedelta(hours=1)) == []
+        assert repo.requeue_reply(s, parked, now=NOW + timedelta(hours=2))
+    with db.session() as s:
+        [item] = repo.claim_due_replies(s, worker="w3", now=NOW + timedelta(hours=2))
+        assert item.claimed_by == "w3" and item.attempts == 3
+        assert repo.mark_sent(s, item, now=NOW + timedelta(hours=2))
         assert item.state is OutboxState.SENT and item.sent_at is not None
 
 

@@ -1,0 +1,113 @@
+"""``hubbot run``: the long-running worker. APScheduler runs the jobs on the config's schedule (poll and process,
+outbox, reminders, digests, retention) on a single-thread executor, so jobs never overlap one another, and each
+job is coalesced so a slow run is never queued up behind itself. Hubs with IMAP IDLE get a watcher thread that
+wakes the poll as soon as mail arrives; the scheduled poll stays as the safety net. SIGTERM or SIGINT asks the
+worker to stop between messages, then the scheduler shuts down cleanly.
+
+APScheduler does not coordinate schedulers across processes: two workers on one PostgreSQL database stay safe
+because every piece of work is claimed in the database (messages, replies, job keys), not because of the
+scheduler.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bot.config import Config
+from bot.mailsource import MailSourceError
+from bot.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    def __init__(self, config: Config, worker: Worker, *, extra_jobs: dict[str, tuple[Callable[[], object],
+                                                                                     object]] | None = None) -> None:
+        self.config = config
+        self.worker = worker
+        self.scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(1)},
+                                           job_defaults={"coalesce": True, "max_instances": 1,
+                                                         "misfire_grace_time": 300},
+                                           timezone=config.timezone)
+        self._stopping = threading.Event()
+        self.extra_jobs = extra_jobs or {}
+
+    def poll_and_process(self) -> None:
+        report = self.worker.run_once()
+        log.info("cycle: stored=%s processed=%d failed=%d sent=%d", sum(report.fetched.values()),
+                 len(report.outcomes), report.failed_messages, report.outbox.sent)
+
+    def send_outbox(self) -> None:
+        self.worker.send_due()
+
+    def schedule(self) -> None:
+        schedule = self.config.schedule
+        start = datetime.now(timezone.utc) + timedelta(seconds=1)
+        self.scheduler.add_job(self.poll_and_process, IntervalTrigger(minutes=schedule.poll_every_minutes),
+                               id="poll", next_run_time=start)
+        self.scheduler.add_job(self.send_outbox, IntervalTrigger(seconds=schedule.outbox_every_seconds), id="outbox")
+        for job_id, (function, trigger) in self.extra_jobs.items():
+            self.scheduler.add_job(function, trigger, id=job_id)
+
+    def wake_poll(self) -> None:
+        """Run the poll now (IMAP IDLE saw new mail)."""
+        try:
+            self.scheduler.modify_job("poll", next_run_time=datetime.now(timezone.utc))
+        except Exception:  # noqa: BLE001 - the scheduler may be shutting down; the regular poll covers us
+            log.debug("could not wake the poll job", exc_info=True)
+
+    def _idle_watchers(self) -> list[threading.Thread]:
+        threads = []
+        for hub in self.config.hubs:
+            if hub.imap is None or not hub.imap.idle:
+                continue
+            thread = threading.Thread(target=self._watch, args=(hub,), name=f"idle-{hub.id}", daemon=True)
+            thread.start()
+            threads.append(thread)
+        return threads
+
+    def _watch(self, hub) -> None:
+        while not self._stopping.is_set():
+            source = None
+            try:
+                source = self.worker.sources(hub)
+                # Servers drop IDLE after 30 minutes; renew well before that.
+                if source.idle_wait(timeout=240):  # type: ignore[attr-defined]
+                    self.wake_poll()
+            except MailSourceError as exc:
+                log.info("IDLE on hub %s failed (%s); polling continues", hub.id, exc)
+                self._stopping.wait(30)
+            except Exception:  # noqa: BLE001
+                log.exception("IDLE watcher for hub %s", hub.id)
+                self._stopping.wait(30)
+            finally:
+                if source is not None:
+                    source.close()
+
+    def stop(self, *_: object) -> None:
+        if self._stopping.is_set():
+            return
+        log.info("stopping: finishing the current message first")
+        self._stopping.set()
+        self.worker.stop_requested = True
+        threading.Thread(target=lambda: self.scheduler.shutdown(wait=True), daemon=True).start()
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        self.schedule()
+        self._idle_watchers()
+        self.scheduler.start()
+        log.info("stopped cleanly")
+
+
+def daily_at(config: Config, when) -> CronTrigger:
+    return CronTrigger(hour=when.hour, minute=when.minute, timezone=config.timezone)

@@ -1,0 +1,209 @@
+"""One cycle of the bot: poll every hub's mailbox, store each new message, process what is stored, send what is due.
+
+Order matters for crash safety. A fetched message is committed (raw bytes and the mailbox cursor, together)
+before anything else happens to it; it is only moved to another folder after that commit. Processing claims one
+stored message at a time and commits its verdict, application changes and reply in one transaction. The outbox is
+drained last. A crash anywhere leaves work that the next cycle picks up: nothing is lost, nothing is answered twice.
+Failures are caught per message and per mailbox, so one bad message or one broken mailbox never stops the rest.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from bot.config import Config, HubSettings
+from bot.faults import crash_point
+from bot.mailsource import Cursor, MailSource, MailSourceError
+from bot.outbox import DrainReport, OutboxPolicy, Sender, default_worker_id, drain_outbox, eml_sender, smtp_sender
+from bot.workflow import Outcome, Workflow
+from rules.pipeline import CheckSettings
+from storage import repository as repo
+from storage.db import Database
+from storage.models import Message
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+MAX_MESSAGE_ATTEMPTS = 3
+
+
+def system_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class CycleReport:
+    fetched: dict[str, int] = field(default_factory=dict)      # hub id -> messages stored
+    mailbox_errors: dict[str, str] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
+    failed_messages: int = 0
+    outbox: DrainReport = field(default_factory=DrainReport)
+
+
+def open_source(hub: HubSettings, config: Config) -> MailSource:
+    """The mailbox a hub's config describes: IMAP (password or XOAUTH2) or a local Maildir folder."""
+    if hub.maildir is not None:
+        from bot.maildir import MaildirSource
+
+        return MaildirSource(hub.maildir, max_message_bytes=config.limits.message_bytes)
+    if hub.imap is None:
+        raise MailSourceError(f"hub {hub.id} has neither [hubs.imap] nor maildir configured")
+    from bot import imap
+
+    settings = hub.imap
+    token_provider = None
+    if settings.auth == "microsoft":
+        token_provider = imap.microsoft_token_provider(
+            tenant_id=settings.tenant_id or "", client_id=settings.client_id or "",
+            client_secret_env=settings.client_secret_env or "")
+    elif settings.auth == "google":
+        token_provider = imap.google_token_provider(
+            client_id=settings.client_id or "", client_secret_env=settings.client_secret_env or "",
+            refresh_token_env=settings.refresh_token_env or "")
+    return imap.ImapSource(imap.ImapSettings(
+        host=settings.host, username=settings.username, port=settings.port, security=settings.security,
+        password_env=settings.password_env, folder=settings.folder, timeout=settings.timeout_seconds,
+        max_message_bytes=config.limits.message_bytes, token_provider=token_provider))
+
+
+def make_sender(config: Config) -> Sender:
+    if config.smtp is None:
+        return eml_sender(config.outbox_path)
+    from bot.smtp import SmtpSettings
+
+    s = config.smtp
+    return smtp_sender(SmtpSettings(host=s.host, port=s.port, security=s.security, username=s.username,
+                                    password_env=s.password_env, timeout=s.timeout_seconds))
+
+
+class Worker:
+    def __init__(self, config: Config, db: Database, settings: CheckSettings, *, worker_id: str | None = None,
+                 clock: Clock = system_clock, sender: Sender | None = None,
+                 sources: Callable[[HubSettings], MailSource] | None = None,
+                 outbox_policy: OutboxPolicy = OutboxPolicy()) -> None:
+        self.config = config
+        self.db = db
+        self.worker_id = worker_id or default_worker_id()
+        self.clock = clock
+        self.workflow = Workflow(config, settings, worker=self.worker_id)
+        base_sender = sender or make_sender(config)
+
+        def send_then_mark(message):  # the crash point sits between the server's "accepted" and our commit
+            result = base_sender(message)
+            crash_point("after_smtp")
+            return result
+
+        self.sender: Sender = send_then_mark
+        self.sources = sources or (lambda hub: open_source(hub, config))
+        self.outbox_policy = outbox_policy
+        self.stop_requested = False
+
+    # ---- one cycle -------------------------------------------------------------------------------------------
+
+    def run_once(self) -> CycleReport:
+        report = CycleReport()
+        for hub in self.config.hubs:
+            if self.stop_requested:
+                break
+            try:
+                report.fetched[hub.id] = self.poll(hub)
+            except MailSourceError as exc:
+                report.mailbox_errors[hub.id] = str(exc)
+                log.warning("mailbox of hub %s could not be read: %s", hub.id, exc)
+                self._event("mailbox_error", hub.id, {"error": str(exc)[:300], "kind": exc.kind.value})
+            except Exception as exc:  # noqa: BLE001 - one broken mailbox must not stop the others
+                report.mailbox_errors[hub.id] = type(exc).__name__
+                log.exception("unexpected error polling hub %s", hub.id)
+                self._event("mailbox_error", hub.id, {"error": type(exc).__name__})
+        self.process_stored(report)
+        report.outbox = self.send_due()
+        return report
+
+    def poll(self, hub: HubSettings) -> int:
+        """Fetch and store every new message of one hub's mailbox; returns how many were stored."""
+        source = self.sources(hub)
+        folder = hub.imap.folder if hub.imap else "maildir"
+        stored_uids: list[int] = []
+        try:
+            with self.db.session() as session:
+                state = repo.get_mailbox_state(session, hub.id, folder, now=self.clock())
+                cursor = Cursor(state.uidvalidity, state.last_uid)
+            run = source.fetch_new(cursor)
+            if run.uidvalidity_changed:
+                self._event("uidvalidity_changed", hub.id, {"old": run.previous_uidvalidity, "new": run.uidvalidity})
+            for skipped in run.skipped:
+                self._event("message_skipped", hub.id, {"uid": skipped.uid, "size": skipped.size,
+                                                        "reason": skipped.reason.value})
+            for fetched in run:
+                crash_point("after_fetch")
+                with self.db.session() as session:
+                    state = repo.get_mailbox_state(session, hub.id, folder)
+                    result = repo.store_raw_message(
+                        session, hub_id=hub.id, folder=folder, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
+                        raw=fetched.raw, received_at=fetched.internaldate, now=self.clock())
+                    repo.advance_mailbox(session, state, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
+                                         now=self.clock())
+                crash_point("after_store")
+                if result.created:
+                    stored_uids.append(fetched.uid)
+            with self.db.session() as session:
+                # Skipped (oversize) messages are past the cursor too, so they are not fetched again every poll.
+                state = repo.get_mailbox_state(session, hub.id, folder)
+                if run.uids or run.skipped or state.uidvalidity != run.uidvalidity:
+                    repo.advance_mailbox(session, state, uidvalidity=run.uidvalidity, uid=run.highest_uid,
+                                         now=self.clock())
+            if hub.imap and hub.imap.move_to and stored_uids:
+                source.move_to(stored_uids, hub.imap.move_to)
+        finally:
+            source.close()
+        return len(stored_uids)
+
+    def process_stored(self, report: CycleReport | None = None) -> CycleReport:
+        """Process every stored message, one transaction each; a failure is recorded and retried next cycle,
+        and quarantined for a person after ``MAX_MESSAGE_ATTEMPTS``."""
+        report = report or CycleReport()
+        while not self.stop_requested:
+            now = self.clock()
+            with self.db.session() as session:
+                message = repo.claim_next_message(session, worker=self.worker_id, now=now,
+                                                  max_attempts=MAX_MESSAGE_ATTEMPTS)
+                if message is None:
+                    break
+                message_row_id = message.id
+            try:
+                with self.db.session() as session:
+                    message = session.get(Message, message_row_id)
+                    assert message is not None
+                    outcome = self.workflow.process(session, message, now)
+                    crash_point("after_verdict")
+                crash_point("after_commit")
+                report.outcomes.append(outcome)
+            except Exception as exc:  # noqa: BLE001 - per message: record, release, carry on with the next
+                report.failed_messages += 1
+                log.exception("processing message %s failed", message_row_id)
+                with self.db.session() as session:
+                    message = session.get(Message, message_row_id)
+                    if message is not None:
+                        repo.release_message(session, message, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+                        repo.record_event(session, "processing_failed", hub_id=message.hub_id,
+                                          actor=self.worker_id, message_id=message.id,
+                                          detail={"error": type(exc).__name__, "attempt": message.attempts},
+                                          now=now)
+                        if message.attempts >= MAX_MESSAGE_ATTEMPTS:
+                            repo.mark_quarantined(session, message, error=type(exc).__name__, now=now)
+                            repo.record_event(session, "message_quarantined", hub_id=message.hub_id,
+                                              actor=self.worker_id, message_id=message.id,
+                                              detail={"reason": "processing failed"}, now=now)
+        return report
+
+    def send_due(self) -> DrainReport:
+        return drain_outbox(self.db, self.sender, worker=self.worker_id, now=self.clock(),
+                            policy=self.outbox_policy)
+
+    def _event(self, kind: str, hub_id: str, detail: dict) -> None:
+        with self.db.session() as session:
+            repo.record_event(session, kind, hub_id=hub_id, actor=self.worker_id, detail=detail, now=self.clock())
+
+
