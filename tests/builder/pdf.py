@@ -2,8 +2,8 @@
 password-protected exports, and hostile files (cut short, absurdly long).
 
 LibreOffice takes about two seconds a conversion, so results are cached on disk under ``tests/.cache`` keyed by the
-SHA-256 of the input and the export options; writes are atomic and every process uses its own LibreOffice profile,
-so parallel test runs neither clash nor corrupt the cache.
+SHA-256 of the input's contents and the export options; writes are atomic and every process uses its own
+LibreOffice profile, so parallel test runs neither clash nor corrupt the cache.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def encrypted_pdf(docx_bytes: bytes) -> bytes:
 
 
 def _convert(docx_bytes: bytes, filter_spec: str) -> bytes:
-    key = hashlib.sha256(filter_spec.encode() + b"\0" + docx_bytes).hexdigest()
+    key = _content_key(filter_spec, docx_bytes)
     cached = CACHE_DIR / f"{key}.pdf"
     if cached.exists():
         return cached.read_bytes()
@@ -68,6 +69,19 @@ def _convert(docx_bytes: bytes, filter_spec: str) -> bytes:
         handle.write(data)
     os.replace(temp_name, cached)
     return data
+
+
+def _content_key(filter_spec: str, docx_bytes: bytes) -> str:
+    """SHA-256 of the package's member names and contents, not its bytes: zip entries carry the time they were
+    written, so the same filled form saved twice differs byte for byte and would never hit the cache."""
+    digest = hashlib.sha256(filter_spec.encode() + b"\0")
+    try:
+        with zipfile.ZipFile(io.BytesIO(docx_bytes)) as archive:
+            for name in sorted(archive.namelist()):
+                digest.update(name.encode() + b"\0" + hashlib.sha256(archive.read(name)).digest())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        digest.update(docx_bytes)
+    return digest.hexdigest()
 
 
 def _profile() -> Path:
