@@ -31,11 +31,11 @@ import pdfplumber  # noqa: E402
 from lxml import etree  # noqa: E402
 
 from rules.pipeline import CheckSettings, assess  # noqa: E402
-from tests.builder.applications import (  # noqa: E402
+from samples.applications import (  # noqa: E402
     FORM_FILES, LONDON, application_email, complete_answers, fill_form,
 )
-from tests.builder.forms import FillStyle  # noqa: E402
-from tests.builder.pdf import docx_to_pdf  # noqa: E402
+from samples.forms import FillStyle  # noqa: E402
+from samples.pdf import docx_to_pdf  # noqa: E402
 
 W_T = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}t"
 PDF_TYPE = "application/pdf"

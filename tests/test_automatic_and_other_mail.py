@@ -13,8 +13,8 @@ import pytest
 
 from rules.pipeline import LOOP_HEADER, CheckSettings, assess
 from rules.verdict import ReplyKind, Status
-from tests.builder.applications import application_email, complete_answers, fill_form, programme
-from tests.builder.mail import (
+from samples.applications import application_email, complete_answers, fill_form, programme
+from samples.mail import (
     DOCX_TYPE, bounce_report, build_email, forgot_attachment_email, mailing_list_post, out_of_office, question_email,
 )
 
@@ -92,7 +92,7 @@ def test_please_find_attached_with_no_file_is_no_form() -> None:
 
 
 def test_no_form_when_only_a_non_form_document_is_attached() -> None:
-    from tests.builder.forms import minimal_docx
+    from samples.forms import minimal_docx
 
     letter = minimal_docx("<w:p><w:r><w:t>Dear Hub, we are keen to join.</w:t></w:r></w:p>")
     raw = build_email(sender="k.wright@valley.example.sch.uk", to=HUB, subject="Our application",

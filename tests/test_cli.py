@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.builder.applications import LONDON, application_email, complete_answers, fill_form, programme
-from tests.builder.mail import out_of_office, question_email
+from samples.applications import LONDON, application_email, complete_answers, fill_form, programme
+from samples.mail import out_of_office, question_email
 
 KEYS = ["file", "message_id", "received_at", "sender", "status", "programme", "hub", "attachment", "school",
         "fields", "missing_fields", "invalid_fields", "signatories", "late", "flags", "problems", "reply"]

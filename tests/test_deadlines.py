@@ -15,8 +15,8 @@ from bot.config import parse_config
 from bot.context import check_settings
 from rules.pipeline import CheckSettings, assess
 from rules.verdict import FlagCode, ReplyKind, Status
-from tests.builder.applications import LONDON, application_email, complete_answers, correspondents, fill_form
-from tests.builder.mail import DOCX_TYPE, build_email
+from samples.applications import LONDON, application_email, complete_answers, correspondents, fill_form
+from samples.mail import DOCX_TYPE, build_email
 
 SETTINGS = CheckSettings.builtin()
 UTC = timezone.utc

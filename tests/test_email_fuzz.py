@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from parsers.email import parse_email
 from parsers.types import Limits
 from rules.automatic import automatic_reason
-from tests.builder.mail import DOCX_TYPE, build_email
+from samples.mail import DOCX_TYPE, build_email
 
 WILD = Path(__file__).resolve().parents[1].parent / "shared" / "wild-mail"
 SEEDS: list[bytes] = [p.read_bytes() for p in sorted(WILD.rglob("*.eml"))[::4]] if WILD.is_dir() else []

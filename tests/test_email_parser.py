@@ -7,7 +7,7 @@ import pytest
 
 from parsers.email import MESSAGE_TOO_LARGE, oversize_attachments, parse_email
 from parsers.types import Address, Limits
-from tests.builder.mail import DOCX_TYPE, build_email, forgot_attachment_email
+from samples.mail import DOCX_TYPE, build_email, forgot_attachment_email
 
 SCHOOL = "Kate Wright <k.wright@valley.example.sch.uk>"
 HUB = "admin@hub.example.org"

@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from parsers.types import Limits
 from rules.pipeline import CheckSettings, assess
 from rules.verdict import ReplyKind, Status
-from tests.builder.applications import application_email, complete_answers, fill_form
-from tests.builder.forms import (
+from samples.applications import application_email, complete_answers, fill_form
+from samples.forms import (
     entity_bomb_docx, legacy_doc, many_members_docx, ratio_bomb_docx, truncated, zip_bomb_docx,
 )
-from tests.builder.mail import DOCX_TYPE, build_email
-from tests.builder.pdf import docx_to_pdf, encrypted_pdf, many_page_pdf, scanned_pdf, truncated_pdf
+from samples.mail import DOCX_TYPE, build_email
+from samples.pdf import docx_to_pdf, encrypted_pdf, many_page_pdf, scanned_pdf, truncated_pdf
 
 SETTINGS = CheckSettings.builtin()
 PID = "secondary-tfm-wg-2024"

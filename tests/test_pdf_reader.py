@@ -14,8 +14,8 @@ from parsers.docx_form import read_docx
 from parsers.errors import ScannedDocument, UnreadableFile, UnsafeFile
 from parsers.pdf_form import read_pdf
 from parsers.types import DocumentKind, FormDocument, Limits, Paragraph, Table
-from tests.builder.forms import FORMS_DIR, FillStyle, FormFiller, form_path
-from tests.builder.pdf import docx_to_pdf, encrypted_pdf, many_page_pdf, scanned_pdf, stream_bomb_pdf, text_pdf, truncated_pdf
+from samples.forms import FORMS_DIR, FillStyle, FormFiller, form_path
+from samples.pdf import docx_to_pdf, encrypted_pdf, many_page_pdf, scanned_pdf, stream_bomb_pdf, text_pdf, truncated_pdf
 
 LIMITS = Limits()
 BLANKS = sorted(FORMS_DIR.glob("*.docx"))

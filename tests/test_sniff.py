@@ -10,8 +10,8 @@ import pytest
 from parsers.errors import ScannedDocument, UnreadableFile, UnsafeFile
 from parsers.sniff import FileKind, looks_like_document, read_form, sniff
 from parsers.types import DocumentKind, Limits
-from tests.builder.forms import form_path, legacy_doc, truncated, zip_bomb_docx
-from tests.builder.pdf import many_page_pdf, scanned_pdf, text_pdf, truncated_pdf
+from samples.forms import form_path, legacy_doc, truncated, zip_bomb_docx
+from samples.pdf import many_page_pdf, scanned_pdf, text_pdf, truncated_pdf
 
 DOCX = form_path("secondary-tfm-work-group-application-2024-25").read_bytes()
 PDF = text_pdf([["School details"]])

@@ -1,6 +1,6 @@
 """Fill blank Maths Hub forms in code, the many ways a busy school secretary does, and make hostile .docx files.
 
-Tests never hand-edit binaries: they start from a blank form in ``/work/shared/forms`` and say, in the words printed
+Nobody hand-edits binaries: fillers start from a blank form (the shipped copies of ``shared/forms``) and say, in the words printed
 on the form, what goes where and how it was typed (``FillStyle``). Each style writes the OOXML Word itself writes for
 that way of typing: content controls, tracked changes, hyperlinks, nested tables and so on.
 """
@@ -25,7 +25,8 @@ __all__ = [
     "zip_bomb_docx", "ratio_bomb_docx", "many_members_docx", "truncated", "legacy_doc", "entity_bomb_docx",
 ]
 
-FORMS_DIR = Path("/work/shared/forms")
+# Unchanged copies of shared/forms (tests/test_samples.py checks they match), shipped for the demo.
+FORMS_DIR = Path(__file__).resolve().parent / "blank_forms"
 W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 R_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 NSDECLS = f'xmlns:w="{W_NS}" xmlns:r="{R_NS}"'
@@ -81,6 +82,7 @@ class FormFiller:
         self._doc = docx.Document(str(blank_path))
         self._body = self._doc.element.body
         self._ids = itertools.count(1000)
+        self._printed: dict[etree._Element, str] = {}
 
     # ---- public API ----------------------------------------------------------------------------------------------
 
@@ -95,6 +97,7 @@ class FormFiller:
         if how == FillStyle.LABEL_CELL:
             paragraph = label_cell.findall(_w("p"))[-1]
             label_text = _text(label_cell).rstrip()
+            self._printed[label_cell] = label_text
             joiner = " " if label_text.endswith(":") else ": "
             paragraph.append(parse_xml(f"<w:r {NSDECLS}><w:t xml:space=\"preserve\">{escape(joiner + value)}</w:t></w:r>"))
             return self
@@ -150,7 +153,8 @@ class FormFiller:
         found = 0
         for table in self._section_tables(section, occurrence):
             for cell in table.iter(_w("tc")):
-                if _norm(_text(cell)) == wanted:
+                # A label cell already answered in LABEL_CELL style still counts under its printed text.
+                if _norm(self._printed.get(cell, _text(cell))) == wanted:
                     found += 1
                     if found == label_occurrence:
                         return cell

@@ -1,7 +1,7 @@
 """Make the PDFs the reader tests need: forms "saved as PDF" (LibreOffice headless, standing in for Word), scans,
 password-protected exports, and hostile files (cut short, absurdly long).
 
-LibreOffice takes about two seconds a conversion, so results are cached on disk under ``tests/.cache`` keyed by the
+LibreOffice takes about two seconds a conversion, so results are cached on disk (``CACHE_DIR``) keyed by the
 SHA-256 of the input's contents and the export options; writes are atomic and every process uses its own
 LibreOffice profile, so parallel test runs neither clash nor corrupt the cache.
 """
@@ -19,13 +19,18 @@ import zipfile
 import zlib
 from pathlib import Path
 
-__all__ = ["CACHE_DIR", "docx_to_pdf", "encrypted_pdf", "scanned_pdf", "text_pdf", "many_page_pdf", "stream_bomb_pdf", "truncated_pdf"]
+__all__ = ["CACHE_DIR", "docx_to_pdf", "libreoffice_available", "encrypted_pdf", "scanned_pdf", "text_pdf", "many_page_pdf", "stream_bomb_pdf", "truncated_pdf"]
 
-CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "pdf"
+# LibreOffice takes seconds per file: conversions are kept, keyed by content, in the user's cache folder.
+CACHE_DIR = Path(os.environ.get("HUBBOT_PDF_CACHE") or Path.home() / ".cache" / "hubbot" / "pdf")
 ENCRYPTED_PASSWORD = "secret"
 _CONVERT_TIMEOUT = 180
 _profiles: dict[tuple[int, int], Path] = {}
 _profiles_lock = threading.Lock()
+
+
+def libreoffice_available() -> bool:
+    return shutil.which("soffice") is not None or shutil.which("libreoffice") is not None
 
 
 def docx_to_pdf(docx_bytes: bytes) -> bytes:

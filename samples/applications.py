@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 from rules.definitions import ProgrammeDefinition, load_registry
 
-from tests.builder.forms import FillStyle, FormFiller, form_path
-from tests.builder.mail import build_email
+from samples.forms import FillStyle, FormFiller, form_path
+from samples.mail import build_email
 
 LONDON = ZoneInfo("Europe/London")
 DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -28,12 +28,38 @@ FORM_FILES = {
     "primary-mastery-readiness-2018": "primary-mastery-readiness-declaration-2018.docx",
 }
 
-_PEOPLE = {
-    "head": ("Mrs Helen O'Neill", "h.oneill@valley.example.sch.uk", "RP99/12345"),
-    "hod": ("Mr Ravi Patel", "r.patel@valley.example.sch.uk", "1234567"),
-    "teacher1": ("Ms Kate Wright", "k.wright@valley.example.sch.uk", "7654321"),
-    "teacher2": ("Mr Tom Ellis", "t.ellis@valley.example.sch.uk", "UQT"),
-}
+@dataclass(frozen=True)
+class School:
+    name: str
+    urn: str
+    street: str
+    domain: str
+    people: tuple[tuple[str, str, str], ...]   # head, hod, teacher1, teacher2: (name, local part, TRN)
+
+    def person(self, role: str) -> tuple[str, str, str] | None:
+        index = {"head": 0, "hod": 1, "teacher1": 2, "teacher2": 3}.get(role)
+        if index is None:
+            return None
+        name, local, trn = self.people[index]
+        return name, f"{local}@{self.domain}", trn
+
+
+SCHOOLS = (
+    School("Valley School", "122687", "Valley Road", "valley.example.sch.uk",
+           (("Mrs Helen O'Neill", "h.oneill", "RP99/12345"), ("Mr Ravi Patel", "r.patel", "1234567"),
+            ("Ms Kate Wright", "k.wright", "7654321"), ("Mr Tom Ellis", "t.ellis", "UQT"))),
+    School("St Anne's C of E Primary", "140233", "Church Lane", "stannes.example.sch.uk",
+           (("Mr David Okafor", "head", "2345678"), ("Ms Priya Shah", "p.shah", "3456789"),
+            ("Mrs Joanna Kowalski", "j.kowalski", "4567890"), ("Mr Sam Reid", "s.reid", "5678901"))),
+    School("Hillside Academy", "138912", "Hill Top", "hillside.example.sch.uk",
+           (("Dr Ruth Evans", "r.evans", "6789012"), ("Mr Tariq Hussain", "t.hussain", "7890123"),
+            ("Ms Ellie Brown", "e.brown", "8901234"), ("Miss Grace Li", "g.li", "RP12/34567"))),
+    School("Riverside Community School", "117654", "Mill Street", "riverside.example.sch.uk",
+           (("Mrs Anne Walsh", "a.walsh", "9012345"), ("Mr Ben Carter", "b.carter", "0123456"),
+            ("Ms Chloe Adams", "c.adams", "1122334"), ("Mr Dan Moore", "d.moore", "2233445"))),
+)
+_TOWNS = {"secondary-tfm-wg-2024": "West Bromwich, B70 6QE"}
+
 _STATEMENT = ("We are committed to teaching for mastery across the department. Our teachers have begun using "
               "small-step lesson design and would value working with other schools to deepen this work. ")
 
@@ -45,20 +71,19 @@ def programme(programme_id: str) -> ProgrammeDefinition:
     return found
 
 
-def complete_answers(programme_id: str) -> dict[str, str]:
+def complete_answers(programme_id: str, school: School = SCHOOLS[0]) -> dict[str, str]:
     """A correct answer for every field of the programme, as a careful school would give."""
     p = programme(programme_id)
     answers: dict[str, str] = {}
     for f in p.fields:
         role, _, part = f.id.partition(".")
-        person = _PEOPLE.get(role)
+        person = school.person(role)
         if f.id == "school.name":
-            value = "Valley School"
+            value = school.name
         elif f.id == "school.address":
-            value = ("Valley Road, West Bromwich, B70 6QE" if programme_id == "secondary-tfm-wg-2024"
-                     else "Valley Road, Darlington, DL1 4AB")
+            value = f"{school.street}, {_TOWNS.get(programme_id, 'Darlington, DL1 4AB')}"
         elif f.id == "school.urn":
-            value = "122687"
+            value = school.urn
         elif f.id == "school.telephone":
             value = "01325 460 123"
         elif f.id == "school.local_authority":
@@ -131,7 +156,8 @@ def correspondents(programme_id: str, answers: Mapping[str, str | None], pattern
     people = [(answers.get(f"{s.role}.name") or "", answers.get(f"{s.role}.email") or "") for s in p.signatories]
     people = [(name, email) for name, email in people if email]
     listed = [f"{name} <{email}>" if name else email for name, email in people]
-    office = "School Office <office@valley.example.sch.uk>"
+    domain = (people[0][1] if people else "office@valley.example.sch.uk").rpartition("@")[2]
+    office = f"School Office <office@{domain}>"
     hub = p.hub.address
     if pattern == "all":
         return Correspondents(office, (hub,), tuple(listed))
