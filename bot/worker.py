@@ -164,11 +164,12 @@ class Worker:
         """Process every stored message, one transaction each; a failure is recorded and retried next cycle,
         and quarantined for a person after ``MAX_MESSAGE_ATTEMPTS``."""
         report = report or CycleReport()
+        failed_this_cycle: list[int] = []
         while not self.stop_requested:
             now = self.clock()
             with self.db.session() as session:
                 message = repo.claim_next_message(session, worker=self.worker_id, now=now,
-                                                  max_attempts=MAX_MESSAGE_ATTEMPTS)
+                                                  max_attempts=MAX_MESSAGE_ATTEMPTS, exclude=failed_this_cycle)
                 if message is None:
                     break
                 message_row_id = message.id
@@ -182,6 +183,7 @@ class Worker:
                 report.outcomes.append(outcome)
             except Exception as exc:  # noqa: BLE001 - per message: record, release, carry on with the next
                 report.failed_messages += 1
+                failed_this_cycle.append(message_row_id)
                 log.exception("processing message %s failed", message_row_id)
                 with self.db.session() as session:
                     message = session.get(Message, message_row_id)

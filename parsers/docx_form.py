@@ -217,7 +217,8 @@ def _body_blocks(body: etree._Element) -> Iterator[Block]:
 
 
 def _tables(tbl: etree._Element) -> list[Table]:
-    """The table itself followed by every table nested in its cells (each followed by its own nested ones)."""
+    """The table itself followed by every table nested in its cells (each followed by its own nested ones); a
+    cell's lines include the text of tables nested in it."""
     rows: list[tuple[Cell, ...]] = []
     nested: list[Table] = []
     for tr in _unwrap(tbl, T_TR):
@@ -232,7 +233,12 @@ def _tables(tbl: etree._Element) -> list[Table]:
                 if element.tag == T_P:
                     lines.extend(_lines(_paragraph_text(element)))
                 else:
-                    nested.extend(_tables(element))
+                    # What a reader sees in the cell includes a table pasted into it (as a PDF shows it too);
+                    # the nested table also follows as a block of its own, for labels inside it.
+                    inner = _tables(element)
+                    for row in inner[0].rows:
+                        lines.extend(line for cell in row for line in cell.lines)
+                    nested.extend(inner)
             cells.append(Cell(tuple(lines)))
         if cells:
             rows.append(tuple(cells))

@@ -6,6 +6,7 @@ so a school gets one complete reply, never a drip of partial ones.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Protocol
@@ -155,10 +156,12 @@ class Region:
         rule = ctx.programme.region
         if rule is None:
             return
-        address = normalise(findings.values.get(rule.field) or "")
+        # Words only: an address typed over lines or with odd punctuation still names its town.
+        address = " ".join(re.findall(r"\w+", normalise(findings.values.get(rule.field) or "")))
         if not address:
             return
-        if not any(f" {normalise(place)} " in f" {address.replace(',', ' ')} " for place in rule.places):
+        places = (" ".join(re.findall(r"\w+", normalise(place))) for place in rule.places)
+        if not any(f" {place} " in f" {address} " for place in places):
             findings.flags.append(Flag(FlagCode.REGION, rule.detail))
 
 

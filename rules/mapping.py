@@ -9,6 +9,7 @@ boxes are found by their printed prompt and answered in the row below. Pure: byt
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass
 
 from parsers.types import Cell, DocumentKind, FormDocument, Paragraph, Table
@@ -24,6 +25,7 @@ class _Label:
     text: str   # normalised
 
 
+@lru_cache(maxsize=1024)
 def _label_pattern(label: str) -> re.Pattern[str]:
     words = normalise(label).split()
     return re.compile(r"\s*" + r"\s+".join(re.escape(w) for w in words), re.IGNORECASE)

@@ -163,7 +163,8 @@ def find_duplicates(session: Session, *, hub_id: str, message_id: str | None = N
 
 def claim_next_message(session: Session, *, worker: str, now: datetime | None = None, hub_id: str | None = None,
                        lease: timedelta = DEFAULT_MESSAGE_LEASE,
-                       max_attempts: int = DEFAULT_MAX_MESSAGE_ATTEMPTS) -> Message | None:
+                       max_attempts: int = DEFAULT_MAX_MESSAGE_ATTEMPTS,
+                       exclude: Sequence[int] = ()) -> Message | None:
     """Take the oldest stored message nobody holds (or whose holder's lease ran out). A message claimed more than
     ``max_attempts`` times has crashed workers repeatedly; it is quarantined instead of being handed out again."""
     now = now or utcnow()
@@ -171,6 +172,9 @@ def claim_next_message(session: Session, *, worker: str, now: datetime | None = 
                      or_(Message.claimed_at.is_(None), Message.claimed_at < now - lease))
     if hub_id is not None:
         claimable = and_(claimable, Message.hub_id == hub_id)
+    if exclude:
+        # Messages that failed earlier in this cycle wait for the next one, rather than failing again at once.
+        claimable = and_(claimable, Message.id.not_in(list(exclude)))
     postgres = _is_postgres(session)
     for _ in range(100):  # bounded: each turn either claims, quarantines, or loses a race to another worker
         candidate = select(Message.id).where(claimable).order_by(Message.id).limit(1)

@@ -14,25 +14,18 @@ import pytest
 
 from rules.pipeline import CheckSettings, assess
 from rules.verdict import FlagCode, IssueKind, ReplyKind, Status, Verdict
-from tests.builder.applications import (
+from samples.applications import (
     FORM_FILES, application_email, complete_answers, correspondents, fill_form, programme,
 )
-from tests.builder.forms import PLACEHOLDER_TEXT, FillStyle, FormFiller, form_path, minimal_docx
-from tests.builder.mail import build_email
-from tests.builder.pdf import docx_to_pdf
+from samples.forms import PLACEHOLDER_TEXT, FillStyle, FormFiller, form_path, minimal_docx
+from samples.mail import build_email
+from samples.pdf import docx_to_pdf
 
 SETTINGS = CheckSettings.builtin()
 PROGRAMMES = list(FORM_FILES)
 PATTERNS = ["all", "one_missing", "none", "sender_is_signatory", "in_to", "upper"]
 PDF_TYPE = "application/pdf"
 
-NESTED_TABLE_BUG = ("rules/mapping.py: parsers/docx_form.py emits a table nested in an answer cell as a separate "
-                    "Table block after the outer table (as FormDocument documents), but _map_table records the "
-                    "now-empty outer cell as the answer and never looks at the nested block, so every answer pasted "
-                    "as a nested table reads as missing")
-REGION_SPLIT_BUG = ("rules/checks.py Region replaces commas with spaces after normalising, leaving two spaces in "
-                    "'West, Bromwich' (an address line broken inside a town name and joined with ', '), so the "
-                    "town is not found and a Sandwell school gets the region flag")
 PDF_PAGE_BREAK_BUG = ("parsers/pdf_form.py: a statement box that runs over a page break loses its last line(s); "
                       "the continuation on the next page is read as a paragraph outside the table, so "
                       "head.statement ends '... to deepen' instead of '... to deepen this work.'")
@@ -127,12 +120,7 @@ def _style_cases():
         for style in FillStyle:
             if style is FillStyle.PLACEHOLDER_CONTROL:
                 continue
-            marks = []
-            if style is FillStyle.NESTED_TABLE:
-                marks.append(pytest.mark.xfail(reason=NESTED_TABLE_BUG, strict=True))
-            elif pid == "secondary-tfm-wg-2024" and style in (FillStyle.MULTI_PARAGRAPH, FillStyle.SOFT_BREAKS):
-                marks.append(pytest.mark.xfail(reason=REGION_SPLIT_BUG, strict=True))
-            yield pytest.param(pid, style, marks=marks, id=f"{pid}-{style.value}")
+            yield pytest.param(pid, style, id=f"{pid}-{style.value}")
 
 
 @pytest.mark.parametrize(("programme_id", "style"), list(_style_cases()))
@@ -155,9 +143,6 @@ def test_placeholder_controls_never_filled_give_missing_fields(programme_id: str
 
 
 @pytest.mark.parametrize("programme_id", ["secondary-tfm-wg-2016", "secondary-tfm-wg-2024"])
-@pytest.mark.xfail(reason="tests/builder/forms.py FormFiller.fill with LABEL_CELL types after the first 'Email' label, "
-                          "so _find_label (exact cell text match) no longer finds the second 'Email' of the section",
-                   strict=True)
 def test_builder_fills_repeated_labels_label_cell(programme_id: str) -> None:
     fill_form(programme_id, complete_answers(programme_id), style=FillStyle.LABEL_CELL)
 
@@ -344,7 +329,6 @@ def test_no_region_flag_inside(address: str) -> None:
     assert not verdict.has_flag(FlagCode.REGION)
 
 
-@pytest.mark.xfail(reason=REGION_SPLIT_BUG, strict=True)
 def test_no_region_flag_when_town_name_is_split_over_lines() -> None:
     verdict = send("secondary-tfm-wg-2024",
                    with_answers("secondary-tfm-wg-2024", school__address="Valley Road, West\nBromwich B70 6QE"))
