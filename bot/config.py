@@ -48,6 +48,7 @@ class HubSettings:
     id: str
     name: str
     address: str
+    aliases: tuple[str, ...] = ()           # other addresses delivered to the same mailbox
     staff: tuple[str, ...] = ()
     programmes: tuple[str, ...] = ()
     imap: ImapSettings | None = None
@@ -157,7 +158,7 @@ def _imap(t: _Table) -> ImapSettings:
 
 
 def _hub(t: _Table, base: Path) -> HubSettings:
-    t.only("id", "name", "address", "staff", "programmes", "imap", "maildir", "dates")
+    t.only("id", "name", "address", "aliases", "staff", "programmes", "imap", "maildir", "dates")
     dates: dict[str, HubDates] = {}
     dates_table = t.sub("dates")
     if dates_table:
@@ -175,6 +176,7 @@ def _hub(t: _Table, base: Path) -> HubSettings:
     maildir = t.get("maildir", str, None)
     return HubSettings(
         id=t.get("id", str), name=t.get("name", str), address=t.get("address", str).lower(),
+        aliases=tuple(a.lower() for a in t.get("aliases", list, [])),
         staff=tuple(t.get("staff", list, [])), programmes=tuple(t.get("programmes", list, [])),
         imap=_imap(imap) if imap else None, maildir=(base / maildir) if maildir else None, dates=dates,
     )

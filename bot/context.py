@@ -17,7 +17,7 @@ def check_settings(config: Config | None) -> CheckSettings:
     if not config.hubs:
         return CheckSettings(registry=registry, hubs=HubDirectory.builtin(registry), limits=config.limits)
     hubs = HubDirectory(tuple(
-        HubView(id=h.id, name=h.name, addresses=frozenset({h.address}), programmes=frozenset(h.programmes),
+        HubView(id=h.id, name=h.name, addresses=frozenset({h.address, *h.aliases}), programmes=frozenset(h.programmes),
                 maths_hub=match_maths_hub(h.name))
         for h in config.hubs
     ))

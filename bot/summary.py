@@ -63,3 +63,22 @@ def format_summary(name: str, verdict: Verdict) -> str:
             out.append(f"  Cc:      {', '.join(r.cc)}")
         out += [f"  Subject: {r.subject}", ""] + ["    " + line for line in r.text.splitlines()]
     return "\n".join(out) + "\n"
+
+
+def format_cycle(report) -> str:
+    """One line per hub and a count per outcome, for `hubbot run --once`."""
+    from collections import Counter
+
+    lines = []
+    for hub_id, count in report.fetched.items():
+        lines.append(f"{hub_id}: {count} new message(s) stored")
+    for hub_id, error in report.mailbox_errors.items():
+        lines.append(f"{hub_id}: MAILBOX NOT READ: {error}")
+    statuses = Counter(o.status.value for o in report.outcomes)
+    lines.append("processed: " + (", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "nothing new"))
+    if report.failed_messages:
+        lines.append(f"failed (will retry): {report.failed_messages}")
+    o = report.outbox
+    lines.append(f"replies: {o.sent} sent, {o.retried} to retry, {o.failed} failed"
+                 + (f", {o.uncertain} uncertain (check by hand)" if o.uncertain else ""))
+    return "\n".join(lines)
