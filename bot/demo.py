@@ -24,7 +24,7 @@ from rich.table import Table
 LONDON = ZoneInfo("Europe/London")
 
 CONFIG = """\
-# The demo's config: one Maildir inbox shared by the five built-in hubs, replies written to ./outbox.
+# The demo's config: the built-in hubs, each with a Maildir inbox under ./inbox, replies written to ./outbox.
 [database]
 url = "sqlite:///hubbot.db"
 
@@ -41,7 +41,7 @@ name = "{name}"
 address = "{address}"
 {aliases}staff = ["lead@{domain}"]
 programmes = [{programmes}]
-maildir = "inbox"
+maildir = "inbox/{id}"
 """
 
 
@@ -50,10 +50,11 @@ class Sample:
     title: str
     raw: bytes
     received: datetime
+    to: str      # the hub mailbox it is delivered to
 
 
 def _samples(now: datetime) -> list[Sample]:
-    from samples.applications import FORM_FILES, application_email, complete_answers, fill_form, programme
+    from samples.applications import SCHOOLS, FORM_FILES, application_email, complete_answers, fill_form, programme
     from samples.forms import FillStyle
     from samples.mail import build_email, forgot_attachment_email, out_of_office, question_email
     from samples.pdf import docx_to_pdf, libreoffice_available, scanned_pdf
@@ -70,60 +71,67 @@ def _samples(now: datetime) -> list[Sample]:
               FillStyle.BLOCK_CONTENT_CONTROL]
     for index, programme_id in enumerate(FORM_FILES):
         p = programme(programme_id)
-        answers = complete_answers(programme_id)
+        hub = p.hub.address
+        answers = complete_answers(programme_id, SCHOOLS[1])
         when = received_for(programme_id, 10)
         docx = fill_form(programme_id, answers, style=styles[index % len(styles)])
-        out.append(Sample(f"{p.short_title}: complete", application_email(
-            programme_id, docx, answers=answers, received=when, message_id=f"<complete.{index}@valley.example>"),
-            when))
+        out.append(Sample(f"{p.id}: complete", application_email(
+            programme_id, docx, answers=answers, received=when, message_id=f"<complete.{index}@demo.example>"),
+            when, hub))
 
-        missing = dict(answers)
+        missing = complete_answers(programme_id, SCHOOLS[2])
         for field_id in ("school.urn", "head.statement", "hod.statement", "teacher1.email"):
             if field_id in missing:
                 missing[field_id] = {"school.urn": "12345", "teacher1.email": "k.wright at valley"}.get(field_id, "")
                 break
         missing.pop(next(f.id for f in p.fields if f.required and f.id.endswith(".name") and f.id != "school.name"))
-        out.append(Sample(f"{p.short_title}: fields missing", application_email(
+        out.append(Sample(f"{p.id}: fields missing", application_email(
             programme_id, fill_form(programme_id, missing), answers=missing, received=when + timedelta(hours=1),
-            message_id=f"<missing.{index}@valley.example>"), when + timedelta(hours=1)))
+            message_id=f"<missing.{index}@demo.example>"), when + timedelta(hours=1), hub))
 
     # A signatory not copied, who then confirms by replying in the thread.
     trg = "primary-trg-pilot-2019"
-    answers = complete_answers(trg)
+    trg_hub = programme(trg).hub.address
+    answers = complete_answers(trg, SCHOOLS[0])
     when = received_for(trg, 5)
-    out.append(Sample("TRG: a teacher not copied", application_email(
+    out.append(Sample(f"{trg}: a teacher not copied", application_email(
         trg, fill_form(trg, answers), answers=answers, pattern="one_missing", received=when,
-        message_id="<notcopied@valley.example>"), when))
-    out.append(Sample("TRG: that teacher replies 'I confirm'", build_email(
-        sender=f"Mr Tom Ellis <{answers['teacher2.email']}>", to=programme(trg).hub.address,
-        subject="Re: Action needed", body_text="I confirm.\n\nTom Ellis", date=when + timedelta(hours=3),
-        received=when + timedelta(hours=3), in_reply_to="<notcopied@valley.example>",
-        references=["<notcopied@valley.example>"]), when + timedelta(hours=3)))
+        message_id="<notcopied@demo.example>"), when, trg_hub))
+    confirmed = when + timedelta(hours=3)
+    out.append(Sample(f"{trg}: that teacher replies 'I confirm'", build_email(
+        sender=f"Mr Tom Ellis <{answers['teacher2.email']}>", to=trg_hub, subject="Re: Action needed",
+        body_text="I confirm.\n\nTom Ellis", date=confirmed, received=confirmed,
+        in_reply_to="<notcopied@demo.example>", references=["<notcopied@demo.example>"]), confirmed, trg_hub))
 
     late = "secondary-tfm-wg-2016"
     when = received_for(late, -2)
-    out.append(Sample("Secondary 2016: arrives after the deadline", application_email(
-        late, fill_form(late, complete_answers(late)), received=when, message_id="<late@valley.example>",
-        filename="EoI form - Valley School.docx"), when))
+    out.append(Sample(f"{late}: after the deadline", application_email(
+        late, fill_form(late, complete_answers(late, SCHOOLS[3])), answers=complete_answers(late, SCHOOLS[3]),
+        received=when, message_id="<late@demo.example>", filename="EoI form - Riverside.docx"), when,
+        programme(late).hub.address))
 
     central = "secondary-tfm-wg-2024"
+    central_hub = programme(central).hub.address
     when = received_for(central, 4)
     if libreoffice_available():
-        pdf = docx_to_pdf(fill_form(central, complete_answers(central)))
-        out.append(Sample("Central 2024: sent as a PDF", application_email(
-            central, pdf, filename="Application.pdf", content_type="application/pdf", received=when,
-            message_id="<pdf@valley.example>"), when))
-    out.append(Sample("Central 2024: a scanned form", application_email(
-        central, scanned_pdf(), filename="scan0001.pdf", content_type="application/pdf",
-        received=when + timedelta(hours=2), message_id="<scan@valley.example>"), when + timedelta(hours=2)))
+        answers = complete_answers(central, SCHOOLS[0])
+        pdf = docx_to_pdf(fill_form(central, answers))
+        out.append(Sample(f"{central}: sent as a PDF", application_email(
+            central, pdf, answers=answers, filename="Application.pdf", content_type="application/pdf",
+            received=when, message_id="<pdf@demo.example>"), when, central_hub))
+    out.append(Sample(f"{central}: a scanned form", application_email(
+        central, scanned_pdf(), answers=complete_answers(central, SCHOOLS[3]), filename="scan0001.pdf",
+        content_type="application/pdf", received=when + timedelta(hours=2), message_id="<scan@demo.example>"),
+        when + timedelta(hours=2), central_hub))
 
     bbo = programme("primary-tfm-wg-2020").hub.address
-    out.append(Sample("Out-of-office auto-reply", out_of_office(to=bbo, date=now - timedelta(days=1)),
-                      now - timedelta(days=1)))
-    out.append(Sample("A question, no form", question_email(to=bbo, date=now - timedelta(hours=20)),
-                      now - timedelta(hours=20)))
-    out.append(Sample("'Please find attached' with no attachment", forgot_attachment_email(
-        to=bbo, cc=(), date=now - timedelta(hours=18)), now - timedelta(hours=18)))
+    for title, raw, at in (
+        ("out-of-office auto-reply", out_of_office(to=bbo, date=now - timedelta(days=1)), now - timedelta(days=1)),
+        ("a question, no form", question_email(to=bbo, date=now - timedelta(hours=20)), now - timedelta(hours=20)),
+        ("'please find attached', nothing attached",
+         forgot_attachment_email(to=bbo, cc=(), date=now - timedelta(hours=18)), now - timedelta(hours=18)),
+    ):
+        out.append(Sample(title, raw, at, bbo))
     return out
 
 
@@ -162,22 +170,24 @@ def run_demo(root: Path, *, now: datetime | None = None) -> int:
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("Writing sample e-mails", total=None)
         samples = _samples(now)
-        inbox = mailbox.Maildir(root / "inbox", create=True)
+        config = load_config(root / "hubbot.toml")
         titles: dict[bytes, str] = {}
         for sample in samples:
-            key = inbox.add(sample.raw)
-            path = root / "inbox" / "new" / key
+            hub = next(h for h in config.hubs if sample.to in (h.address, *h.aliases))
+            assert hub.maildir is not None
+            hub.maildir.parent.mkdir(parents=True, exist_ok=True)
+            key = mailbox.Maildir(hub.maildir, create=True).add(sample.raw)
+            path = hub.maildir / "new" / key
             stamp = sample.received.timestamp()
             os.utime(path, (stamp, stamp))  # the Maildir's delivery time is the message's received time
             titles[sample.raw] = sample.title
         progress.update(task, description="Processing the inbox as `hubbot run --once` does", total=1)
-        config = load_config(root / "hubbot.toml")
         db = open_database(config.database_url)
         report = Worker(config, db, check_settings(config), clock=lambda: now).run_once()
         progress.update(task, completed=1)
 
     table = Table(title="What hubbot decided", show_lines=False)
-    for column in ("e-mail", "status", "programme", "flags", "reply"):
+    for column in ("hub", "e-mail", "status", "flags", "reply"):
         table.add_column(column)
     from sqlalchemy import select
 
@@ -188,7 +198,7 @@ def run_demo(root: Path, *, now: datetime | None = None) -> int:
         for message in session.scalars(select(Message).order_by(Message.id)):
             verdict = message.verdict or {}
             reply = replies.get(message.id)
-            table.add_row(titles.get(message.raw, "?"), message.verdict_status or "-", verdict.get("programme") or "",
+            table.add_row(message.hub_id, titles.get(message.raw, "?"), message.verdict_status or "-",
                           ", ".join(f["code"] for f in verdict.get("flags") or []),
                           reply.kind.replace("_", " ") if reply else "none")
     console.print(table)
