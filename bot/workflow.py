@@ -227,7 +227,7 @@ class Workflow:
     def _enqueue(self, session: Session, message: Message, reply: Reply, application: Application | None,
                  now: datetime) -> None:
         hub = self.hub_settings[message.hub_id]
-        from_addr = formataddr((hub.name, hub.address))
+        from_addr = formataddr((hub.name, reply.from_address or hub.address))
         enqueue_reply(
             session, hub_id=message.hub_id, kind=reply.kind.value, from_addr=from_addr, to=reply.to, cc=reply.cc,
             subject=reply.subject, text=reply.text, html=reply.html, source_message_id=message.id,

@@ -68,5 +68,6 @@ def build_reply(verdict: Verdict, email: ParsedEmail, *, programme: ProgrammeDef
     rendered = render_email(kind.value, context)
     references = tuple(r for r in (*email.references, email.message_id) if r)
     return Reply(kind=kind, to=(sender,), cc=tuple(cc), subject=rendered.subject, text=rendered.text,
-                 html=rendered.html, in_reply_to=email.message_id, references=references[-10:])
+                 html=rendered.html, in_reply_to=email.message_id, references=references[-10:],
+                 from_address=hub_address)
 

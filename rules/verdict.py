@@ -76,6 +76,7 @@ class Reply:
     html: str
     in_reply_to: str = ""
     references: tuple[str, ...] = ()
+    from_address: str = ""   # the hub mailbox the school wrote to: the reply comes from the same address
 
 
 @dataclass(frozen=True)
