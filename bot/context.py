@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from rules.checks import HubView
-from rules.definitions import load_registry
+from rules.definitions import Notification, load_registry
 from rules.hubs import HubDirectory
 from rules.maths_hubs import match_maths_hub
 from rules.pipeline import CheckSettings
@@ -23,4 +23,7 @@ def check_settings(config: Config | None) -> CheckSettings:
     ))
     deadlines = {(h.id, programme_id): d.deadline
                  for h in config.hubs for programme_id, d in h.dates.items() if d.deadline}
-    return CheckSettings(registry=registry, hubs=hubs, limits=config.limits, deadlines=deadlines)
+    notifications = {(h.id, programme_id): tuple(Notification(day, what) for day, what in d.notifications)
+                     for h in config.hubs for programme_id, d in h.dates.items() if d.notifications}
+    return CheckSettings(registry=registry, hubs=hubs, limits=config.limits, deadlines=deadlines,
+                         notifications=notifications)

@@ -19,7 +19,8 @@ from parsers.sniff import looks_like_document, read_form, sniff
 from parsers.types import Attachment, FormDocument, Limits, ParsedEmail
 from rules.automatic import automatic_reason
 from rules.checks import LONDON, FormContext, HubView, run_checks
-from rules.definitions import ProgrammeDefinition, Registry, load_registry
+from rules.calendar import ProgrammeDates, programme_dates
+from rules.definitions import Notification, ProgrammeDefinition, Registry, load_registry
 from rules.hubs import HubDirectory
 from rules.mapping import map_fields
 from rules.recognise import Recognition, recognise
@@ -36,8 +37,9 @@ class CheckSettings:
     registry: Registry
     hubs: HubDirectory
     limits: Limits = Limits()
-    # (hub id, programme id) -> deadline, from the config's [hubs.dates."<programme>"] tables.
+    # (hub id, programme id) -> deadline / notification dates, from the config's [hubs.dates."<programme>"].
     deadlines: Mapping[tuple[str, str], date] = field(default_factory=dict)
+    notifications: Mapping[tuple[str, str], tuple[Notification, ...]] = field(default_factory=dict)
 
     @classmethod
     def builtin(cls) -> "CheckSettings":
@@ -48,6 +50,10 @@ class CheckSettings:
         if hub is not None and (hub.id, programme.id) in self.deadlines:
             return self.deadlines[(hub.id, programme.id)]
         return programme.deadline
+
+    def dates(self, hub_id: str, programme: ProgrammeDefinition) -> ProgrammeDates:
+        return programme_dates(programme, deadline=self.deadlines.get((hub_id, programme.id)),
+                               notifications=self.notifications.get((hub_id, programme.id)))
 
 
 @dataclass(frozen=True)

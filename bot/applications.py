@@ -1,0 +1,128 @@
+"""Read-side views of stored applications for the staff jobs (reminders, digests): one typed ``ApplicationView``
+per application with its latest verdict, what is still missing, and each signatory's state, plus the addresses
+that bounced. Reading only: nothing here writes to the database."""
+from __future__ import annotations
+
+import email
+import email.policy
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.models import Application, ApplicationStatus, ApplicationVersion, Message, OutboxItem, OutboxState
+
+
+@dataclass(frozen=True)
+class SignatoryView:
+    role: str
+    title: str
+    name: str | None
+    email: str | None
+    copied: bool
+    confirmed: bool
+    confirmed_at: datetime | None
+
+    @property
+    def signed(self) -> bool:
+        return self.copied or self.confirmed
+
+
+@dataclass(frozen=True)
+class IssueView:
+    label: str
+    section: str
+    reason: str
+    missing: bool
+
+
+@dataclass(frozen=True)
+class ApplicationView:
+    id: int
+    hub_id: str
+    programme: str
+    school_name: str | None
+    school_urn: str
+    status: ApplicationStatus
+    flags: tuple[str, ...]
+    issues: tuple[IssueView, ...]
+    signatories: tuple[SignatoryView, ...]
+    sender: str | None              # who sent the latest form: reminders go back to them
+    school_message_id: str | None   # the latest form e-mail's Message-ID, for threading
+    received_at: datetime | None    # the latest version's receipt
+    created_at: datetime
+    versions: int
+
+    @property
+    def awaiting(self) -> tuple[SignatoryView, ...]:
+        return tuple(s for s in self.signatories if not s.signed and s.email)
+
+    @property
+    def urn(self) -> str:
+        """The URN as staff should see it: applications without a valid one are keyed internally by message."""
+        return "" if self.school_urn.startswith("?") else self.school_urn
+
+    @property
+    def display_name(self) -> str:
+        return self.school_name or (f"URN {self.urn}" if self.urn else "school not named")
+
+
+def application_views(session: Session, *, hub_id: str | None = None,
+                      programme: str | None = None) -> list[ApplicationView]:
+    query = select(Application).order_by(Application.hub_id, Application.programme, Application.school_name)
+    if hub_id:
+        query = query.where(Application.hub_id == hub_id)
+    if programme:
+        query = query.where(Application.programme == programme)
+    views = []
+    for app in session.scalars(query):
+        latest = session.get(ApplicationVersion, app.latest_version_id) if app.latest_version_id else None
+        record = latest.verdict if latest else {}
+        titles = record.get("signatory_titles", {})
+        source = session.get(Message, latest.message_id) if latest and latest.message_id else None
+        received = record.get("received_at")
+        views.append(ApplicationView(
+            id=app.id, hub_id=app.hub_id, programme=app.programme, school_name=app.school_name,
+            school_urn=app.school_urn, status=app.status, flags=tuple(latest.flags or ()) if latest else (),
+            issues=tuple(IssueView(i["label"], i["section"], i["reason"], i["kind"] == "missing")
+                         for i in record.get("issues", [])),
+            signatories=tuple(SignatoryView(s.role, titles.get(s.role, s.role), s.name, s.email, s.copied,
+                                            s.confirmed, s.confirmed_at) for s in app.signatories),
+            sender=record.get("sender"), school_message_id=source.message_id if source else None,
+            received_at=datetime.fromisoformat(received) if received else None,
+            created_at=app.created_at, versions=len(app.versions),
+        ))
+    return views
+
+
+def bounced_addresses(session: Session, hub_id: str) -> frozenset[str]:
+    """Addresses our mail could not reach: replies refused for good (5xx), and the final recipients named in
+    delivery-failure reports that came back to the hub's mailbox."""
+    found: set[str] = set()
+    for to in session.scalars(select(OutboxItem.to).where(OutboxItem.hub_id == hub_id,
+                                                          OutboxItem.state == OutboxState.FAILED)):
+        found.update(address.lower() for address in to)
+    # Automatic mail is a small share of a mailbox; only delivery reports among it are parsed.
+    ignored = select(Message.raw).where(Message.hub_id == hub_id, Message.verdict_status == "ignored")
+    for raw in session.scalars(ignored):
+        if b"delivery-status" in raw:
+            found.update(_failed_recipients(raw))
+    return frozenset(found)
+
+
+def _failed_recipients(raw: bytes) -> set[str]:
+    out: set[str] = set()
+    try:
+        message = email.message_from_bytes(raw, policy=email.policy.compat32)
+        for part in message.walk():
+            if part.get_content_type() != "message/delivery-status":
+                continue
+            for block in part.get_payload() if part.is_multipart() else []:
+                action = str(block.get("Action", "")).lower()
+                recipient = str(block.get("Final-Recipient", ""))
+                if action.startswith("failed") and ";" in recipient:
+                    out.add(recipient.split(";", 1)[1].strip().strip("<>").lower())
+    except Exception:  # noqa: BLE001 - a report we cannot read names nobody
+        return out
+    return out

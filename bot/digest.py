@@ -1,0 +1,209 @@
+"""The daily digest for hub staff: where the round stands, in one e-mail.
+
+``build_digest`` gathers, for one hub at one moment: new applications since the last digest, counts by status per
+programme, incomplete applications with what is missing and the days to the deadline, signatories awaiting
+confirmation, late and flagged applications, mail that needs a person (not an application, unreadable files,
+quarantined messages), replies that failed, bounced or may not have gone, and the next dates. ``queue_digest``
+writes it to the outbox under the key ``digest:<hub>:<date>``, so a hub gets one digest a day even across restarts
+and with two workers. On a day with nothing new and nothing due no digest is sent, unless the config asks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
+from email.utils import formataddr
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from bot.applications import ApplicationView, SignatoryView, application_views, bounced_addresses
+from bot.config import Config, HubSettings
+from rules.calendar import days_until
+from rules.checks import LONDON
+from rules.pipeline import CheckSettings
+from storage import repository as repo
+from storage.models import ApplicationStatus, Message, MessageState, OutboxItem, OutboxState
+from templates import RenderedEmail, render_email
+
+UPCOMING_DAYS = 60
+DUE_SOON_DAYS = 7
+NEEDS_PERSON = ("not_application", "unreadable", "no_form")
+STAFF_FLAGS = ("late", "region", "wrong_hub", "word_guidance", "resubmission", "duplicate")
+
+
+@dataclass(frozen=True)
+class MailForStaff:
+    received: datetime | None
+    sender: str
+    subject: str
+    status: str
+    note: str
+
+
+@dataclass(frozen=True)
+class ReplyProblem:
+    kind: str
+    to: str
+    state: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class DateAhead:
+    day: date
+    days_left: int
+    programme: str
+    what: str
+
+
+@dataclass
+class Digest:
+    hub: HubSettings
+    day: date
+    since: datetime
+    new: list[ApplicationView] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)        # programme -> status -> n
+    incomplete: list[tuple[ApplicationView, int | None]] = field(default_factory=list)
+    awaiting: list[tuple[ApplicationView, SignatoryView]] = field(default_factory=list)
+    flagged: list[ApplicationView] = field(default_factory=list)
+    needs_person: list[MailForStaff] = field(default_factory=list)
+    reply_problems: list[ReplyProblem] = field(default_factory=list)
+    ahead: list[DateAhead] = field(default_factory=list)
+    titles: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing new since the last digest and nothing due soon: no digest unless configured."""
+        due_soon = any(d.days_left <= DUE_SOON_DAYS for d in self.ahead)
+        return not (self.new or self.needs_person or self.reply_problems or due_soon)
+
+
+def _last_digest_time(session: Session, hub_id: str) -> datetime | None:
+    return session.scalar(select(OutboxItem.created_at).where(OutboxItem.hub_id == hub_id,
+                                                               OutboxItem.kind == "digest")
+                          .order_by(OutboxItem.created_at.desc()).limit(1))
+
+
+def _headers(raw: bytes) -> tuple[str, str]:
+    try:
+        headers = BytesHeaderParser(policy=default_policy).parsebytes(raw[:65536], headersonly=True)
+        return (" ".join(str(headers.get("From", "")).split())[:120],
+                " ".join(str(headers.get("Subject", "")).split())[:160])
+    except Exception:  # noqa: BLE001 - a broken header block still deserves a row for a person
+        return "(unreadable header)", ""
+
+
+def build_digest(session: Session, config: Config, settings: CheckSettings, hub: HubSettings,
+                 now: datetime) -> Digest:
+    since = _last_digest_time(session, hub.id) or now - timedelta(days=1)
+    digest = Digest(hub=hub, day=now.astimezone(LONDON).date(), since=since)
+    apps = application_views(session, hub_id=hub.id)
+    programme_ids = sorted({*hub.programmes, *(a.programme for a in apps)})
+    for programme_id in programme_ids:
+        programme = settings.registry.get(programme_id)
+        digest.titles[programme_id] = programme.title if programme else programme_id
+        mine = [a for a in apps if a.programme == programme_id]
+        digest.counts[programme_id] = {s.value: sum(1 for a in mine if a.status is s)
+                                       for s in (ApplicationStatus.COMPLETE, ApplicationStatus.INCOMPLETE)}
+        if programme is None:
+            continue
+        dates = settings.dates(hub.id, programme)
+        left = days_until(dates.deadline, now) if dates.deadline else None
+        for app in mine:
+            if app.created_at >= since or (app.received_at and app.received_at >= since):
+                digest.new.append(app)
+            if app.status is not ApplicationStatus.COMPLETE:
+                digest.incomplete.append((app, left))
+                digest.awaiting.extend((app, s) for s in app.awaiting)
+            if any(f in STAFF_FLAGS for f in app.flags):
+                digest.flagged.append(app)
+        for day, what in ([(dates.deadline, "deadline for applications")] if dates.deadline else []) + \
+                [(n.date, n.what) for n in dates.notifications]:
+            left_days = days_until(day, now)
+            if 0 <= left_days <= UPCOMING_DAYS:
+                digest.ahead.append(DateAhead(day, left_days, programme_id, what))
+    digest.ahead.sort(key=lambda d: d.day)
+
+    needing = select(Message).where(Message.hub_id == hub.id, Message.stored_at >= since, or_(
+        Message.verdict_status.in_(NEEDS_PERSON), Message.state == MessageState.QUARANTINED)).order_by(Message.id)
+    for message in session.scalars(needing):
+        sender, subject = _headers(message.raw)
+        verdict = message.verdict or {}
+        if message.state is MessageState.QUARANTINED:
+            status, note = "quarantined", "hubbot could not process this message; please read it"
+        elif message.application_id is not None:
+            continue   # a signatory's reply in an application's thread: already handled
+        else:
+            status = message.verdict_status or ""
+            note = "; ".join(verdict.get("problems") or []) or {
+                "not_application": "not an application: a question or a note for you",
+                "no_form": "says a form is attached, but none was"}.get(status, "")
+        digest.needs_person.append(MailForStaff(message.received_at, sender, subject, status, note))
+
+    bounced = bounced_addresses(session, hub.id)
+    problems = select(OutboxItem).where(OutboxItem.hub_id == hub.id, OutboxItem.kind != "digest", or_(
+        OutboxItem.state.in_([OutboxState.FAILED, OutboxState.UNCERTAIN]),
+        OutboxItem.attempts > 1)).order_by(OutboxItem.id)
+    for item in session.scalars(problems):
+        if item.state is OutboxState.SENT and item.sent_at and item.sent_at < since:
+            continue
+        to = ", ".join(item.to)
+        state = {OutboxState.FAILED: "failed", OutboxState.UNCERTAIN: "may not have been sent (check, then requeue)",
+                 OutboxState.PENDING: "retrying", OutboxState.SENDING: "sending",
+                 OutboxState.SENT: "sent after retrying"}[item.state]
+        if item.state is OutboxState.FAILED and any(a.lower() in bounced for a in item.to):
+            state = "bounced"
+        digest.reply_problems.append(ReplyProblem(item.kind.replace("_", " "), to, state, item.last_error or ""))
+    return digest
+
+
+def render_digest(digest: Digest) -> RenderedEmail:
+    context = {
+        "hub_name": digest.hub.name, "hub_address": digest.hub.address,
+        "day": f"{digest.day:%A %-d %B %Y}", "since": f"{digest.since.astimezone(LONDON):%-d %B %H:%M}",
+        "titles": digest.titles, "counts": digest.counts,
+        "new": [_row(a) for a in digest.new],
+        "incomplete": [{**_row(a), "missing": _missing(a),
+                        "deadline": "" if left is None else ("passed" if left < 0 else
+                                                             "today" if left == 0 else f"{left} days")}
+                       for a, left in digest.incomplete],
+        "awaiting": [{"school": a.display_name, "programme": a.programme, "title": s.title, "name": s.name or "",
+                      "email": s.email} for a, s in digest.awaiting],
+        "flagged": [{**_row(a), "flags": [f for f in a.flags if f in STAFF_FLAGS]} for a in digest.flagged],
+        "needs_person": [{"received": f"{m.received.astimezone(LONDON):%-d %b %H:%M}" if m.received else "",
+                          "sender": m.sender, "subject": m.subject, "status": m.status.replace("_", " "),
+                          "note": m.note} for m in digest.needs_person],
+        "reply_problems": [vars(p) for p in digest.reply_problems],
+        "ahead": [{"day": f"{d.day:%a %-d %b %Y}", "days_left": d.days_left, "programme": d.programme,
+                   "what": d.what} for d in digest.ahead],
+    }
+    return render_email("digest", context)
+
+
+def _row(app: ApplicationView) -> dict:
+    return {"school": app.display_name, "urn": app.urn or "not valid", "programme": app.programme,
+            "status": app.status.value,
+            "received": f"{app.received_at.astimezone(LONDON):%-d %b %Y %H:%M}" if app.received_at else ""}
+
+
+def _missing(app: ApplicationView) -> list[str]:
+    items = [f"{i.label} ({'missing' if i.missing else i.reason})" for i in app.issues]
+    items += [f"{s.title} to confirm" for s in app.awaiting]
+    return items
+
+
+def queue_digest(session: Session, digest: Digest, now: datetime, *, actor: str) -> bool:
+    """Queue today's digest for the hub's staff; False if it was already queued today (or there is no staff)."""
+    if not digest.hub.staff:
+        return False
+    rendered = render_digest(digest)
+    result = repo.enqueue_reply(
+        session, hub_id=digest.hub.id, kind="digest", from_addr=formataddr((digest.hub.name, digest.hub.address)),
+        to=digest.hub.staff, subject=rendered.subject, text=rendered.text, html=rendered.html,
+        dedupe_key=f"digest:{digest.hub.id}:{digest.day.isoformat()}", now=now)
+    if result.created:
+        repo.record_event(session, "digest_queued", hub_id=digest.hub.id, actor=actor, outbox_id=result.item.id,
+                          detail={"new": len(digest.new), "needs_person": len(digest.needs_person)}, now=now)
+    return result.created

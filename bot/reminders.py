@@ -1,0 +1,152 @@
+"""Reminders: to schools whose application is still incomplete as the deadline nears, to signatories not yet
+copied, and to hub staff before each notification date.
+
+``due_reminders`` works out what is due at a moment (pure reading, so ``hubbot remind`` can show on Monday what
+Friday will send); ``queue_reminders`` writes them to the outbox. Each reminder's outbox key names the
+application (or hub and date) and the reminder point, and the outbox key is unique, so a reminder is queued at
+most once whatever happens: a restart mid-send, a rerun, or two workers at the same moment. None goes after the
+deadline, none to a complete application, none to an address that bounced.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import formataddr
+from enum import StrEnum
+from itertools import groupby
+
+from sqlalchemy.orm import Session
+
+from bot.applications import ApplicationView, application_views, bounced_addresses
+from bot.config import Config, HubSettings
+from rules.calendar import days_until, due_reminder_point, due_staff_notices
+from rules.checks import LONDON
+from rules.pipeline import CheckSettings
+from storage import repository as repo
+from storage.models import ApplicationStatus
+from templates import RenderedEmail, render_email
+
+
+class ReminderKind(StrEnum):
+    SCHOOL = "reminder"
+    SIGNATORY = "signatory_reminder"
+    STAFF = "staff_notice"
+
+
+@dataclass(frozen=True)
+class DueReminder:
+    kind: ReminderKind
+    key: str                      # the outbox dedupe key: one reminder per key, ever
+    hub: HubSettings
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    email: RenderedEmail
+    why: str                      # for `hubbot remind`: what this is and why it is due
+    application_id: int | None = None
+    in_reply_to: str | None = None
+
+
+def _sections(app: ApplicationView) -> list[dict]:
+    return [{"name": name, "issues": [{"label": i.label, "reason": i.reason} for i in group]}
+            for name, group in groupby(app.issues, key=lambda i: i.section)]
+
+
+def due_reminders(session: Session, config: Config, settings: CheckSettings, now: datetime) -> list[DueReminder]:
+    """Every reminder due at ``now`` that has not been queued before."""
+    due: list[DueReminder] = []
+    for hub in config.hubs:
+        bounced = bounced_addresses(session, hub.id)
+        apps = [a for a in application_views(session, hub_id=hub.id)]
+        programme_ids = sorted({*hub.programmes, *(a.programme for a in apps)})
+        for programme_id in programme_ids:
+            programme = settings.registry.get(programme_id)
+            if programme is None:
+                continue
+            dates = settings.dates(hub.id, programme)
+            base = {"hub_name": hub.name, "hub_address": hub.address, "programme_title": programme.title,
+                    "deadline": f"{dates.deadline:%-d %B %Y}" if dates.deadline else ""}
+            mine = [a for a in apps if a.programme == programme_id]
+            point = due_reminder_point(dates.deadline, config.schedule.reminder_days_before, now)
+            if point is not None and dates.deadline is not None:
+                left = days_until(dates.deadline, now)
+                for app in mine:
+                    if app.status is ApplicationStatus.COMPLETE:
+                        continue
+                    due.extend(_for_application(app, hub, point.days_before, left, base, bounced))
+            for notice in due_staff_notices(dates, now):
+                if not hub.staff:
+                    continue
+                counts = {s.value: sum(1 for a in mine if a.status is s) for s in ApplicationStatus}
+                context = {**base, "what": notice.what, "date": f"{notice.date:%-d %B %Y}",
+                           "days_left": days_until(notice.date, now), "counts": counts,
+                           "late": [a.display_name for a in mine if "late" in a.flags],
+                           "flagged": [(a.display_name, ", ".join(a.flags)) for a in mine if a.flags],
+                           "applications": [{"school": a.display_name, "urn": a.urn or "not valid",
+                                             "status": a.status.value, "flags": ", ".join(a.flags)} for a in mine]}
+                due.append(DueReminder(
+                    ReminderKind.STAFF, f"staff:{hub.id}:{programme_id}:{notice.date.isoformat()}", hub,
+                    tuple(hub.staff), (), render_email("staff_notice", context),
+                    f"staff note: {programme_id} {notice.what} on {notice.date}"))
+    return [d for d in due if not _already_queued(session, d.key)]
+
+
+def _for_application(app: ApplicationView, hub: HubSettings, days_before: int, days_left: int, base: dict,
+                     bounced: frozenset[str]) -> list[DueReminder]:
+    out: list[DueReminder] = []
+    school = app.display_name
+    context = {**base, "school_name": school, "days_left": days_left, "sections": _sections(app),
+               "not_copied": [{"title": s.title, "name": s.name, "email": s.email} for s in app.awaiting]}
+    signed = tuple(s.email for s in app.signatories if s.email and s.signed and s.email not in bounced
+                   and s.email != app.sender)
+    if app.sender and app.sender not in bounced:
+        out.append(DueReminder(
+            ReminderKind.SCHOOL, f"reminder:{app.id}:{days_before}", hub, (app.sender,), signed,
+            render_email("reminder", context),
+            f"{school}: {len(app.issues)} field problem(s), {len(app.awaiting)} signatory(ies) awaited; "
+            f"{days_before}-day reminder", app.id, app.school_message_id))
+    for signatory in app.awaiting:
+        if signatory.email in bounced:
+            continue
+        note = {**base, "school_name": school, "days_left": days_left, "title": signatory.title,
+                "name": signatory.name}
+        out.append(DueReminder(
+            ReminderKind.SIGNATORY, f"reminder:{app.id}:{days_before}:{signatory.role}", hub, (signatory.email,),
+            (), render_email("signatory_reminder", note),
+            f"{school}: {signatory.title} asked to confirm; {days_before}-day reminder", app.id,
+            app.school_message_id))
+    return out
+
+
+def _already_queued(session: Session, key: str) -> bool:
+    from sqlalchemy import select
+
+    from storage.models import OutboxItem
+
+    return session.scalar(select(OutboxItem.id).where(OutboxItem.dedupe_key == key)) is not None
+
+
+def queue_reminders(session: Session, reminders: list[DueReminder], now: datetime, *, actor: str) -> int:
+    """Write the reminders to the outbox (the caller commits, then drains the outbox); returns how many were new."""
+    queued = 0
+    for r in reminders:
+        result = repo.enqueue_reply(
+            session, hub_id=r.hub.id, kind=r.kind.value, from_addr=formataddr((r.hub.name, r.hub.address)),
+            to=r.to, cc=r.cc, subject=r.email.subject, text=r.email.text, html=r.email.html,
+            application_id=r.application_id, dedupe_key=r.key, in_reply_to=r.in_reply_to,
+            references=r.in_reply_to, now=now)
+        if result.created:
+            queued += 1
+            repo.record_event(session, "reminder_queued", hub_id=r.hub.id, actor=actor,
+                              application_id=r.application_id, outbox_id=result.item.id,
+                              detail={"kind": r.kind.value, "key": r.key}, now=now)
+    return queued
+
+
+def describe(reminders: list[DueReminder], now: datetime) -> str:
+    if not reminders:
+        return f"No reminders due at {now.astimezone(LONDON):%a %d %b %Y %H:%M} (London)."
+    lines = [f"{len(reminders)} reminder(s) due at {now.astimezone(LONDON):%a %d %b %Y %H:%M} (London):"]
+    for r in reminders:
+        lines.append(f"  [{r.hub.id}] {r.kind.value}: to {', '.join(r.to)} - {r.why}")
+        lines.append(f"      Subject: {r.email.subject}")
+    return "\n".join(lines)

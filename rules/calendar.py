@@ -1,0 +1,59 @@
+"""The calendar: each programme's deadline and notification dates for one hub (the programme's own, or the hub's
+override from the config), and when reminders fall due. Europe/London throughout: a deadline day ends at 23:59:59
+London time, in summer too, and reminders go out from 09:00 London time on their day. Pure: the clock is handed in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+from rules.checks import LONDON, deadline_end
+from rules.definitions import Notification, ProgrammeDefinition
+
+REMINDER_HOUR = time(9, 0)
+STAFF_NOTICE_DAYS_BEFORE = 3
+
+
+@dataclass(frozen=True)
+class ProgrammeDates:
+    programme: str
+    deadline: date | None
+    notifications: tuple[Notification, ...]
+
+
+@dataclass(frozen=True)
+class ReminderPoint:
+    days_before: int
+    due_from: datetime        # London time
+
+
+def programme_dates(programme: ProgrammeDefinition, *, deadline: date | None = None,
+                    notifications: tuple[Notification, ...] | None = None) -> ProgrammeDates:
+    """The dates in force: a hub's overrides where given, else the definition's."""
+    return ProgrammeDates(programme.id, deadline or programme.deadline,
+                          programme.notifications if notifications is None else notifications)
+
+
+def at_nine(day: date) -> datetime:
+    return datetime.combine(day, REMINDER_HOUR, tzinfo=LONDON)
+
+
+def due_reminder_point(deadline: date | None, days_before: tuple[int, ...], now: datetime) -> ReminderPoint | None:
+    """The reminder point due at ``now``: the latest one whose day has come, while the deadline has not passed.
+    When a worker was down across two points, only the later one is due: a school gets one reminder, not two."""
+    if deadline is None or now > deadline_end(deadline):
+        return None
+    due = [ReminderPoint(n, at_nine(deadline - timedelta(days=n))) for n in sorted(set(days_before), reverse=True)]
+    reached = [p for p in due if now >= p.due_from]
+    return reached[-1] if reached else None
+
+
+def due_staff_notices(dates: ProgrammeDates, now: datetime) -> list[Notification]:
+    """Notification dates (e.g. "selected schools informed") coming up within the notice window, not yet passed."""
+    today = now.astimezone(LONDON).date()
+    return [n for n in dates.notifications
+            if at_nine(n.date - timedelta(days=STAFF_NOTICE_DAYS_BEFORE)) <= now and today <= n.date]
+
+
+def days_until(day: date, now: datetime) -> int:
+    return (day - now.astimezone(LONDON).date()).days
