@@ -21,6 +21,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from bot import jobs
 from bot.config import Config
 from bot.mailsource import MailSourceError
 from bot.worker import Worker
@@ -48,12 +49,34 @@ class Service:
     def send_outbox(self) -> None:
         self.worker.send_due()
 
+    def send_reminders(self) -> None:
+        due = jobs.remind(self.worker.db, self.config, self.worker.workflow.settings, self.worker.clock(), send=True,
+                          actor=self.worker.worker_id)
+        if due:
+            log.info("reminders queued: %d", len(due))
+            self.worker.send_due()
+
+    def send_digests(self) -> None:
+        runs = jobs.digests(self.worker.db, self.config, self.worker.workflow.settings, self.worker.clock(),
+                            send=True, actor=self.worker.worker_id)
+        log.info("digests queued: %d", sum(r.queued for r in runs))
+        self.worker.send_due()
+
+    def retention(self) -> None:
+        jobs.apply_retention(self.worker.db, self.config, self.worker.clock())
+
     def schedule(self) -> None:
         schedule = self.config.schedule
         start = datetime.now(timezone.utc) + timedelta(seconds=1)
         self.scheduler.add_job(self.poll_and_process, IntervalTrigger(minutes=schedule.poll_every_minutes),
                                id="poll", next_run_time=start)
         self.scheduler.add_job(self.send_outbox, IntervalTrigger(seconds=schedule.outbox_every_seconds), id="outbox")
+        # Reminders are checked hourly: each is due from 09:00 on its day and queued once, whenever it is found.
+        self.scheduler.add_job(self.send_reminders, IntervalTrigger(hours=1), id="reminders",
+                               next_run_time=start + timedelta(seconds=30))
+        self.scheduler.add_job(self.send_digests, daily_at(self.config, schedule.digest_at), id="digest")
+        self.scheduler.add_job(self.retention, CronTrigger(hour=3, minute=15, timezone=self.config.timezone),
+                               id="retention")
         for job_id, (function, trigger) in self.extra_jobs.items():
             self.scheduler.add_job(function, trigger, id=job_id)
 
