@@ -49,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default="hubbot-demo", metavar="PATH",
                       help="workspace folder to create (default: ./hubbot-demo)")
     _common(demo)
+
+    export = commands.add_parser("export", help="applications as CSV, XLSX or JSON for hub staff",
+                                 description="One row per application (its latest version): hub, programme, "
+                                             "school, status, flags, received times, every field of the form and "
+                                             "each signatory's copied and confirmation state.")
+    export.add_argument("--hub", metavar="ID", help="only this hub's applications")
+    export.add_argument("--programme", metavar="ID", help="only this programme's applications")
+    export.add_argument("--format", required=True, choices=("csv", "xlsx", "json"), help="output format")
+    export.add_argument("-o", "--output", metavar="FILE",
+                        help="write to FILE (default: stdout for csv and json; xlsx needs a file)")
+    _common(export)
     return parser
 
 
@@ -130,12 +141,82 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.dir), now=args.now)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import io
+    import os
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy import select
+    from sqlalchemy.orm import InstrumentedAttribute, Session
+
+    from bot.export import export_rows, write_csv, write_json, write_xlsx
+    from rules.definitions import load_registry
+    from storage.db import open_database
+    from storage.models import Application
+
+    def known(session: Session, column: InstrumentedAttribute[str], value: str, configured: set[str]) -> bool:
+        # Configured now, or with applications stored (a hub since removed from the config): both are exportable.
+        return value in configured or session.scalar(select(column).where(column == value).limit(1)) is not None
+
+    if args.format == "xlsx" and not args.output:
+        print("hubbot export: --format xlsx needs -o FILE (a workbook cannot go to the terminal)", file=sys.stderr)
+        return 2
+    config = _require_config(args.config)
+    registry = load_registry((config.programmes_dir,) if config.programmes_dir else ())
+    db = open_database(config.database_url)
+    try:
+        with db.session() as session:
+            if args.hub and not known(session, Application.hub_id, args.hub, {h.id for h in config.hubs}):
+                print(f"hubbot export: unknown hub '{args.hub}' (configured: "
+                      f"{', '.join(h.id for h in config.hubs)})", file=sys.stderr)
+                return 2
+            if args.programme and not known(session, Application.programme, args.programme,
+                                                    {p.id for p in registry.programmes}):
+                print(f"hubbot export: unknown programme '{args.programme}' (known: "
+                      f"{', '.join(sorted(p.id for p in registry.programmes))})", file=sys.stderr)
+                return 2
+            sheets = export_rows(session, hub=args.hub, programme=args.programme, registry=registry,
+                                 tz=ZoneInfo(config.timezone))
+    finally:
+        db.close()
+    if args.output:
+        try:
+            # Personal data: a new file is readable by its owner only.
+            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            print(f"hubbot export: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            return 2
+        with open(fd, "wb") as raw:
+            if args.format == "xlsx":
+                write_xlsx(sheets, raw)
+            else:
+                with io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+                    (write_csv if args.format == "csv" else write_json)(sheets, text)
+        count = sum(len(s.rows) for s in sheets)
+        print(f"hubbot export: {count} application(s) in {len(sheets)} programme(s) written to {args.output}",
+              file=sys.stderr)
+        return 0
+    # stdout's own encoding may not be UTF-8 (Windows consoles, LANG=C): write bytes so the file is always UTF-8.
+    sys.stdout.flush()
+    text = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=True)
+    try:
+        (write_csv if args.format == "csv" else write_json)(sheets, text)
+        text.flush()
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): no traceback; the rest of the output goes nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    finally:
+        text.detach()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from parsers.errors import ConfigError
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"check": cmd_check, "run": cmd_run, "demo": cmd_demo}
+    handlers = {"check": cmd_check, "run": cmd_run, "demo": cmd_demo, "export": cmd_export}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:
