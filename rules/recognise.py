@@ -12,6 +12,7 @@ from rules.text import normalise
 # this lower share with it: a cover letter quoting the programme's name is not the form.
 _SHARE_WITHOUT_TITLE = 0.75
 _SHARE_WITH_TITLE = 0.4
+_TITLE_ZONE = 4000   # characters from the start of the document
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,14 @@ class Recognition:
         return self.label_share + (1.0 if self.title_found else 0.0)
 
 
+_MARKERS: dict[str, frozenset[str]] = {}
+
+
 def _label_share(text: str, programme: ProgrammeDefinition) -> float:
-    markers = {normalise(s) for s in programme.sections} | {normalise(f.label) for f in programme.fields}
+    markers = _MARKERS.get(programme.source + programme.id)
+    if markers is None:
+        markers = frozenset({normalise(s) for s in programme.sections} | {normalise(f.label) for f in programme.fields})
+        _MARKERS[programme.source + programme.id] = markers
     return sum(1 for m in markers if m in text) / len(markers)
 
 
@@ -34,9 +41,11 @@ def recognise(document: FormDocument, registry: Registry) -> Recognition | None:
     """The best-matching programme, or None when the document is not one of the known forms."""
     raw = document.all_text()
     text = normalise(raw)
+    head = normalise(raw[:_TITLE_ZONE])
     best: Recognition | None = None
     for programme in registry.programmes:
-        title = any(p.search(raw) or p.search(text) for p in programme.title_patterns)
+        # A form's title is printed at its top; searching only there keeps long statements out of the scan.
+        title = any(p.search(head) for p in programme.title_patterns)
         share = _label_share(text, programme)
         if share >= _SHARE_WITHOUT_TITLE or (title and share >= _SHARE_WITH_TITLE):
             candidate = Recognition(programme, title, share)

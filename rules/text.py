@@ -22,36 +22,41 @@ _SPACES = re.compile(r"\s+")
 _QUOTES = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "-", "\u00a0": " "})
 
 
+@lru_cache(maxsize=8192)
 def normalise(text: str) -> str:
     """Lower-case, straight quotes and dashes, one space between words; for comparing labels and headings."""
     text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
     return _SPACES.sub(" ", text).strip().lower()
 
 
+@lru_cache(maxsize=8192)
 def normalise_keep_case(text: str) -> str:
     """Like ``normalise`` but keeping case and line breaks: for cutting a label off the front of an answer."""
     text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
     return "\n".join(" ".join(line.split()) for line in text.splitlines()).strip()
 
 
-@lru_cache(maxsize=512)
-def _hint_pattern(hint: str) -> re.Pattern[str]:
-    return re.compile(r"\s+".join(re.escape(word) for word in hint.split()), re.IGNORECASE)
+@lru_cache(maxsize=64)
+def _hint_rules(hints: tuple[str, ...]) -> tuple[re.Pattern[str] | None, tuple[str, ...]]:
+    """For one form's hints: one pattern removing every long hint, and the short hints to trim from the ends."""
+    long = [h.translate(_QUOTES) for h in (*COMMON_HINTS, *hints) if len(h) >= 4]
+    short = tuple(h.translate(_QUOTES) for h in hints if len(h) < 4)
+    # A PDF wraps a long hint over lines: match it word by word, whatever the white space between.
+    alternatives = [r"\s+".join(re.escape(word) for word in h.split()) for h in sorted(long, key=len, reverse=True)]
+    return (re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None), short
 
 
 def strip_hints(value: str, hints: tuple[str, ...]) -> str:
     """Remove printed hint text from an answer. Long hints are removed wherever they are (a school may type after
     them); very short ones ("*") only at the ends, so an asterisk inside a statement survives."""
+    pattern, short = _hint_rules(hints)
     cleaned = value.translate(_QUOTES)
-    for hint in (*COMMON_HINTS, *hints):
-        hint = hint.translate(_QUOTES)
-        if len(hint) >= 4:
-            # A PDF wraps a long hint over lines: match it word by word, whatever the white space between.
-            cleaned = _hint_pattern(hint).sub(" ", cleaned)
-        else:
-            while cleaned.strip().startswith(hint) or cleaned.strip().endswith(hint):
-                stripped = cleaned.strip()
-                cleaned = stripped[len(hint):] if stripped.startswith(hint) else stripped[: -len(hint)]
+    if pattern is not None:
+        cleaned = pattern.sub(" ", cleaned)
+    for hint in short:
+        while cleaned.strip().startswith(hint) or cleaned.strip().endswith(hint):
+            stripped = cleaned.strip()
+            cleaned = stripped[len(hint):] if stripped.startswith(hint) else stripped[: -len(hint)]
     # Word keeps a placeholder's trailing spaces and blank paragraphs: tidy lines, keep line structure.
     lines = [line.strip() for line in cleaned.splitlines()]
     return "\n".join(line for line in lines if line).strip()
