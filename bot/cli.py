@@ -50,6 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="workspace folder to create (default: ./hubbot-demo)")
     _common(demo)
 
+    digest = commands.add_parser("digest", help="today's digest for hub staff: print it, or send it",
+                                 description="Build today's digest for each hub's staff (or one hub's).")
+    digest.add_argument("--hub", metavar="ID", help="only this hub")
+    digest.add_argument("--send", action="store_true", help="send it (once per hub per day) instead of printing")
+    digest.add_argument("--html", action="store_true", help="print the HTML version instead of the text")
+    _common(digest)
+
+    remind = commands.add_parser("remind", help="list (or send) the reminders due now",
+                                 description="Reminders due now: to schools with incomplete applications before "
+                                             "the deadline, to signatories not yet copied, and to hub staff before "
+                                             "notification dates. Use --now to see a future day's reminders.")
+    remind.add_argument("--send", action="store_true", help="send them (each at most once, ever)")
+    _common(remind)
+
     export = commands.add_parser("export", help="applications as CSV, XLSX or JSON for hub staff",
                                  description="One row per application (its latest version): hub, programme, "
                                              "school, status, flags, received times, every field of the form and "
@@ -211,12 +225,62 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _staff_context(args: argparse.Namespace):
+    from bot.context import check_settings
+    from bot.worker import Worker, system_clock
+    from storage.db import open_database
+
+    config = _require_config(args.config)
+    db = open_database(config.database_url)
+    now = args.now or system_clock()
+    worker = Worker(config, db, check_settings(config), clock=lambda: now)
+    return config, db, worker, now
+
+
+def cmd_digest(args: argparse.Namespace) -> int:
+    from bot import jobs
+    from bot.digest import render_digest
+    from parsers.errors import ConfigError
+
+    config, db, worker, now = _staff_context(args)
+    if args.hub and args.hub not in {h.id for h in config.hubs}:
+        raise ConfigError(f"no hub '{args.hub}' in {config.path}")
+    runs = jobs.digests(db, config, worker.workflow.settings, now, send=args.send, hub_id=args.hub)
+    for run in runs:
+        hub = run.digest.hub.id
+        if args.send:
+            print(f"{hub}: " + ("digest queued" if run.queued else "quiet day, no digest" if run.skipped_quiet
+                                else "no staff configured" if not run.digest.hub.staff else "already sent today"))
+        else:
+            rendered = render_digest(run.digest)
+            print(rendered.html if args.html else f"Subject: {rendered.subject}\n\n{rendered.text}")
+            if run.skipped_quiet:
+                print(f"({hub}: a quiet day: --send would not send this digest)")
+    if args.send:
+        report = worker.send_due()
+        print(f"sent {report.sent}, retrying {report.retried}, failed {report.failed}")
+    return 0
+
+
+def cmd_remind(args: argparse.Namespace) -> int:
+    from bot import jobs
+    from bot.reminders import describe
+
+    config, db, worker, now = _staff_context(args)
+    due = jobs.remind(db, config, worker.workflow.settings, now, send=args.send)
+    print(describe(due, now))
+    if args.send and due:
+        report = worker.send_due()
+        print(f"sent {report.sent}, retrying {report.retried}, failed {report.failed}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from parsers.errors import ConfigError
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"check": cmd_check, "run": cmd_run, "demo": cmd_demo, "export": cmd_export}
+    handlers = {"check": cmd_check, "run": cmd_run, "demo": cmd_demo, "export": cmd_export, "digest": cmd_digest, "remind": cmd_remind}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:
