@@ -216,10 +216,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         (write_csv if args.format == "csv" else write_json)(sheets, text)
         text.flush()
-    except BrokenPipeError:
-        # The reader stopped early (`| head`): no traceback; the rest of the output goes nowhere.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
     finally:
         text.detach()
     return 0
@@ -288,6 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Output piped into `head` and cut short: not an error worth a traceback.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
