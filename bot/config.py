@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from parsers.errors import ConfigError
+from parsers.toml_table import TomlTable
 from parsers.types import Limits
 
 
@@ -94,50 +95,7 @@ class Config:
     retention_days: int | None = None
 
 
-class _Table:
-    def __init__(self, data: dict[str, Any], source: str, path: str) -> None:
-        self.data, self.source, self.path = data, source, path
-
-    def fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.source}: key '{self.path}{key}': {problem}")
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-        if key not in self.data:
-            if default is ...:
-                raise self.fail(key, "is required but missing")
-            return default
-        value = self.data[key]
-        if isinstance(kind, tuple) and float in kind and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-            raise self.fail(key, f"has the wrong type ({type(value).__name__})")
-        return value
-
-    def sub(self, key: str) -> "_Table | None":
-        if key not in self.data:
-            return None
-        value = self.data[key]
-        if not isinstance(value, dict):
-            raise self.fail(key, "should be a table")
-        return _Table(value, self.source, f"{self.path}{key}.")
-
-    def only(self, *allowed: str) -> None:
-        for key in self.data:
-            if key not in allowed:
-                raise self.fail(key, "is not a known key")
-
-
-def _date(t: _Table, key: str) -> date | None:
-    value = t.get(key, (str, date), None)
-    if value is None or isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise t.fail(key, f"'{value}' is not a date like 2019-03-06") from None
-
-
-def _imap(t: _Table) -> ImapSettings:
+def _imap(t: TomlTable) -> ImapSettings:
     t.only("host", "port", "security", "username", "password_env", "folder", "move_to", "auth", "client_id",
            "tenant_id", "client_secret_env", "refresh_token_env", "idle", "timeout_seconds")
     security = t.get("security", str, "tls")
@@ -157,22 +115,20 @@ def _imap(t: _Table) -> ImapSettings:
     )
 
 
-def _hub(t: _Table, base: Path) -> HubSettings:
+def _hub(t: TomlTable, base: Path) -> HubSettings:
     t.only("id", "name", "address", "aliases", "staff", "programmes", "imap", "maildir", "dates")
     dates: dict[str, HubDates] = {}
-    dates_table = t.sub("dates")
-    if dates_table:
-        for programme_id in dates_table.data:
-            d = dates_table.sub(programme_id)
-            assert d is not None
+    if (dates_table := t.table("dates")) is not None:
+        for programme_id, value in dates_table.data.items():
+            d = dates_table.item(programme_id, None, value)
             d.only("deadline", "notifications")
             notes = []
             for i, n in enumerate(d.get("notifications", list, [])):
-                nt = _Table(n, d.source, f"{d.path}notifications[{i}].")
+                nt = d.item("notifications", i, n)
                 nt.only("date", "what")
-                notes.append((_date(nt, "date"), nt.get("what", str)))
-            dates[programme_id] = HubDates(_date(d, "deadline"), tuple(notes))
-    imap = t.sub("imap")
+                notes.append((nt.date("date"), nt.get("what", str)))
+            dates[programme_id] = HubDates(d.date("deadline"), tuple(notes))
+    imap = t.table("imap")
     maildir = t.get("maildir", str, None)
     return HubSettings(
         id=t.get("id", str), name=t.get("name", str), address=t.get("address", str).lower(),
@@ -183,10 +139,10 @@ def _hub(t: _Table, base: Path) -> HubSettings:
 
 
 def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
-    top = _Table(data, source, "")
+    top = TomlTable(data, source)
     top.only("timezone", "database", "smtp", "outbox", "schedule", "hubs", "limits", "programmes_dir",
              "max_replies_per_address_per_day", "retention_days")
-    database = top.sub("database")
+    database = top.table("database")
     db_url = "sqlite:///hubbot.db"
     if database:
         database.only("url")
@@ -194,7 +150,7 @@ def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
     if db_url.startswith("sqlite:///") and not db_url.startswith("sqlite:////") and db_url != "sqlite:///:memory:":
         db_url = f"sqlite:///{(base / db_url[len('sqlite:///'):]).resolve()}"
     smtp = None
-    if (s := top.sub("smtp")) is not None:
+    if (s := top.table("smtp")) is not None:
         s.only("host", "port", "security", "username", "password_env", "timeout_seconds")
         security = s.get("security", str, "starttls")
         if security not in {"tls", "starttls", "none"}:
@@ -203,11 +159,11 @@ def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
                             username=s.get("username", str, None), password_env=s.get("password_env", str, None),
                             timeout_seconds=float(s.get("timeout_seconds", (int, float), 60.0)))
     outbox_path = base / "outbox"
-    if (o := top.sub("outbox")) is not None:
+    if (o := top.table("outbox")) is not None:
         o.only("path")
         outbox_path = base / o.get("path", str)
     schedule = ScheduleSettings()
-    if (sc := top.sub("schedule")) is not None:
+    if (sc := top.table("schedule")) is not None:
         sc.only("poll_every_minutes", "digest_at", "reminder_days_before", "outbox_every_seconds",
                 "digest_when_quiet")
         try:
@@ -223,15 +179,13 @@ def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
             outbox_every_seconds=float(sc.get("outbox_every_seconds", (int, float), 30)),
             digest_when_quiet=sc.get("digest_when_quiet", bool, False))
     limits = Limits()
-    if (lt := top.sub("limits")) is not None:
+    if (lt := top.table("limits")) is not None:
         known = set(Limits.__dataclass_fields__)
         lt.only(*known)
         limits = Limits(**{k: lt.get(k, (int, float)) for k in lt.data})
     hubs = []
     for i, h in enumerate(top.get("hubs", list, [])):
-        if not isinstance(h, dict):
-            raise top.fail(f"hubs[{i}]", "should be a table")
-        hubs.append(_hub(_Table(h, source, f"hubs[{i}]."), base))
+        hubs.append(_hub(top.item("hubs", i, h), base))
     ids = [h.id for h in hubs]
     for hub_id in ids:
         if ids.count(hub_id) > 1:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from parsers.errors import ConfigError
+from parsers.toml_table import TomlTable
 
 VALIDATORS = frozenset({"text", "address", "statement", "urn", "email", "trn", "telephone", "yes_no", "maths_hub"})
 FIELD_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$")
@@ -116,55 +117,9 @@ class ProgrammeDefinition:
         return tuple(f.id for f in self.fields)
 
 
-class _Reader:
-    """Typed access to one TOML table that names the file and the key path in every error."""
-
-    def __init__(self, data: dict[str, Any], source: str, path: str = "") -> None:
-        self.data, self.source, self.path = data, source, path
-
-    def fail(self, key: str, problem: str) -> ConfigError:
-        where = f"{self.path}.{key}" if self.path else key
-        return ConfigError(f"{self.source}: key '{where}': {problem}")
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., ) -> Any:
-        if key not in self.data:
-            if default is ...:
-                raise self.fail(key, "is required but missing")
-            return default
-        value = self.data[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise self.fail(key, f"should be {names}, not {type(value).__name__}")
-        return value
-
-    def table(self, key: str, index: int | None = None, value: Any = None) -> "_Reader":
-        path = f"{self.path}.{key}" if self.path else key
-        if index is not None:
-            path += f"[{index}]"
-        data = value if value is not None else self.get(key, dict)
-        if not isinstance(data, dict):
-            raise self.fail(key, "should be a table")
-        return _Reader(data, self.source, path)
-
-    def reject_unknown(self, allowed: set[str]) -> None:
-        for key in self.data:
-            if key not in allowed:
-                raise self.fail(key, f"is not a known key (expected one of: {', '.join(sorted(allowed))})")
-
-
-def _date(reader: _Reader, key: str) -> date | None:
-    value = reader.get(key, (str, date), None)
-    if value is None or isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise reader.fail(key, f"'{value}' is not a date like 2019-03-06") from None
-
-
-def _field(reader: _Reader, sections: tuple[str, ...]) -> FieldDefinition:
-    reader.reject_unknown({"id", "section", "label", "required", "validator", "section_occurrence",
-                           "label_occurrence", "prompt", "words", "required_when"})
+def _field(reader: TomlTable, sections: tuple[str, ...]) -> FieldDefinition:
+    reader.only("id", "section", "label", "required", "validator", "section_occurrence", "label_occurrence",
+                "prompt", "words", "required_when")
     field_id = reader.get("id", str)
     if not FIELD_ID.match(field_id):
         raise reader.fail("id", f"'{field_id}' is not a field id like 'school.urn'")
@@ -177,18 +132,16 @@ def _field(reader: _Reader, sections: tuple[str, ...]) -> FieldDefinition:
     if validator not in VALIDATORS:
         raise reader.fail("validator", f"'{validator}' is not one of {', '.join(sorted(VALIDATORS))}")
     words = None
-    if "words" in reader.data:
-        w = reader.table("words")
-        w.reject_unknown({"limit", "kind"})
+    if (w := reader.table("words")) is not None:
+        w.only("limit", "kind")
         try:
             kind = WordLimitKind(w.get("kind", str))
         except ValueError:
             raise w.fail("kind", "should be 'up_to' or 'about'") from None
         words = WordLimit(w.get("limit", int), kind)
     condition = None
-    if "required_when" in reader.data:
-        c = reader.table("required_when")
-        c.reject_unknown({"field", "equals"})
+    if (c := reader.table("required_when")) is not None:
+        c.only("field", "equals")
         condition = Condition(c.get("field", str), c.get("equals", str).lower())
     return FieldDefinition(
         id=field_id, section=section, label=reader.get("label", str), required=reader.get("required", bool, True),
@@ -197,13 +150,20 @@ def _field(reader: _Reader, sections: tuple[str, ...]) -> FieldDefinition:
     )
 
 
+def _required_table(parent: TomlTable, key: str) -> TomlTable:
+    found = parent.table(key)
+    if found is None:
+        raise parent.fail(key, "is required but missing")
+    return found
+
+
 def parse_definition(data: dict[str, Any], source: str) -> ProgrammeDefinition:
     """Build and validate one programme from its parsed TOML; ``source`` names the file in errors."""
-    top = _Reader(data, source)
-    top.reject_unknown({"id", "title", "short_title", "recognise", "hub", "dates", "hints", "sections", "fields",
-                        "signatories", "eligibility"})
-    recognise = top.table("recognise")
-    recognise.reject_unknown({"title_patterns"})
+    top = TomlTable(data, source)
+    top.only("id", "title", "short_title", "recognise", "hub", "dates", "hints", "sections", "fields",
+             "signatories", "eligibility")
+    recognise = _required_table(top, "recognise")
+    recognise.only("title_patterns")
     patterns = []
     for i, pattern in enumerate(recognise.get("title_patterns", list)):
         try:
@@ -212,19 +172,19 @@ def parse_definition(data: dict[str, Any], source: str) -> ProgrammeDefinition:
             raise recognise.fail(f"title_patterns[{i}]", f"is not a valid regular expression ({exc})") from None
     if not patterns:
         raise recognise.fail("title_patterns", "needs at least one pattern")
-    hub = top.table("hub")
-    hub.reject_unknown({"id", "name", "address"})
-    dates = top.table("dates")
-    dates.reject_unknown({"deadline", "notifications"})
+    hub = _required_table(top, "hub")
+    hub.only("id", "name", "address")
+    dates = _required_table(top, "dates")
+    dates.only("deadline", "notifications")
     notifications = []
     for i, item in enumerate(dates.get("notifications", list, [])):
-        n = dates.table("notifications", i, item)
-        n.reject_unknown({"date", "what"})
-        notifications.append(Notification(_date(n, "date") or date.min, n.get("what", str)))
+        n = dates.item("notifications", i, item)
+        n.only("date", "what")
+        notifications.append(Notification(n.date("date") or date.min, n.get("what", str)))
     sections = tuple(top.get("sections", list))
     fields: list[FieldDefinition] = []
     for i, item in enumerate(top.get("fields", list)):
-        fields.append(_field(top.table("fields", i, item), sections))
+        fields.append(_field(top.item("fields", i, item), sections))
     by_id: dict[str, FieldDefinition] = {}
     for i, f in enumerate(fields):
         if f.id in by_id:
@@ -235,29 +195,26 @@ def parse_definition(data: dict[str, Any], source: str) -> ProgrammeDefinition:
             raise top.fail(f"fields[{i}].required_when.field", f"'{f.required_when.field}' is not a field here")
     signatories = []
     for i, item in enumerate(top.get("signatories", list)):
-        s = top.table("signatories", i, item)
-        s.reject_unknown({"role", "label"})
+        s = top.item("signatories", i, item)
+        s.only("role", "label")
         role = s.get("role", str)
         if f"{role}.email" not in by_id:
             raise s.fail("role", f"'{role}' has no '{role}.email' field to match the copy against")
         signatories.append(Signatory(role, s.get("label", str)))
     region = hub_eligibility = None
-    if "eligibility" in data:
-        eligibility = top.table("eligibility")
-        eligibility.reject_unknown({"region", "hubs"})
-        if "region" in eligibility.data:
-            r = eligibility.table("region")
-            r.reject_unknown({"field", "places", "detail"})
+    if (eligibility := top.table("eligibility")) is not None:
+        eligibility.only("region", "hubs")
+        if (r := eligibility.table("region")) is not None:
+            r.only("field", "places", "detail")
             region = RegionRule(r.get("field", str), tuple(r.get("places", list)), r.get("detail", str))
-        if "hubs" in eligibility.data:
-            h = eligibility.table("hubs")
-            h.reject_unknown({"field", "codes"})
+        if (h := eligibility.table("hubs")) is not None:
+            h.only("field", "codes")
             hub_eligibility = HubEligibility(h.get("field", str), tuple(h.get("codes", list)))
     return ProgrammeDefinition(
         id=top.get("id", str), title=top.get("title", str), short_title=top.get("short_title", str),
         title_patterns=tuple(patterns),
         hub=HubInfo(hub.get("id", str), hub.get("name", str), hub.get("address", str).lower()),
-        deadline=_date(dates, "deadline"), notifications=tuple(notifications),
+        deadline=dates.date("deadline"), notifications=tuple(notifications),
         hints=tuple(top.get("hints", list, [])), sections=sections, fields=tuple(fields),
         signatories=tuple(signatories), region=region, hub_eligibility=hub_eligibility, source=source,
         _by_id=by_id,
