@@ -172,38 +172,27 @@ def _showing_placeholder(sdt: etree._Element) -> bool:
     return props is not None and props.find(_w("showingPlcHdr")) is not None
 
 
-def _unwrap(parent: etree._Element, wanted: str) -> Iterator[etree._Element]:
-    """Children of ``parent`` with tag ``wanted``, looking through content controls and custom XML wrappers, which
-    Word allows around body content, rows and cells alike. A content control still showing its placeholder is
-    empty by definition."""
+def _unwrap(parent: etree._Element, *wanted: str) -> Iterator[etree._Element]:
+    """Children of ``parent`` with one of the ``wanted`` tags, in order, looking through content controls and
+    custom XML wrappers, which Word allows around body content, rows and cells alike. A content control still
+    showing its placeholder is empty by definition."""
     for child in parent:
         tag = child.tag
-        if tag == wanted:
+        if tag in wanted:
             yield child
         elif tag == T_SDT:
             if _showing_placeholder(child):
                 continue
             content = child.find(T_SDT_CONTENT)
             if content is not None:
-                yield from _unwrap(content, wanted)
+                yield from _unwrap(content, *wanted)
         elif tag == T_CUSTOM_XML:
-            yield from _unwrap(child, wanted)
+            yield from _unwrap(child, *wanted)
 
 
 def _block_children(parent: etree._Element) -> Iterator[etree._Element]:
     """Paragraphs and tables directly in a body or cell, in order, looking through block-level wrappers."""
-    for child in parent:
-        tag = child.tag
-        if tag == T_P or tag == T_TBL:
-            yield child
-        elif tag == T_SDT:
-            if _showing_placeholder(child):
-                continue
-            content = child.find(T_SDT_CONTENT)
-            if content is not None:
-                yield from _block_children(content)
-        elif tag == T_CUSTOM_XML:
-            yield from _block_children(child)
+    return _unwrap(parent, T_P, T_TBL)
 
 
 def _body_blocks(body: etree._Element) -> Iterator[Block]:
