@@ -14,7 +14,6 @@ from __future__ import annotations
 import html
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -26,7 +25,7 @@ from bot import jobs
 from bot.digest import Digest, build_digest, render_digest
 from bot.outbox import OutboxPolicy, eml_sender
 from bot.smtp import SendResult, SendStatus
-from samples.applications import LONDON, SCHOOLS, School, application_email
+from samples.applications import LONDON, SCHOOLS, School
 from samples.mail import build_email, question_email
 from samples.pdf import scanned_pdf
 from storage.db import open_database
@@ -98,11 +97,11 @@ def realistic_day(bot: Bot, tmp_path: Path, mail: Path | None = None) -> None:
     deliver(mail, form_email(OAKFIELD, pattern="one_missing", received=at(40)), at(40))
     deliver(mail, question_email(to=HUB_ADDRESS, subject="Can two teachers from one school join?", date=at(50),
                                  received=at(50)), at(50))
-    deliver(mail, application_email(PID, scanned_pdf(), filename="Scan_0042.pdf", content_type="application/pdf",
-                                    received=at(60), message_id="<scan-0042@valley.example.sch.uk>",
-                                    subject="Application form (scanned)").replace(
-                                        b"School Office <office@valley.example.sch.uk>",
-                                        f"Office Scanner <{SCANNER}>".encode()), at(60))
+    deliver(mail, build_email(sender=f"Office Scanner <{SCANNER}>", to=HUB_ADDRESS,
+                              subject="Application form (scanned)",
+                              body_text="Please find attached our application form, signed and scanned.",
+                              attachments=[("Scan_0042.pdf", scanned_pdf(), "application/pdf")], date=at(60),
+                              received=at(60), message_id="<scan-0042@valley.example.sch.uk>"), at(60))
     bot.now = at(70)
     bot.run(sender=sender)
     deliver(mail, form_email(HILLSIDE, received=at(300)), at(300))            # the corrected form
@@ -542,3 +541,34 @@ def test_a_reply_that_ran_out_of_retries_is_failed_not_bounced(tmp_path: Path) -
         assert problem.state == "failed"
     finally:
         b.close()
+
+
+# ---- the command line -----------------------------------------------------------------------------------------
+
+def test_hubbot_digest_prints_then_sends_once(day: Bot, tmp_path: Path) -> None:
+    from tests.test_cli import hubbot
+
+    config = str(day.config_path)
+    shown = hubbot("digest", "--config", config, "--now", "2024-06-29T07:30", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("Subject: Central Maths Hub daily digest, Saturday 29 June 2024")
+    for item in ("NEW SINCE THE LAST DIGEST (6)", "Contact telephone number (missing)", SCANNER,
+                 "may not have been sent", NORTHGATE.name):
+        assert item in shown.stdout
+    page = hubbot("digest", "--html", "--hub", "central", "--config", config, "--now", "2024-06-29T07:30",
+                  cwd=tmp_path)
+    assert page.returncode == 0 and page.stdout.lstrip().startswith("<!DOCTYPE html>")
+    assert "Northgate &lt;b&gt;High&lt;/b&gt; School" in page.stdout
+    assert digest_rows(day) == []                                    # printing queues nothing
+
+    sent = hubbot("digest", "--send", "--config", config, "--now", "2024-06-29T07:30", cwd=tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    assert "central: digest queued" in sent.stdout and "sent 1" in sent.stdout
+    again = hubbot("digest", "--send", "--config", config, "--now", "2024-06-29T12:00", cwd=tmp_path)
+    assert again.returncode == 0 and "central: already sent today" in again.stdout
+    (row,) = digest_rows(day)
+    assert row.state is OutboxState.SENT
+    assert len([m for m in sent_files(tmp_path / "outbox") if str(m["Message-ID"]).strip() == row.message_id]) == 1
+
+    unknown = hubbot("digest", "--hub", "nowhere", "--config", config, cwd=tmp_path)
+    assert unknown.returncode == 2 and "nowhere" in unknown.stderr

@@ -14,8 +14,6 @@ and the reminders reach a real SMTP server once, through the worker's outbox dra
 """
 from __future__ import annotations
 
-import email
-import email.policy
 import os
 import subprocess
 import sys
@@ -23,7 +21,6 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from email.message import EmailMessage
 from pathlib import Path
@@ -39,7 +36,7 @@ from bot.smtp import SendResult, SendStatus
 from samples.applications import LONDON, SCHOOLS, School, application_email, complete_answers, fill_form, programme
 from samples.mail import bounce_report, build_email
 from storage.db import open_database
-from storage.models import ApplicationStatus, Event, OutboxItem, OutboxState
+from storage.models import ApplicationStatus, OutboxItem, OutboxState
 from tests.test_workflow import Bot, deliver, sent_files, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -717,3 +714,41 @@ def test_reminders_do_not_claim_to_answer_an_email_that_just_arrived(bot: Bot, r
     for d in due:
         assert "when your e-mail arrived" not in d.email.text, d.key
         assert "when your e-mail arrived" not in d.email.html, d.key
+
+
+# ---- the command line -----------------------------------------------------------------------------------------
+
+def test_hubbot_remind_lists_then_sends_each_reminder_once(bot: Bot, round_: dict[str, int], tmp_path: Path) -> None:
+    from tests.test_cli import hubbot
+
+    config = str(bot.config_path)
+    files = len(sent_files(tmp_path / "outbox"))
+    early = hubbot("remind", "--config", config, "--now", "2024-06-21T08:59", cwd=tmp_path)
+    assert early.returncode == 0, early.stderr
+    assert early.stdout.strip() == "No reminders due at Fri 21 Jun 2024 08:59 (London)."
+
+    listed = hubbot("remind", "--config", config, "--now", "2024-06-21T08:00:00+00:00", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("3 reminder(s) due at Fri 21 Jun 2024 09:00 (London):")
+    for address in ("office@stannes.example.sch.uk", "office@hillside.example.sch.uk", "g.li@hillside.example.sch.uk"):
+        assert address in listed.stdout
+    assert reminder_rows(bot) == [] and len(sent_files(tmp_path / "outbox")) == files   # listing sends nothing
+
+    sent = hubbot("remind", "--send", "--config", config, "--now", "2024-06-21T09:30", cwd=tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    assert "3 reminder(s) due" in sent.stdout and "sent 3" in sent.stdout
+    assert len(sent_files(tmp_path / "outbox")) == files + 3
+    assert all(r.state is OutboxState.SENT for r in reminder_rows(bot))
+
+    again = hubbot("remind", "--send", "--config", config, "--now", "2024-06-21T10:30", cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.startswith("No reminders due")
+    assert len(sent_files(tmp_path / "outbox")) == files + 3
+
+
+def test_hubbot_remind_help_and_bad_now(tmp_path: Path) -> None:
+    from tests.test_cli import hubbot
+
+    help_ = hubbot("remind", "--help", cwd=tmp_path)
+    assert help_.returncode == 0 and "--send" in help_.stdout and "--now" in help_.stdout
+    bad = hubbot("remind", "--now", "next tuesday", cwd=tmp_path)
+    assert bad.returncode == 2 and "ISO" in bad.stderr
