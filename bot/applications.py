@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storage.repository import REFUSED_PREFIX
 from storage.models import Application, ApplicationStatus, ApplicationVersion, Message, OutboxItem, OutboxState
 
 
@@ -100,8 +101,10 @@ def bounced_addresses(session: Session, hub_id: str) -> frozenset[str]:
     """Addresses our mail could not reach: replies refused for good (5xx), and the final recipients named in
     delivery-failure reports that came back to the hub's mailbox."""
     found: set[str] = set()
-    for to in session.scalars(select(OutboxItem.to).where(OutboxItem.hub_id == hub_id,
-                                                          OutboxItem.state == OutboxState.FAILED)):
+    # Only refusals count: a reply that failed because our relay was down says nothing about the address.
+    refused = select(OutboxItem.to).where(OutboxItem.hub_id == hub_id, OutboxItem.state == OutboxState.FAILED,
+                                          OutboxItem.last_error.startswith(REFUSED_PREFIX))
+    for to in session.scalars(refused):
         found.update(address.lower() for address in to)
     # Automatic mail is a small share of a mailbox; only delivery reports among it are parsed.
     ignored = select(Message.raw).where(Message.hub_id == hub_id, Message.verdict_status == "ignored")

@@ -140,12 +140,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.once:
         from bot.summary import format_cycle
 
-        report = worker.run_once()
+        try:
+            report = worker.run_once()
+        finally:
+            worker.close()
         print(format_cycle(report))
         return 1 if report.mailbox_errors else 0
     from bot.scheduler import Service
 
-    Service(config, worker).run()
+    try:
+        Service(config, worker).run()
+    finally:
+        worker.close()
     return 0
 
 
@@ -245,8 +251,9 @@ def cmd_digest(args: argparse.Namespace) -> int:
     for run in runs:
         hub = run.digest.hub.id
         if args.send:
-            print(f"{hub}: " + ("digest queued" if run.queued else "quiet day, no digest" if run.skipped_quiet
-                                else "no staff configured" if not run.digest.hub.staff else "already sent today"))
+            print(f"{hub}: " + ("digest queued" if run.queued else "already sent today" if run.already_sent
+                                else "quiet day, no digest" if run.skipped_quiet
+                                else "no staff configured"))
         else:
             rendered = render_digest(run.digest)
             print(rendered.html if args.html else f"Subject: {rendered.subject}\n\n{rendered.text}")

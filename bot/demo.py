@@ -183,7 +183,11 @@ def run_demo(root: Path, *, now: datetime | None = None) -> int:
             titles[sample.raw] = sample.title
         progress.update(task, description="Processing the inbox as `hubbot run --once` does", total=1)
         db = open_database(config.database_url)
-        report = Worker(config, db, check_settings(config), clock=lambda: now).run_once()
+        worker = Worker(config, db, check_settings(config), clock=lambda: now)
+        try:
+            report = worker.run_once()
+        finally:
+            worker.close()
         progress.update(task, completed=1)
 
     table = Table(title="What hubbot decided", show_lines=False)

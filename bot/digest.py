@@ -15,7 +15,7 @@ from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from email.utils import formataddr
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from bot.applications import ApplicationView, SignatoryView, application_views, bounced_addresses
@@ -24,7 +24,7 @@ from rules.calendar import days_until
 from rules.checks import LONDON
 from rules.pipeline import CheckSettings
 from storage import repository as repo
-from storage.models import ApplicationStatus, Message, MessageState, OutboxItem, OutboxState
+from storage.models import ApplicationStatus, Event, Message, MessageState, OutboxItem, OutboxState
 from templates import RenderedEmail, render_email
 
 UPCOMING_DAYS = 60
@@ -48,6 +48,7 @@ class ReplyProblem:
     to: str
     state: str
     detail: str
+    new: bool = True       # happened since the last digest (an older uncertain send is listed until resolved)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class Digest:
     def quiet(self) -> bool:
         """Nothing new since the last digest and nothing due soon: no digest unless configured."""
         due_soon = any(d.days_left <= DUE_SOON_DAYS for d in self.ahead)
-        return not (self.new or self.needs_person or self.reply_problems or due_soon)
+        return not (self.new or self.needs_person or any(p.new for p in self.reply_problems) or due_soon)
 
 
 def _last_digest_time(session: Session, hub_id: str) -> datetime | None:
@@ -138,24 +139,29 @@ def build_digest(session: Session, config: Config, settings: CheckSettings, hub:
         else:
             status = message.verdict_status or ""
             note = "; ".join(verdict.get("problems") or []) or {
-                "not_application": "not an application: a question or a note for you",
+                "not_application": "a question or a note for you",
                 "no_form": "says a form is attached, but none was"}.get(status, "")
         digest.needs_person.append(MailForStaff(message.received_at, sender, subject, status, note))
 
     bounced = bounced_addresses(session, hub.id)
+    # A problem is reported the first time in the digest after it happened; an uncertain send stays on the list
+    # until a person requeues it, but only a new problem makes a day not quiet.
+    recent = set(session.scalars(select(Event.outbox_id).where(
+        Event.hub_id == hub.id, Event.at >= since, Event.outbox_id.is_not(None),
+        Event.kind.in_(["reply_failed", "reply_uncertain", "reply_retry"]))))
     problems = select(OutboxItem).where(OutboxItem.hub_id == hub.id, OutboxItem.kind != "digest", or_(
         OutboxItem.state.in_([OutboxState.FAILED, OutboxState.UNCERTAIN]),
-        OutboxItem.attempts > 1)).order_by(OutboxItem.id)
+        and_(OutboxItem.state == OutboxState.PENDING, OutboxItem.attempts > 0))).order_by(OutboxItem.id)
     for item in session.scalars(problems):
-        if item.state is OutboxState.SENT and item.sent_at and item.sent_at < since:
+        new = item.id in recent
+        if not new and item.state is not OutboxState.UNCERTAIN:
             continue
-        to = ", ".join(item.to)
-        state = {OutboxState.FAILED: "failed", OutboxState.UNCERTAIN: "may not have been sent (check, then requeue)",
-                 OutboxState.PENDING: "retrying", OutboxState.SENDING: "sending",
-                 OutboxState.SENT: "sent after retrying"}[item.state]
+        state = {OutboxState.FAILED: "failed", OutboxState.PENDING: "retrying",
+                 OutboxState.UNCERTAIN: "may not have been sent (check, then requeue)"}[item.state]
         if item.state is OutboxState.FAILED and any(a.lower() in bounced for a in item.to):
             state = "bounced"
-        digest.reply_problems.append(ReplyProblem(item.kind.replace("_", " "), to, state, item.last_error or ""))
+        digest.reply_problems.append(ReplyProblem(item.kind.replace("_", " "), ", ".join(item.to), state,
+                                                  item.last_error or "", new))
     return digest
 
 
@@ -175,7 +181,8 @@ def render_digest(digest: Digest) -> RenderedEmail:
         "needs_person": [{"received": f"{m.received.astimezone(LONDON):%-d %b %H:%M}" if m.received else "",
                           "sender": m.sender, "subject": m.subject, "status": m.status.replace("_", " "),
                           "note": m.note} for m in digest.needs_person],
-        "reply_problems": [vars(p) for p in digest.reply_problems],
+        "reply_problems": [{"kind": p.kind, "to": p.to, "state": p.state, "detail": p.detail}
+                           for p in digest.reply_problems],
         "ahead": [{"day": f"{d.day:%a %-d %b %Y}", "days_left": d.days_left, "programme": d.programme,
                    "what": d.what} for d in digest.ahead],
     }
@@ -194,6 +201,15 @@ def _missing(app: ApplicationView) -> list[str]:
     return items
 
 
+def _digest_key(digest: Digest) -> str:
+    return f"digest:{digest.hub.id}:{digest.day.isoformat()}"
+
+
+def digest_queued(session: Session, digest: Digest) -> bool:
+    """Whether this hub's digest for this day has already been queued."""
+    return session.scalar(select(OutboxItem.id).where(OutboxItem.dedupe_key == _digest_key(digest))) is not None
+
+
 def queue_digest(session: Session, digest: Digest, now: datetime, *, actor: str) -> bool:
     """Queue today's digest for the hub's staff; False if it was already queued today (or there is no staff)."""
     if not digest.hub.staff:
@@ -202,7 +218,7 @@ def queue_digest(session: Session, digest: Digest, now: datetime, *, actor: str)
     result = repo.enqueue_reply(
         session, hub_id=digest.hub.id, kind="digest", from_addr=formataddr((digest.hub.name, digest.hub.address)),
         to=digest.hub.staff, subject=rendered.subject, text=rendered.text, html=rendered.html,
-        dedupe_key=f"digest:{digest.hub.id}:{digest.day.isoformat()}", now=now)
+        dedupe_key=_digest_key(digest), now=now)
     if result.created:
         repo.record_event(session, "digest_queued", hub_id=digest.hub.id, actor=actor, outbox_id=result.item.id,
                           detail={"new": len(digest.new), "needs_person": len(digest.needs_person)}, now=now)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.config import Config
-from bot.digest import Digest, build_digest, queue_digest
+from bot.digest import Digest, build_digest, digest_queued, queue_digest
 from bot.reminders import DueReminder, due_reminders, queue_reminders
 from rules.pipeline import CheckSettings
 from storage import repository as repo
@@ -22,6 +22,7 @@ class DigestRun:
     digest: Digest
     queued: bool
     skipped_quiet: bool
+    already_sent: bool = False      # today's digest for this hub was queued earlier
 
 
 def remind(db: Database, config: Config, settings: CheckSettings, now: datetime, *, send: bool,
@@ -43,9 +44,10 @@ def digests(db: Database, config: Config, settings: CheckSettings, now: datetime
             continue
         with db.session() as session:
             digest = build_digest(session, config, settings, hub, now)
+            already = digest_queued(session, digest)
             quiet = digest.quiet and not config.schedule.digest_when_quiet
-            queued = bool(send and not quiet and queue_digest(session, digest, now, actor=actor))
-        runs.append(DigestRun(digest, queued, quiet))
+            queued = bool(send and not quiet and not already and queue_digest(session, digest, now, actor=actor))
+        runs.append(DigestRun(digest, queued, quiet and not already, already))
     return runs
 
 

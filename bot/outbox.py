@@ -40,7 +40,6 @@ class OutboxPolicy:
     base_delay: timedelta = timedelta(minutes=1)
     max_delay: timedelta = timedelta(hours=6)
     lease: timedelta = timedelta(minutes=10)   # longer than any SMTP conversation (timeouts are 60 s)
-    batch_size: int = 20
 
 
 @dataclass
@@ -107,10 +106,13 @@ def default_worker_id() -> str:
 
 
 def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now: datetime | None = None,
-                 policy: OutboxPolicy = OutboxPolicy(), max_batches: int = 50,
+                 policy: OutboxPolicy = OutboxPolicy(), max_items: int = 5000,
                  hub_senders: Mapping[str, Sender] | None = None) -> DrainReport:
-    """Send everything due. ``hub_senders`` lets a hub use its own sender; others use ``sender``. ``now`` fixes
-    the clock (tests, ``--now``); otherwise the real time is read at each step."""
+    """Send everything due (up to ``max_items`` per call). ``hub_senders`` lets a hub use its own sender; others
+    use ``sender``. ``now`` fixes the clock (tests, ``--now``); otherwise the real time is read at each step.
+
+    Rows are claimed one at a time, just before their own SMTP conversation: a row marked SENDING is always the
+    one being sent, so a crash leaves exactly that row UNCERTAIN and the rest simply PENDING."""
     worker = worker or default_worker_id()
     report = DrainReport()
     with db.session() as session:
@@ -119,11 +121,10 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
             repo.record_event(session, "reply_uncertain", hub_id=item.hub_id, actor=worker, outbox_id=item.id,
                               message_id=item.source_message_id, application_id=item.application_id,
                               detail={"kind": item.kind}, now=now)
-    for _ in range(max_batches):
+    for _ in range(max_items):
         claim_time = now or repo.utcnow()
         with db.session() as session:
-            items = repo.claim_due_replies(session, worker=worker, now=claim_time, limit=policy.batch_size,
-                                           lease=policy.lease)
+            items = repo.claim_due_replies(session, worker=worker, now=claim_time, limit=1, lease=policy.lease)
             # Build the e-mails while the rows are loaded; the SMTP work happens outside any transaction.
             work = [(item.id, item.hub_id, item.attempts, build_email(item)) for item in items]
         if not work:
@@ -165,7 +166,10 @@ def _record(db: Database, item_id: int, worker: str, attempts: int, result: Send
                                   message_id=item.source_message_id,
                                   detail={**detail, "delay_seconds": int(delay.total_seconds())}, now=at)
         else:
-            if repo.mark_failed(session, item, error=result.detail, now=at):
+            # A refusal (5xx) means the address does not work; running out of retries means our side failed.
+            error = (f"{repo.REFUSED_PREFIX}{result.detail}" if result.status is SendStatus.PERMANENT
+                     else f"gave up after {attempts} attempts: {result.detail}")
+            if repo.mark_failed(session, item, error=error, now=at):
                 report.failed += 1
                 repo.record_event(session, "reply_failed", hub_id=item.hub_id, actor=worker, outbox_id=item.id,
                                   message_id=item.source_message_id,

@@ -64,7 +64,9 @@ def due_reminders(session: Session, config: Config, settings: CheckSettings, now
                 continue
             dates = settings.dates(hub.id, programme)
             base = {"hub_name": hub.name, "hub_address": hub.address, "programme_title": programme.title,
-                    "deadline": f"{dates.deadline:%-d %B %Y}" if dates.deadline else ""}
+                    "deadline": f"{dates.deadline:%-d %B %Y}" if dates.deadline else "",
+                    "why_sent": "This reminder was sent automatically by the hub's application system, which "
+                                "keeps track of the forms and signatures we have received."}
             mine = [a for a in apps if a.programme == programme_id]
             point = due_reminder_point(dates.deadline, config.schedule.reminder_days_before, now)
             if point is not None and dates.deadline is not None:

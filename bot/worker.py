@@ -97,6 +97,9 @@ class Worker:
 
         self.sender: Sender = send_then_mark
         self.sources = sources or (lambda hub: open_source(hub, config))
+        # Mailbox connections are kept between polls (a poll with no new mail is then one SELECT and one SEARCH);
+        # one that fails is closed and opened afresh next time.
+        self._open_sources: dict[str, MailSource] = {}
         self.outbox_policy = outbox_policy
         self.stop_requested = False
 
@@ -121,9 +124,20 @@ class Worker:
         report.outbox = self.send_due()
         return report
 
+    def close(self) -> None:
+        """Close every mailbox connection kept open between polls."""
+        for source in self._open_sources.values():
+            try:
+                source.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection must not hide anything else
+                log.debug("closing a mail source failed", exc_info=True)
+        self._open_sources.clear()
+
     def poll(self, hub: HubSettings) -> int:
         """Fetch and store every new message of one hub's mailbox; returns how many were stored."""
-        source = self.sources(hub)
+        source = self._open_sources.get(hub.id)
+        if source is None:
+            source = self._open_sources[hub.id] = self.sources(hub)
         folder = hub.imap.folder if hub.imap else "maildir"
         stored_uids: list[int] = []
         try:
@@ -156,8 +170,10 @@ class Worker:
                                          now=self.clock())
             if hub.imap and hub.imap.move_to and stored_uids:
                 source.move_to(stored_uids, hub.imap.move_to)
-        finally:
+        except BaseException:
+            self._open_sources.pop(hub.id, None)
             source.close()
+            raise
         return len(stored_uids)
 
     def process_stored(self, report: CycleReport | None = None) -> CycleReport:

@@ -79,7 +79,10 @@ class Workflow:
 
         thread_app = self._application_in_thread(session, message.hub_id, email)
         if thread_app is not None and verdict.status in (Status.NO_FORM, Status.NOT_APPLICATION):
-            return self._confirm_from_thread(session, message, email, verdict, thread_app, hub, now)
+            confirmed = self._confirm_from_thread(session, message, email, verdict, thread_app, hub, now)
+            if confirmed is not None:
+                return confirmed
+            # Nobody new confirmed: a question or a note in the thread is for a person, like any other mail.
 
         if verdict.status in (Status.COMPLETE, Status.INCOMPLETE) and programme is not None:
             return self._record_application(session, message, email, verdict, programme, hub, thread_app, now)
@@ -124,9 +127,10 @@ class Workflow:
                             detail={"version": len(application.versions), "created": created})
 
     def _confirm_from_thread(self, session: Session, message: Message, email: ParsedEmail, verdict: Verdict,
-                             application: Application, hub: HubView | None, now: datetime) -> Outcome:
+                             application: Application, hub: HubView | None, now: datetime) -> Outcome | None:
         """A reply in an application's thread: every signatory still awaited whose address wrote or was copied
-        confirms; when the last one does, the application is complete and the school is told."""
+        confirms; when the last one does, the application is complete and the school is told. None when the
+        reply confirmed nobody."""
         people = email.all_recipients_and_sender() - (hub.addresses if hub else frozenset())
         confirmed: list[str] = []
         for signatory in application.signatories:
@@ -138,12 +142,14 @@ class Workflow:
                 record_event(session, "signatory_confirmed", hub_id=message.hub_id, actor=self.worker,
                              message_id=message.id, application_id=application.id, detail={"role": signatory.role},
                              now=now)
+        if not confirmed:
+            return None
         verdict = replace(verdict, reply=None)
         latest = session.get(ApplicationVersion, application.latest_version_id) if application.latest_version_id \
             else None
         fields_ok = latest is not None and not latest.verdict.get("issues")
         all_signed = all(s.copied or s.confirmed for s in application.signatories)
-        if confirmed and fields_ok and all_signed and application.status is not ApplicationStatus.COMPLETE:
+        if fields_ok and all_signed and application.status is not ApplicationStatus.COMPLETE:
             application.status = ApplicationStatus.COMPLETE
             application.updated_at = now
             verdict = replace(verdict, reply=self._acknowledge_application(session, application, latest, hub))

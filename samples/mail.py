@@ -58,6 +58,7 @@ def build_email(
     """One e-mail as bytes. Addresses are "addr" or "Display Name <addr>"; ``attachments`` are
     (filename, bytes, content type). ``extra_headers`` are written verbatim, after the standard ones."""
     date = date or DEFAULT_DATE
+    attachments = list(attachments)
     recipients = [to] if isinstance(to, str) else list(to)
     fmt = _AddressFormat(display_names, upper_case_addresses, charset)
 
@@ -73,7 +74,8 @@ def build_email(
         msg.set_raw("Cc", fmt.header(list(cc)))
     msg.set_raw("Subject", _encode_text(subject, charset))
     msg.set_raw("Date", email.utils.format_datetime(date))
-    msg.set_raw("Message-ID", message_id or _message_id(sender, subject, date))
+    content = b"".join(data for _, data, _ in attachments) + body_text.encode("utf-8", "replace")
+    msg.set_raw("Message-ID", message_id or _message_id(sender, subject, date, content))
     if in_reply_to:
         msg.set_raw("In-Reply-To", in_reply_to)
     if references:
@@ -327,8 +329,10 @@ def _received_line(by: str, from_host: str, when: datetime) -> str:
             f"\tfor <admin@hub.example.org>; {email.utils.format_datetime(when)}")
 
 
-def _message_id(sender: str, subject: str, date: datetime) -> str:
-    digest = hashlib.sha1(f"{sender}|{subject}|{date.isoformat()}".encode()).hexdigest()[:20]
+def _message_id(sender: str, subject: str, date: datetime, content: bytes = b"") -> str:
+    # Deterministic (tests can predict it) but different for different content, as real Message-IDs are.
+    seed = f"{sender}|{subject}|{date.isoformat()}".encode() + hashlib.sha1(content).digest()
+    digest = hashlib.sha1(seed).hexdigest()[:20]
     domain = email.utils.parseaddr(sender)[1].rpartition("@")[2] or "example.org"
     return f"<{digest}@{domain}>"
 

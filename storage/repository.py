@@ -39,6 +39,8 @@ DEFAULT_MESSAGE_LEASE = timedelta(minutes=15)
 DEFAULT_SEND_LEASE = timedelta(minutes=10)
 DEFAULT_MAX_MESSAGE_ATTEMPTS = 5
 # last_error of a reply taken over from a worker that stopped mid-send: the one case that may send twice.
+#: How a FAILED row's last_error starts when the receiving server refused it (5xx), as opposed to retries running out.
+REFUSED_PREFIX = "refused by the mail server: "
 INTERRUPTED_MARKER = "the worker stopped while sending: it may or may not have been delivered"
 
 T = TypeVar("T")

@@ -24,13 +24,7 @@ from tests.test_workflow import Bot, application
 
 pytestmark = pytest.mark.slow
 
-BATCH_CLAIM_BUG = (
-    "bot/outbox.py drain_outbox: claim_due_replies marks the whole batch (up to 20 rows) SENDING before the first "
-    "SMTP conversation, so a crash after the first send leaves the rows never sent in SENDING too; after the lease "
-    "park_interrupted_sends makes all of them UNCERTAIN and replies that never reached the server wait for a "
-    "person (3 UNCERTAIN instead of 1 UNCERTAIN + 2 SENT)")
-POINTS = ["after_fetch", "after_store", "after_verdict", "after_commit",
-          pytest.param("after_smtp", marks=pytest.mark.xfail(reason=BATCH_CLAIM_BUG, strict=True))]
+POINTS = ["after_fetch", "after_store", "after_verdict", "after_commit", "after_smtp"]
 # Events written once per processed message (by Workflow._finish).
 PROCESSED_EVENTS = ("application_version", "thread_reply", "processed", "ignored", "duplicate")
 

@@ -289,14 +289,8 @@ def test_the_next_digest_lists_only_what_is_new_since_the_previous_one(day: Bot,
     assert [r.dedupe_key for r in digest_rows(day)] == ["digest:central:2024-06-29", "digest:central:2024-06-30"]
 
 
-FAILURE_RELISTED = (
-    "bot/digest.py build_digest/Digest.quiet: FAILED and UNCERTAIN outbox rows are listed in every digest whatever "
-    "their age (only SENT rows are filtered by `since`), and `quiet` counts them, so one reply that bounced last "
-    "week is reported again each morning and the hub never has a quiet day again: a digest goes out every day "
-    "although nothing is new and nothing is due")
 
 
-@pytest.mark.xfail(reason=FAILURE_RELISTED, strict=True)
 def test_a_failure_already_reported_does_not_make_every_later_day_busy(day: Bot) -> None:
     (first,) = run_digests(day, DIGEST_AT)
     assert first.queued
@@ -487,15 +481,8 @@ def test_a_hub_without_staff_gets_no_digest(tmp_path: Path) -> None:
 
 # ---- known gaps -----------------------------------------------------------------------------------------------
 
-THREAD_QUESTION_HIDDEN = (
-    "bot/digest.py build_digest skips every not_application/no_form message linked to an application "
-    "(`elif message.application_id is not None: continue`, meant for signatories' \"I confirm\"), but "
-    "bot/workflow.py _confirm_from_thread links every such message in an application's thread, even when it "
-    "confirmed nobody: a school's question asked in reply to our acknowledgement gets no reply and never reaches "
-    "a person")
 
 
-@pytest.mark.xfail(reason=THREAD_QUESTION_HIDDEN, strict=True)
 def test_a_question_asked_in_reply_to_an_acknowledgement_reaches_the_digest(tmp_path: Path) -> None:
     b = central_bot(tmp_path)
     try:
@@ -518,13 +505,8 @@ def test_a_question_asked_in_reply_to_an_acknowledgement_reaches_the_digest(tmp_
         b.close()
 
 
-FAILED_IS_NOT_BOUNCED = (
-    "bot/applications.py bounced_addresses counts the recipients of every FAILED outbox row as bounced, but a row "
-    "also ends FAILED when temporary failures (4xx, our relay down) used up OutboxPolicy.max_attempts; the digest "
-    "then says \"bounced\" for a reply that was never refused, and the school gets no reminders")
 
 
-@pytest.mark.xfail(reason=FAILED_IS_NOT_BOUNCED, strict=True)
 def test_a_reply_that_ran_out_of_retries_is_failed_not_bounced(tmp_path: Path) -> None:
     b = central_bot(tmp_path)
     try:

@@ -675,13 +675,8 @@ def test_describe_lists_what_is_due(bot: Bot, round_: dict[str, int]) -> None:
 
 # ---- known gaps -----------------------------------------------------------------------------------------------
 
-RETRIES_ARE_NOT_BOUNCES = (
-    "bot/applications.py bounced_addresses treats the recipients of every FAILED outbox row as bounced, including "
-    "rows that ended FAILED only because temporary failures (451, the hub's relay down for a day) used up "
-    "OutboxPolicy.max_attempts; such a school is then never reminded although its address works")
 
 
-@pytest.mark.xfail(reason=RETRIES_ARE_NOT_BOUNCES, strict=True)
 def test_a_reply_that_ran_out_of_retries_does_not_stop_the_reminders(tmp_path: Path) -> None:
     from bot.outbox import OutboxPolicy
 
@@ -701,13 +696,8 @@ def test_a_reply_that_ran_out_of_retries_does_not_stop_the_reminders(tmp_path: P
         b.close()
 
 
-SIGNOFF_SAYS_REPLY = (
-    "templates/reminder.*.j2 and signatory_reminder.*.j2 reuse templates/_signoff.txt.j2 and _layout.html.j2, "
-    "which end every e-mail with \"This reply was sent automatically when your e-mail arrived\": a reminder "
-    "answers no e-mail, and a signatory being reminded never wrote to the hub at all")
 
 
-@pytest.mark.xfail(reason=SIGNOFF_SAYS_REPLY, strict=True)
 def test_reminders_do_not_claim_to_answer_an_email_that_just_arrived(bot: Bot, round_: dict[str, int]) -> None:
     due = remind(bot, SEVEN, send=False)
     assert {d.kind for d in due} == {ReminderKind.SCHOOL, ReminderKind.SIGNATORY}
