@@ -66,8 +66,8 @@ def is_answered(value: str | None) -> bool:
     return bool(value and value.strip() and not is_non_answer(value))
 
 
-def _issue(f: FieldDefinition, kind: IssueKind, reason: str) -> FieldIssue:
-    return FieldIssue(field=f.id, label=f.label, section=f.section, kind=kind, reason=reason)
+def _issue(programme: ProgrammeDefinition, f: FieldDefinition, kind: IssueKind, reason: str) -> FieldIssue:
+    return FieldIssue(field=f.id, label=programme.display_label(f), section=f.section, kind=kind, reason=reason)
 
 
 class FieldValues:
@@ -84,12 +84,12 @@ class FieldValues:
                     if f.required_when:
                         why = f"this is required when the answer to the question above is " \
                               f"{f.required_when.equals.capitalize()}"
-                    findings.issues.append(_issue(f, IssueKind.MISSING, why))
+                    findings.issues.append(_issue(ctx.programme, f, IssueKind.MISSING, why))
                 continue
             checked = VALIDATORS[f.validator](raw or "")
             findings.values[f.id] = checked.value
             if checked.reason:
-                findings.issues.append(_issue(f, IssueKind.INVALID, checked.reason))
+                findings.issues.append(_issue(ctx.programme, f, IssueKind.INVALID, checked.reason))
 
     @staticmethod
     def _required(f: FieldDefinition, ctx: FormContext, findings: Findings) -> bool:
@@ -112,7 +112,7 @@ class WordLimits:
                 continue
             words = word_count(value)
             if f.words.kind is WordLimitKind.UP_TO and words > f.words.limit:
-                findings.issues.append(_issue(f, IssueKind.INVALID,
+                findings.issues.append(_issue(ctx.programme, f, IssueKind.INVALID,
                                               f"this should be up to {f.words.limit} words; it has {words}"))
             elif f.words.kind is WordLimitKind.ABOUT and words > 1.5 * f.words.limit:
                 findings.flags.append(Flag(FlagCode.WORD_GUIDANCE,

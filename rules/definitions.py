@@ -112,6 +112,16 @@ class ProgrammeDefinition:
     def field(self, field_id: str) -> FieldDefinition:
         return self._by_id[field_id]
 
+    def display_label(self, f: FieldDefinition) -> str:
+        """The label as a person should read it in a reply: a label printed twice in one section ("E-mail" for
+        the head and for the head of department) gets the person's title, "E-mail (Head of department)"."""
+        twins = [o for o in self.fields if o.section == f.section and o.section_occurrence == f.section_occurrence
+                 and o.label == f.label]
+        if len(twins) < 2:
+            return f.label
+        title = next((s.label for s in self.signatories if s.role == f.role), f.role)
+        return f"{f.label} ({title})"
+
     @property
     def field_ids(self) -> tuple[str, ...]:
         return tuple(f.id for f in self.fields)
