@@ -70,15 +70,28 @@ def map_fields(document: FormDocument, programme: ProgrammeDefinition) -> dict[s
         found.add(field.id)
         answers[field.id] = cleaned or None
 
+    pdf = document.kind is DocumentKind.PDF
+    open_statement: FieldDefinition | None = None
     for block in document.blocks:
         if isinstance(block, Paragraph):
+            before = sections.current
             sections.see_paragraph(block.text)
+            if pdf and open_statement is not None and sections.current == before and answers[open_statement.id]:
+                # A statement box that runs over a page break: its last lines come out of the PDF as text after
+                # the table, before the next heading.
+                answers[open_statement.id] = f"{answers[open_statement.id]}\n{block.text}"
+            else:
+                open_statement = None
             continue
+        open_statement = None
         if sections.current is None:
             continue
         candidates = [f for f in fields_by_section.get(sections.current, []) if f.id not in found]
         if candidates:
-            _map_table(block, candidates, programme, record, document.kind is DocumentKind.DOCX)
+            taken_before = set(found)
+            _map_table(block, candidates, programme, record, not pdf)
+            statements = [f for f in candidates if f.prompt and f.id in found and f.id not in taken_before]
+            open_statement = statements[-1] if statements else None
     return answers
 
 

@@ -26,9 +26,6 @@ PROGRAMMES = list(FORM_FILES)
 PATTERNS = ["all", "one_missing", "none", "sender_is_signatory", "in_to", "upper"]
 PDF_TYPE = "application/pdf"
 
-PDF_PAGE_BREAK_BUG = ("parsers/pdf_form.py: a statement box that runs over a page break loses its last line(s); "
-                      "the continuation on the next page is read as a paragraph outside the table, so "
-                      "head.statement ends '... to deepen' instead of '... to deepen this work.'")
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------
@@ -155,9 +152,7 @@ def pdfs() -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("programme_id", [
-    pytest.param(pid, marks=[pytest.mark.xfail(reason=PDF_PAGE_BREAK_BUG, strict=True)]
-                 if pid == "primary-trg-pilot-2019" else []) for pid in PROGRAMMES])
+@pytest.mark.parametrize("programme_id", PROGRAMMES)
 def test_complete_pdf(programme_id: str, pdfs: dict[str, bytes]) -> None:
     raw = application_email(programme_id, pdfs[programme_id], filename="Application form.pdf",
                             content_type=PDF_TYPE)
