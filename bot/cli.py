@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     remind.add_argument("--send", action="store_true", help="send them (each at most once, ever)")
     _common(remind)
 
+    requeue = commands.add_parser("requeue", help="send again a reply the digest lists as failed or uncertain",
+                                  description="Send again replies that failed or may not have been sent (the "
+                                              "digest lists them with their number). Check first that the "
+                                              "school did not get it.")
+    requeue.add_argument("ids", nargs="+", type=int, metavar="REPLY-NUMBER")
+    _common(requeue)
+
     export = commands.add_parser("export", help="applications as CSV, XLSX or JSON for hub staff",
                                  description="One row per application (its latest version): hub, programme, "
                                              "school, status, flags, received times, every field of the form and "
@@ -278,12 +285,34 @@ def cmd_remind(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_requeue(args: argparse.Namespace) -> int:
+    from storage import repository as repo
+    from storage.models import OutboxItem
+
+    config, db, worker, now = _staff_context(args)
+    status = 0
+    with db.session() as session:
+        for reply_id in args.ids:
+            item = session.get(OutboxItem, reply_id)
+            if item is None or not repo.requeue_reply(session, item, now=now):
+                print(f"reply {reply_id}: not found, or not failed/uncertain: left as it is", file=sys.stderr)
+                status = 2
+                continue
+            repo.record_event(session, "reply_requeued", hub_id=item.hub_id, actor="staff", outbox_id=item.id,
+                              now=now)
+            print(f"reply {reply_id}: queued again")
+    report = worker.send_due()
+    print(f"sent {report.sent}, retrying {report.retried}, failed {report.failed}")
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     from parsers.errors import ConfigError
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"check": cmd_check, "run": cmd_run, "demo": cmd_demo, "export": cmd_export, "digest": cmd_digest, "remind": cmd_remind}
+    handlers = {"check": cmd_check, "run": cmd_run, "demo": cmd_demo, "export": cmd_export, "digest": cmd_digest, "remind": cmd_remind,
+                "requeue": cmd_requeue}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

@@ -44,6 +44,7 @@ class MailForStaff:
 
 @dataclass(frozen=True)
 class ReplyProblem:
+    number: int            # the outbox row: `hubbot requeue NUMBER` sends it again
     kind: str
     to: str
     state: str
@@ -160,7 +161,7 @@ def build_digest(session: Session, config: Config, settings: CheckSettings, hub:
                  OutboxState.UNCERTAIN: "may not have been sent (check, then requeue)"}[item.state]
         if item.state is OutboxState.FAILED and any(a.lower() in bounced for a in item.to):
             state = "bounced"
-        digest.reply_problems.append(ReplyProblem(item.kind.replace("_", " "), ", ".join(item.to), state,
+        digest.reply_problems.append(ReplyProblem(item.id, item.kind.replace("_", " "), ", ".join(item.to), state,
                                                   item.last_error or "", new))
     return digest
 
@@ -181,7 +182,7 @@ def render_digest(digest: Digest) -> RenderedEmail:
         "needs_person": [{"received": f"{m.received.astimezone(LONDON):%-d %b %H:%M}" if m.received else "",
                           "sender": m.sender, "subject": m.subject, "status": m.status.replace("_", " "),
                           "note": m.note} for m in digest.needs_person],
-        "reply_problems": [{"kind": p.kind, "to": p.to, "state": p.state, "detail": p.detail}
+        "reply_problems": [{"number": p.number, "kind": p.kind, "to": p.to, "state": p.state, "detail": p.detail}
                            for p in digest.reply_problems],
         "ahead": [{"day": f"{d.day:%a %-d %b %Y}", "days_left": d.days_left, "programme": d.programme,
                    "what": d.what} for d in digest.ahead],
