@@ -24,9 +24,10 @@ from rules.definitions import ProgrammeDefinition
 from rules.pipeline import CheckSettings, assess_parsed
 from rules.replies import build_reply
 from rules.verdict import Flag, FlagCode, Reply, ReplyKind, SignatoryState, Status, Verdict
-from storage.models import Application, ApplicationStatus, ApplicationVersion, Message, OutboxItem, Signatory
+from storage.models import Application, ApplicationStatus, ApplicationVersion, Message, OutboxItem
 from storage.repository import (
     add_application_version,
+    confirm_signatory,
     enqueue_reply,
     get_or_create_application,
     mark_processed,
@@ -135,9 +136,7 @@ class Workflow:
         confirmed: list[str] = []
         for signatory in application.signatories:
             if signatory.email and not (signatory.copied or signatory.confirmed) and signatory.email.lower() in people:
-                signatory.confirmed = True
-                signatory.confirmed_by_message_id = message.id
-                signatory.confirmed_at = now
+                confirm_signatory(session, signatory, message_id=message.id, now=now)
                 confirmed.append(signatory.role)
                 record_event(session, "signatory_confirmed", hub_id=message.hub_id, actor=self.worker,
                              message_id=message.id, application_id=application.id, detail={"role": signatory.role},

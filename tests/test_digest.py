@@ -12,7 +12,6 @@ quiet day sends nothing unless ``digest_when_quiet``; and with two hubs each dig
 from __future__ import annotations
 
 import html
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -31,6 +30,7 @@ from samples.pdf import scanned_pdf
 from storage.db import open_database
 from storage.models import OutboxItem, OutboxState
 from tests.test_reminders import (
+    all_at_once,
     HUB_ADDRESS,
     PID,
     STAFF,
@@ -328,24 +328,9 @@ def test_one_digest_per_hub_per_day_with_two_workers_on_postgresql(tmp_path: Pat
     try:
         realistic_day(b, tmp_path)
         workers = [open_database(pg_url, migrate=False) for _ in range(4)]
-        start = threading.Barrier(len(workers))
-        results: list[list[jobs.DigestRun]] = []
-        errors: list[BaseException] = []
-
-        def run(db, i: int) -> None:
-            try:
-                start.wait()
-                results.append(jobs.digests(db, b.config, b.settings, DIGEST_AT, send=True, actor=f"worker-{i}"))
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
         with frozen(DIGEST_AT):
-            threads = [threading.Thread(target=run, args=(db, i)) for i, db in enumerate(workers)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(60)
-        assert not errors, errors
+            results = all_at_once(workers, lambda db, i: jobs.digests(
+                db, b.config, b.settings, DIGEST_AT, send=True, actor=f"worker-{i}"))
         assert len(results) == len(workers)
         central = [r for runs in results for r in runs if r.digest.hub.id == "central"]
         assert sum(r.queued for r in central) == 1

@@ -95,6 +95,29 @@ def confirmation(school: School, role: str, *, in_reply_to: str, references: tup
                        references=references)
 
 
+def all_at_once(databases: list, job) -> list:
+    """Run ``job(db, i)`` for every database connection in its own thread, all released at the same instant (two
+    or more workers racing for the same work); returns the results, and fails on any error."""
+    start = threading.Barrier(len(databases))
+    results: list = []
+    errors: list[BaseException] = []
+
+    def run(db, i: int) -> None:
+        try:
+            start.wait()
+            results.append(job(db, i))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(db, i)) for i, db in enumerate(databases)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    return results
+
+
 @contextmanager
 def frozen(now: datetime) -> Iterator[datetime]:
     """The wall clock stopped at ``now`` (the jobs get ``now`` explicitly as well)."""
@@ -454,24 +477,9 @@ def test_two_workers_on_postgresql_queue_each_reminder_once(tmp_path: Path, pg_u
         ids = central_mailbox(b, tmp_path / "mail")
         workers = [open_database(pg_url, migrate=False) for _ in range(4)]
         for point in (SEVEN, TWO):
-            start = threading.Barrier(len(workers))
-            results: list[list[DueReminder]] = []
-            errors: list[BaseException] = []
-
-            def run(db, i: int, now: datetime = point) -> None:
-                try:
-                    start.wait()
-                    results.append(jobs.remind(db, b.config, b.settings, now, send=True, actor=f"worker-{i}"))
-                except BaseException as exc:  # noqa: BLE001 - reported below
-                    errors.append(exc)
-
             with frozen(point):
-                threads = [threading.Thread(target=run, args=(db, i)) for i, db in enumerate(workers)]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join(60)
-            assert not errors, errors
+                results = all_at_once(workers, lambda db, i, now=point: jobs.remind(
+                    db, b.config, b.settings, now, send=True, actor=f"worker-{i}"))
             assert len(results) == len(workers)
         keys = [r.dedupe_key for r in reminder_rows(b)]
         assert Counter(keys) == Counter(expected_keys(ids, 7) | expected_keys(ids, 2))
