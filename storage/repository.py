@@ -270,11 +270,13 @@ def add_application_version(session: Session, application: Application, *, messa
 
 def upsert_signatory(session: Session, application: Application, *, role: str, name: str | None,
                      email: str | None, copied: bool) -> Signatory:
-    lookup = select(Signatory).where(Signatory.application_id == application.id, Signatory.role == role)
-    found = session.scalar(lookup)
+    """The application's signatory for ``role``, created or updated. Looked up in the application's loaded
+    signatories (one query per application, not per role); two workers adding the same role at once collide on
+    the unique (application, role) key at commit, and the loser's message is simply processed again."""
+    found = next((s for s in application.signatories if s.role == role), None)
     if found is None:
-        found, _ = _insert_or_get(session, Signatory(application_id=application.id, role=role, name=name,
-                                                     email=email, copied=copied, confirmed=False), lookup)
+        found = Signatory(role=role, name=name, email=email, copied=copied, confirmed=False)
+        application.signatories.append(found)
     if email and found.email and email.lower() != found.email.lower():
         # A different person now holds the role: their predecessor's copy or confirmation does not carry over.
         found.confirmed = False
