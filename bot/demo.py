@@ -75,7 +75,7 @@ def _samples(now: datetime) -> list[Sample]:
         answers = complete_answers(programme_id, SCHOOLS[1])
         when = received_for(programme_id, 10)
         docx = fill_form(programme_id, answers, style=styles[index % len(styles)])
-        out.append(Sample(f"{p.id}: complete", application_email(
+        out.append(Sample("complete", application_email(
             programme_id, docx, answers=answers, received=when, message_id=f"<complete.{index}@demo.example>"),
             when, hub))
 
@@ -85,7 +85,7 @@ def _samples(now: datetime) -> list[Sample]:
                 missing[field_id] = {"school.urn": "12345", "teacher1.email": "k.wright at valley"}.get(field_id, "")
                 break
         missing.pop(next(f.id for f in p.fields if f.required and f.id.endswith(".name") and f.id != "school.name"))
-        out.append(Sample(f"{p.id}: fields missing", application_email(
+        out.append(Sample("fields missing", application_email(
             programme_id, fill_form(programme_id, missing), answers=missing, received=when + timedelta(hours=1),
             message_id=f"<missing.{index}@demo.example>"), when + timedelta(hours=1), hub))
 
@@ -94,18 +94,18 @@ def _samples(now: datetime) -> list[Sample]:
     trg_hub = programme(trg).hub.address
     answers = complete_answers(trg, SCHOOLS[0])
     when = received_for(trg, 5)
-    out.append(Sample(f"{trg}: a teacher not copied", application_email(
+    out.append(Sample("a teacher not copied", application_email(
         trg, fill_form(trg, answers), answers=answers, pattern="one_missing", received=when,
         message_id="<notcopied@demo.example>"), when, trg_hub))
     confirmed = when + timedelta(hours=3)
-    out.append(Sample(f"{trg}: that teacher replies 'I confirm'", build_email(
+    out.append(Sample("that teacher replies 'I confirm'", build_email(
         sender=f"Mr Tom Ellis <{answers['teacher2.email']}>", to=trg_hub, subject="Re: Action needed",
         body_text="I confirm.\n\nTom Ellis", date=confirmed, received=confirmed,
         in_reply_to="<notcopied@demo.example>", references=["<notcopied@demo.example>"]), confirmed, trg_hub))
 
     late = "secondary-tfm-wg-2016"
     when = received_for(late, -2)
-    out.append(Sample(f"{late}: after the deadline", application_email(
+    out.append(Sample("after the deadline", application_email(
         late, fill_form(late, complete_answers(late, SCHOOLS[3])), answers=complete_answers(late, SCHOOLS[3]),
         received=when, message_id="<late@demo.example>", filename="EoI form - Riverside.docx"), when,
         programme(late).hub.address))
@@ -116,10 +116,10 @@ def _samples(now: datetime) -> list[Sample]:
     if libreoffice_available():
         answers = complete_answers(central, SCHOOLS[0])
         pdf = docx_to_pdf(fill_form(central, answers))
-        out.append(Sample(f"{central}: sent as a PDF", application_email(
+        out.append(Sample("sent as a PDF", application_email(
             central, pdf, answers=answers, filename="Application.pdf", content_type="application/pdf",
             received=when, message_id="<pdf@demo.example>"), when, central_hub))
-    out.append(Sample(f"{central}: a scanned form", application_email(
+    out.append(Sample("a scanned form", application_email(
         central, scanned_pdf(), answers=complete_answers(central, SCHOOLS[3]), filename="scan0001.pdf",
         content_type="application/pdf", received=when + timedelta(hours=2), message_id="<scan@demo.example>"),
         when + timedelta(hours=2), central_hub))
@@ -191,8 +191,10 @@ def run_demo(root: Path, *, now: datetime | None = None) -> int:
         progress.update(task, completed=1)
 
     table = Table(title="What hubbot decided", show_lines=False)
-    for column in ("hub", "e-mail", "status", "flags", "reply"):
-        table.add_column(column)
+    table.add_column("hub", no_wrap=True)
+    table.add_column("sample e-mail", min_width=16)
+    table.add_column("status", no_wrap=True)
+    table.add_column("reply", no_wrap=True)
     from sqlalchemy import select
 
     from storage.models import Message, OutboxItem
@@ -202,8 +204,12 @@ def run_demo(root: Path, *, now: datetime | None = None) -> int:
         for message in session.scalars(select(Message).order_by(Message.id)):
             verdict = message.verdict or {}
             reply = replies.get(message.id)
-            table.add_row(message.hub_id, titles.get(message.raw, "?"), message.verdict_status or "-",
-                          ", ".join(f["code"] for f in verdict.get("flags") or []),
+            flags = ", ".join(f["code"] for f in verdict.get("flags") or [])
+            status = message.verdict_status or "-"
+            if message.application_id is not None and status == "not_application":
+                status = "signatory confirmed"
+            table.add_row(message.hub_id,
+                          titles.get(message.raw, "?"), f"{status}\n({flags})" if flags else status,
                           reply.kind.replace("_", " ") if reply else "none")
     console.print(table)
     outbox = root / "outbox"
