@@ -19,7 +19,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 
-from bot.smtp import SendResult, SendStatus, SmtpSettings, send_message, write_eml
+from bot.smtp import SendResult, SendStatus, SmtpConnection, SmtpSettings, write_eml
 from storage import repository as repo
 from storage.db import Database
 from storage.models import OutboxItem
@@ -90,7 +90,8 @@ def build_email(item: OutboxItem) -> EmailMessage:
 
 
 def smtp_sender(settings: SmtpSettings) -> Sender:
-    return lambda message: send_message(settings, message)
+    """An SMTP sender keeping its connection across a drain (``drain_outbox`` closes it at the end)."""
+    return SmtpConnection(settings)
 
 
 def eml_sender(directory: str | Path) -> Sender:
@@ -138,6 +139,10 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
                 log.exception("sender raised for outbox row %s", item_id)
                 result = SendResult(SendStatus.TEMPORARY, None, f"sender error: {type(exc).__name__}")
             _record(db, item_id, worker, attempts, result, now, policy, report)
+    for used in {sender, *(hub_senders or {}).values()}:
+        close = getattr(used, "close", None)
+        if close is not None:
+            close()
     log.info("outbox drained: claimed=%d sent=%d retried=%d failed=%d", report.claimed, report.sent,
              report.retried, report.failed)
     return report

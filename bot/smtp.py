@@ -70,7 +70,8 @@ def _by_code(code: int | None, detail: str) -> SendResult:
     return SendResult(SendStatus.TEMPORARY, code, text)
 
 
-async def send_message_async(settings: SmtpSettings, message: email.message.EmailMessage) -> SendResult:
+async def _open(settings: SmtpSettings) -> aiosmtplib.SMTP | SendResult:
+    """A connected, logged-in client, or the SendResult saying why there is none."""
     password = ""
     if settings.username and settings.token_provider is None:
         password = os.environ.get(settings.password_env or "", "")
@@ -91,31 +92,103 @@ async def send_message_async(settings: SmtpSettings, message: email.message.Emai
                 await client.auth_xoauth2(settings.username, settings.token_provider())
             else:
                 await client.login(settings.username, password)
+        return client
+    except BaseException as exc:
+        await _quit(client)
+        if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+            # The message is not at fault; a wrong password must not fail every queued reply for good.
+            return SendResult(SendStatus.TEMPORARY, exc.code, "authentication failed: " + _clean(exc.message))
+        if isinstance(exc, Exception):
+            return _failure(exc)
+        raise
+
+
+async def _deliver(client: aiosmtplib.SMTP, message: email.message.EmailMessage) -> SendResult:
+    try:
         errors, response = await client.send_message(message)
         return SendResult(SendStatus.SENT, None, _clean(response), refused_recipients=len(errors))
-    except aiosmtplib.SMTPRecipientsRefused as exc:
+    except Exception as exc:  # noqa: BLE001 - classified below; anything unknown is temporary
+        return _failure(exc)
+
+
+def _failure(exc: Exception) -> SendResult:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         codes = [r.code for r in exc.recipients]
         # Every recipient refused: permanent only if every refusal was permanent.
         code = max(codes) if codes and all(c >= 500 for c in codes) else min(codes, default=None)
         return _by_code(code, "; ".join(r.message for r in exc.recipients))
-    except aiosmtplib.SMTPAuthenticationError as exc:
-        # The message is not at fault; a wrong password must not fail every queued reply for good.
-        return SendResult(SendStatus.TEMPORARY, exc.code, "authentication failed: " + _clean(exc.message))
-    except aiosmtplib.SMTPResponseException as exc:
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
         return _by_code(exc.code, exc.message)
-    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
-        return SendResult(SendStatus.TEMPORARY, None, f"{type(exc).__name__}: {_clean(str(exc))}")
+    return SendResult(SendStatus.TEMPORARY, None, f"{type(exc).__name__}: {_clean(str(exc))}")
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    if client.is_connected:
+        try:
+            await client.quit()
+        except Exception:  # noqa: BLE001 - the mail is sent or not already; a failed QUIT changes nothing
+            client.close()
+
+
+async def send_message_async(settings: SmtpSettings, message: email.message.EmailMessage) -> SendResult:
+    """Send one message on a connection of its own."""
+    client = await _open(settings)
+    if isinstance(client, SendResult):
+        return client
+    try:
+        return await _deliver(client, message)
     finally:
-        if client.is_connected:
-            try:
-                await client.quit()
-            except Exception:  # noqa: BLE001 - the mail is sent or not already; a failed QUIT changes nothing
-                client.close()
+        await _quit(client)
 
 
 def send_message(settings: SmtpSettings, message: email.message.EmailMessage) -> SendResult:
     """Synchronous wrapper for the worker and the command line (no event loop running in this thread)."""
     return asyncio.run(send_message_async(settings, message))
+
+
+class SmtpConnection:
+    """A sender that keeps one SMTP connection for a run of messages (an outbox drain): connecting and logging in
+    costs more than sending a reply. Before reusing the connection it checks it with NOOP, so a connection the
+    server dropped while idle is replaced before any message is handed over (never retried after the server may
+    have taken it); after any failure the connection is dropped and the next message starts afresh. ``close()``
+    ends it."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: aiosmtplib.SMTP | None = None
+
+    def __call__(self, message: email.message.EmailMessage) -> SendResult:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(self._send(message))
+
+    async def _send(self, message: email.message.EmailMessage) -> SendResult:
+        if self._client is not None:
+            try:
+                await self._client.noop()
+            except Exception:  # noqa: BLE001 - a stale connection: open a new one
+                self._client.close()
+                self._client = None
+        if self._client is None:
+            opened = await _open(self.settings)
+            if isinstance(opened, SendResult):
+                return opened
+            self._client = opened
+        result = await _deliver(self._client, message)
+        if not result.ok:
+            await _quit(self._client)
+            self._client = None
+        return result
+
+    def close(self) -> None:
+        if self._loop is None:
+            return
+        if self._client is not None:
+            self._loop.run_until_complete(_quit(self._client))
+            self._client = None
+        self._loop.close()
+        self._loop = None
 
 
 # ---- .eml files -----------------------------------------------------------------------------------------------

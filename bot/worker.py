@@ -78,6 +78,24 @@ def make_sender(config: Config) -> Sender:
                                     password_env=s.password_env, timeout=s.timeout_seconds))
 
 
+class _CrashPointSender:
+    """The configured sender with the ``after_smtp`` crash point between the server's "accepted" and our commit;
+    ``close`` passes through so a kept SMTP connection is ended after each drain."""
+
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+
+    def __call__(self, message):
+        result = self.sender(message)
+        crash_point("after_smtp")
+        return result
+
+    def close(self) -> None:
+        close = getattr(self.sender, "close", None)
+        if close is not None:
+            close()
+
+
 class Worker:
     def __init__(self, config: Config, db: Database, settings: CheckSettings, *, worker_id: str | None = None,
                  clock: Clock = system_clock, sender: Sender | None = None,
@@ -90,12 +108,7 @@ class Worker:
         self.workflow = Workflow(config, settings, worker=self.worker_id)
         base_sender = sender or make_sender(config)
 
-        def send_then_mark(message):  # the crash point sits between the server's "accepted" and our commit
-            result = base_sender(message)
-            crash_point("after_smtp")
-            return result
-
-        self.sender: Sender = send_then_mark
+        self.sender: Sender = _CrashPointSender(base_sender)
         self.sources = sources or (lambda hub: open_source(hub, config))
         # Mailbox connections are kept between polls (a poll with no new mail is then one SELECT and one SEARCH);
         # one that fails is closed and opened afresh next time.

@@ -279,8 +279,10 @@ class RecordingHandler:
     answers: collections.deque[str] = field(default_factory=collections.deque)
     oauth_tokens: set[str] = field(default_factory=set)
     auth_log: list[tuple[str, str]] = field(default_factory=list)   # (mechanism, login)
+    peers: list[Any] = field(default_factory=list)   # the client's (host, port) for each DATA: one per connection
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.peers.append(session.peer)
         if self.answers:
             return self.answers.popleft()
         self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.outbox import LOOP_HEADER, OutboxPolicy, backoff, build_email, drain_outbox, eml_sender, smtp_sender
-from bot.smtp import SendStatus, SmtpSettings, eml_filename, send_message, write_eml
+from bot.smtp import SendStatus, SmtpConnection, SmtpSettings, eml_filename, send_message, write_eml
 from storage import repository as repo
 from storage.db import open_database
 from storage.models import Event, OutboxItem, OutboxState
@@ -70,6 +70,32 @@ def test_send_plain(smtp_server):
     [got] = smtp_server.received
     assert got.rcpt_tos == ["school@example.sch.uk"]
     assert got.message["Message-ID"] == "<hubbot.test1@example.org>"
+
+
+def test_one_connection_serves_a_run_of_messages(smtp_server):
+    sender = SmtpConnection(plain(smtp_server))
+    try:
+        assert all(sender(simple_message(n)).ok for n in (1, 2, 3))
+        assert len(set(smtp_server.handler.peers)) == 1          # connected once, sent three
+        smtp_server.fail_next(1, "451 4.3.0 Try again later")
+        assert sender(simple_message(4)).status is SendStatus.TEMPORARY
+        assert sender(simple_message(5)).ok                       # a failure starts a fresh connection
+        assert len(set(smtp_server.handler.peers)) == 2
+    finally:
+        sender.close()
+    assert [r.message["Message-ID"] for r in smtp_server.received] == [
+        f"<hubbot.test{n}@example.org>" for n in (1, 2, 3, 5)]
+
+
+def test_a_dropped_connection_is_replaced_before_sending(smtp_server):
+    sender = SmtpConnection(plain(smtp_server))
+    try:
+        assert sender(simple_message(1)).ok
+        sender._client.close()   # as if the server had closed the idle connection
+        assert sender(simple_message(2)).ok
+    finally:
+        sender.close()
+    assert len(smtp_server.received) == 2
 
 
 def test_login_plain_from_environment(smtp_server_auth, monkeypatch):
