@@ -36,6 +36,8 @@ T_SDT_CONTENT, T_SDT_PR, T_CUSTOM_XML = _w("sdtContent"), _w("sdtPr"), _w("custo
 T_TEXT, T_TAB, T_PTAB, T_BR, T_CR = _w("t"), _w("tab"), _w("ptab"), _w("br"), _w("cr")
 T_NB_HYPHEN, T_TXBX = _w("noBreakHyphen"), _w("txbxContent")
 T_FALLBACK, T_CHOICE = f"{{{MC}}}Fallback", f"{{{MC}}}Choice"
+T_TC_PR, T_TR_PR, T_VMERGE, T_HMERGE, T_VAL = _w("tcPr"), _w("trPr"), _w("vMerge"), _w("hMerge"), _w("val")
+T_DEL, T_CELL_DEL = _w("del"), _w("cellDel")
 
 # Elements whose whole subtree never contributes visible text: tracked deletions (and moved-away text), property
 # blocks (a paragraph mark's own tracked deletion lives in pPr), and the fallback copy of a text box.
@@ -211,11 +213,11 @@ def _tables(tbl: etree._Element) -> list[Table]:
     rows: list[tuple[Cell, ...]] = []
     nested: list[Table] = []
     for tr in _unwrap(tbl, T_TR):
-        if _tracked_deleted(tr, "trPr", "del"):
+        if _tracked_deleted(tr, T_TR_PR, T_DEL):
             continue
         cells: list[Cell] = []
         for tc in _unwrap(tr, T_TC):
-            if _is_merge_continuation(tc) or _tracked_deleted(tc, "tcPr", "cellDel"):
+            if _is_merge_continuation(tc) or _tracked_deleted(tc, T_TC_PR, T_CELL_DEL):
                 continue
             lines: list[str] = []
             for element in _block_children(tc):
@@ -235,19 +237,19 @@ def _tables(tbl: etree._Element) -> list[Table]:
 
 
 def _tracked_deleted(element: etree._Element, props: str, marker: str) -> bool:
-    found = element.find(_w(props))
-    return found is not None and found.find(_w(marker)) is not None
+    found = element.find(props)
+    return found is not None and found.find(marker) is not None
 
 
 def _is_merge_continuation(tc: etree._Element) -> bool:
-    props = tc.find(_w("tcPr"))
+    props = tc.find(T_TC_PR)
     if props is None:
         return False
-    vmerge = props.find(_w("vMerge"))
-    if vmerge is not None and vmerge.get(_w("val"), "continue") == "continue":
+    vmerge = props.find(T_VMERGE)
+    if vmerge is not None and vmerge.get(T_VAL, "continue") == "continue":
         return True
-    hmerge = props.find(_w("hMerge"))  # pre-2007 horizontal merge, still written by some converters
-    return hmerge is not None and hmerge.get(_w("val"), "continue") == "continue"
+    hmerge = props.find(T_HMERGE)  # pre-2007 horizontal merge, still written by some converters
+    return hmerge is not None and hmerge.get(T_VAL, "continue") == "continue"
 
 
 def _lines(text: str) -> list[str]:
