@@ -34,9 +34,6 @@ class ImapSettings:
     idle: bool = False
     timeout_seconds: float = 60.0
 
-    def secret(self, env_name: str | None) -> str | None:
-        return os.environ.get(env_name) if env_name else None
-
 
 @dataclass(frozen=True)
 class HubDates:

@@ -208,7 +208,7 @@ def _digest_key(digest: Digest) -> str:
 
 def digest_queued(session: Session, digest: Digest) -> bool:
     """Whether this hub's digest for this day has already been queued."""
-    return session.scalar(select(OutboxItem.id).where(OutboxItem.dedupe_key == _digest_key(digest))) is not None
+    return repo.outbox_has(session, _digest_key(digest))
 
 
 def queue_digest(session: Session, digest: Digest, now: datetime, *, actor: str) -> bool:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import formataddr
 from enum import StrEnum
-from itertools import groupby
 
 from sqlalchemy.orm import Session
 
@@ -22,6 +21,7 @@ from bot.config import Config, HubSettings
 from rules.calendar import days_until, due_reminder_point, due_staff_notices
 from rules.checks import LONDON
 from rules.pipeline import CheckSettings
+from rules.replies import issues_by_section
 from storage import repository as repo
 from storage.models import ApplicationStatus
 from templates import RenderedEmail, render_email
@@ -44,11 +44,6 @@ class DueReminder:
     why: str                      # for `hubbot remind`: what this is and why it is due
     application_id: int | None = None
     in_reply_to: str | None = None
-
-
-def _sections(app: ApplicationView) -> list[dict]:
-    return [{"name": name, "issues": [{"label": i.label, "reason": i.reason} for i in group]}
-            for name, group in groupby(app.issues, key=lambda i: i.section)]
 
 
 def due_reminders(session: Session, config: Config, settings: CheckSettings, now: datetime) -> list[DueReminder]:
@@ -74,7 +69,8 @@ def due_reminders(session: Session, config: Config, settings: CheckSettings, now
                 for app in mine:
                     if app.status is ApplicationStatus.COMPLETE:
                         continue
-                    due.extend(_for_application(app, hub, point.days_before, left, base, bounced))
+                    due.extend(_for_application(app, hub, point.days_before, left, base, bounced,
+                                                programme.sections))
             for notice in due_staff_notices(dates, now):
                 if not hub.staff:
                     continue
@@ -89,14 +85,15 @@ def due_reminders(session: Session, config: Config, settings: CheckSettings, now
                     ReminderKind.STAFF, f"staff:{hub.id}:{programme_id}:{notice.date.isoformat()}", hub,
                     tuple(hub.staff), (), render_email("staff_notice", context),
                     f"staff note: {programme_id} {notice.what} on {notice.date}"))
-    return [d for d in due if not _already_queued(session, d.key)]
+    return [d for d in due if not repo.outbox_has(session, d.key)]
 
 
 def _for_application(app: ApplicationView, hub: HubSettings, days_before: int, days_left: int, base: dict,
-                     bounced: frozenset[str]) -> list[DueReminder]:
+                     bounced: frozenset[str], section_order: tuple[str, ...]) -> list[DueReminder]:
     out: list[DueReminder] = []
     school = app.display_name
-    context = {**base, "school_name": school, "days_left": days_left, "sections": _sections(app),
+    context = {**base, "school_name": school, "days_left": days_left,
+               "sections": issues_by_section(app.issues, section_order),
                "not_copied": [{"title": s.title, "name": s.name, "email": s.email} for s in app.awaiting]}
     signed = tuple(s.email for s in app.signatories if s.email and s.signed and s.email not in bounced
                    and s.email != app.sender)
@@ -117,14 +114,6 @@ def _for_application(app: ApplicationView, hub: HubSettings, days_before: int, d
             f"{school}: {signatory.title} asked to confirm; {days_before}-day reminder", app.id,
             app.school_message_id))
     return out
-
-
-def _already_queued(session: Session, key: str) -> bool:
-    from sqlalchemy import select
-
-    from storage.models import OutboxItem
-
-    return session.scalar(select(OutboxItem.id).where(OutboxItem.dedupe_key == key)) is not None
 
 
 def queue_reminders(session: Session, reminders: list[DueReminder], now: datetime, *, actor: str) -> int:

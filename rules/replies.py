@@ -7,7 +7,9 @@ address: the reply repeats names and addresses from the form, which are personal
 from __future__ import annotations
 
 from datetime import date
+from collections.abc import Iterable, Sequence
 from itertools import groupby
+from typing import Any
 
 from parsers.types import ParsedEmail
 from rules.checks import HubView
@@ -37,6 +39,14 @@ def _hub_identity(email: ParsedEmail, hub: HubView | None, programme: ProgrammeD
     return "The Maths Hub team", first_to
 
 
+def issues_by_section(issues: Iterable[Any], section_order: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Field problems (anything with ``section``, ``label`` and ``reason``) grouped under their section heading in
+    the order of the form, as every e-mail listing them (replies, reminders) presents them."""
+    ordered = sorted(issues, key=lambda i: section_order.index(i.section) if i.section in section_order else 0)
+    return [{"name": name, "issues": [{"label": _clean(i.label), "reason": i.reason} for i in group]}
+            for name, group in groupby(ordered, key=lambda i: i.section)]
+
+
 def build_reply(verdict: Verdict, email: ParsedEmail, *, programme: ProgrammeDefinition | None,
                 hub: HubView | None, deadline: date | None, other_files: tuple[str, ...] = ()) -> Reply | None:
     kind = _KIND_FOR_STATUS.get(verdict.status)
@@ -49,7 +59,6 @@ def build_reply(verdict: Verdict, email: ParsedEmail, *, programme: ProgrammeDef
     for s in verdict.signatories:
         if s.email and s.email != sender and s.email not in hub_addresses and s.email not in cc:
             cc.append(s.email)
-    issues = sorted(verdict.issues, key=lambda i: programme.sections.index(i.section) if programme else 0)
     context = {
         "hub_name": hub_name,
         "hub_address": hub_address,
@@ -58,8 +67,7 @@ def build_reply(verdict: Verdict, email: ParsedEmail, *, programme: ProgrammeDef
         "original_subject": _clean(email.subject)[:120],
         "attachment": _clean(verdict.attachment or ""),
         "problems": list(verdict.problems),
-        "sections": [{"name": name, "issues": [{"label": _clean(i.label), "reason": i.reason} for i in group]}
-                     for name, group in groupby(issues, key=lambda i: i.section)],
+        "sections": issues_by_section(verdict.issues, programme.sections if programme else ()),
         "not_copied": [s for s in verdict.signatories if not s.copied and s.email],
         "late": verdict.late,
         "deadline": f"{deadline:%-d %B %Y}" if deadline else "",

@@ -339,6 +339,11 @@ def enqueue_reply(session: Session, *, hub_id: str, kind: str, from_addr: str, t
     return EnqueueResult(item, created)
 
 
+def outbox_has(session: Session, dedupe_key: str) -> bool:
+    """Whether an e-mail with this key was ever queued (keys are unique: a reminder or digest goes out once)."""
+    return session.scalar(select(OutboxItem.id).where(OutboxItem.dedupe_key == dedupe_key)) is not None
+
+
 def claim_due_replies(session: Session, *, worker: str, now: datetime | None = None, limit: int = 10,
                       lease: timedelta = DEFAULT_SEND_LEASE) -> list[OutboxItem]:
     """Claim up to ``limit`` pending replies that are due, marking them SENDING. A row left in SENDING by a worker
