@@ -21,9 +21,9 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot import jobs
+from bot.staff import jobs
 from bot.config import Config
-from bot.mailsource import MailSourceError
+from bot.mail.source import MailSourceError
 from bot.worker import Worker
 
 log = logging.getLogger(__name__)

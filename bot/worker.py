@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 
 from bot.config import Config, HubSettings
 from bot.faults import crash_point
-from bot.mailsource import Cursor, MailSource, MailSourceError
-from bot.outbox import DrainReport, OutboxPolicy, Sender, default_worker_id, drain_outbox, eml_sender, smtp_sender
+from bot.mail.source import Cursor, MailSource, MailSourceError
+from bot.sending.outbox import DrainReport, OutboxPolicy, Sender, default_worker_id, drain_outbox, eml_sender, smtp_sender
 from bot.workflow import Outcome, Workflow
 from rules.pipeline import CheckSettings
 from storage import repository as repo
@@ -45,12 +45,12 @@ class CycleReport:
 def open_source(hub: HubSettings, config: Config) -> MailSource:
     """The mailbox a hub's config describes: IMAP (password or XOAUTH2) or a local Maildir folder."""
     if hub.maildir is not None:
-        from bot.maildir import MaildirSource
+        from bot.mail.maildir import MaildirSource
 
         return MaildirSource(hub.maildir, max_message_bytes=config.limits.message_bytes)
     if hub.imap is None:
         raise MailSourceError(f"hub {hub.id} has neither [hubs.imap] nor maildir configured")
-    from bot import imap
+    from bot.mail import imap
 
     settings = hub.imap
     token_provider = None
@@ -71,7 +71,7 @@ def open_source(hub: HubSettings, config: Config) -> MailSource:
 def make_sender(config: Config) -> Sender:
     if config.smtp is None:
         return eml_sender(config.outbox_path)
-    from bot.smtp import SmtpSettings
+    from bot.sending.smtp import SmtpSettings
 
     s = config.smtp
     return smtp_sender(SmtpSettings(host=s.host, port=s.port, security=s.security, username=s.username,

@@ -23,8 +23,22 @@ from rules.checks import HubView
 from rules.definitions import ProgrammeDefinition
 from rules.pipeline import CheckSettings, assess_parsed
 from rules.replies import build_reply
-from rules.verdict import Flag, FlagCode, Reply, ReplyKind, SignatoryState, Status, Verdict
-from storage.models import Application, ApplicationStatus, ApplicationVersion, Message, OutboxItem
+from rules.verdict import (
+    Flag,
+    FlagCode,
+    Reply,
+    ReplyKind,
+    SignatoryState,
+    Status,
+    Verdict,
+)
+from storage.models import (
+    Application,
+    ApplicationStatus,
+    ApplicationVersion,
+    Message,
+    OutboxItem,
+)
 from storage.repository import (
     add_application_version,
     confirm_signatory,
@@ -37,7 +51,6 @@ from storage.repository import (
 
 log = logging.getLogger(__name__)
 
-LOOP_HEADER = "X-Hubbot-Loop"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 from parsers.types import ParsedEmail
 
+# Every e-mail the bot sends carries this header; mail that carries it is our own and never answered.
+LOOP_HEADER = "X-Hubbot-Loop"
+
 __all__ = ["Context", "Rule", "DEFAULT_POLICY", "automatic_reason", "automatic_reasons"]
 
 
@@ -21,7 +24,7 @@ __all__ = ["Context", "Rule", "DEFAULT_POLICY", "automatic_reason", "automatic_r
 class Context:
     """What the rules need to know about us: our loop-marking header and our own mailbox addresses."""
 
-    loop_header: str = "X-Hubbot-Loop"
+    loop_header: str = LOOP_HEADER
     own_addresses: frozenset[str] = frozenset()
 
 
@@ -200,7 +203,7 @@ def automatic_reasons(
 def automatic_reason(
     email: ParsedEmail,
     *,
-    loop_header: str = "X-Hubbot-Loop",
+    loop_header: str = LOOP_HEADER,
     own_addresses: frozenset[str] = frozenset(),
     policy: Sequence[Rule] = DEFAULT_POLICY,
 ) -> str | None:

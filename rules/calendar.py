@@ -6,12 +6,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
-from rules.checks import LONDON, deadline_end
 from rules.definitions import Notification, ProgrammeDefinition
 
+LONDON = ZoneInfo("Europe/London")   # every date a hub or a school reads is a London date
 REMINDER_HOUR = time(9, 0)
 STAFF_NOTICE_DAYS_BEFORE = 3
+
+
+def deadline_end(day: date) -> datetime:
+    """A deadline day ends at 23:59:59 London time, summer or winter."""
+    return datetime.combine(day, time(23, 59, 59), tzinfo=LONDON)
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Protocol
-from zoneinfo import ZoneInfo
 
+from rules.calendar import LONDON, deadline_end
 from rules.definitions import FieldDefinition, ProgrammeDefinition, WordLimitKind
 from rules.maths_hubs import MathsHub, match_maths_hub
 from rules.text import is_non_answer, normalise, word_count
 from rules.validators import VALIDATORS
 from rules.verdict import FieldIssue, Flag, FlagCode, IssueKind, SignatoryState
-
-LONDON = ZoneInfo("Europe/London")
 
 
 @dataclass(frozen=True)
@@ -57,9 +55,6 @@ class Check(Protocol):
     def check(self, ctx: FormContext, findings: Findings) -> None: ...
 
 
-def deadline_end(day: date) -> datetime:
-    """A deadline day ends at 23:59:59 London time, summer or winter."""
-    return datetime.combine(day, time(23, 59, 59), tzinfo=LONDON)
 
 
 def is_answered(value: str | None) -> bool:
@@ -204,5 +199,5 @@ def run_checks(ctx: FormContext, policy: tuple[Check, ...] = DEFAULT_POLICY) -> 
     return findings
 
 
-__all__ = ["DEFAULT_POLICY", "Findings", "FormContext", "HubView", "LONDON", "deadline_end", "run_checks"]
+__all__ = ["DEFAULT_POLICY", "Findings", "FormContext", "HubView", "run_checks"]
 

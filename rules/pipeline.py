@@ -17,9 +17,9 @@ from parsers.email import oversize_attachments, parse_email
 from parsers.errors import UnreadableFile
 from parsers.sniff import looks_like_document, read_form, sniff
 from parsers.types import Attachment, FormDocument, Limits, ParsedEmail
-from rules.automatic import automatic_reason
-from rules.checks import LONDON, FormContext, HubView, run_checks
-from rules.calendar import ProgrammeDates, programme_dates
+from rules.automatic import LOOP_HEADER, automatic_reason
+from rules.calendar import LONDON, ProgrammeDates, programme_dates
+from rules.checks import FormContext, HubView, run_checks
 from rules.definitions import Notification, ProgrammeDefinition, Registry, load_registry
 from rules.hubs import HubDirectory
 from rules.mapping import map_fields
@@ -29,7 +29,6 @@ from rules.verdict import FlagCode, Status, Verdict
 
 _SAYS_ATTACHED = re.compile(r"\b(attach(ed|ment|ing)?|enclosed|please find|herewith)\b", re.IGNORECASE)
 _SAYS_FORM = re.compile(r"\b(application|form|eoi|expression of interest|declaration)\b", re.IGNORECASE)
-LOOP_HEADER = "X-Hubbot-Loop"
 
 
 @dataclass(frozen=True)

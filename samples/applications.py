@@ -10,14 +10,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from zoneinfo import ZoneInfo
 
+from rules.calendar import LONDON
 from rules.definitions import ProgrammeDefinition, load_registry
-
 from samples.forms import FillStyle, FormFiller, form_path
 from samples.mail import build_email
 
-LONDON = ZoneInfo("Europe/London")
 DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 FORM_FILES = {

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bot import jobs
-from bot.digest import Digest, build_digest, render_digest
-from bot.outbox import OutboxPolicy, eml_sender
-from bot.smtp import SendResult, SendStatus
+from bot.staff import jobs
+from bot.staff.digest import Digest, build_digest, render_digest
+from bot.sending.outbox import OutboxPolicy, eml_sender
+from bot.sending.smtp import SendResult, SendStatus
 from samples.applications import LONDON, SCHOOLS, School
 from samples.mail import build_email, question_email
 from samples.pdf import scanned_pdf

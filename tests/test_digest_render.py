@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.digest import render_digest
+from bot.staff.digest import render_digest
 from templates import RenderedEmail
 from tests.test_digest import DIGEST_AT, NORTHGATE, build, central_bot, realistic_day
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.imap import ImapSettings, ImapSource, google_token_provider, microsoft_token_provider
-from bot.maildir import MaildirSource
-from bot.mailsource import Cursor, ErrorKind, MailSource, MailSourceError, SkipReason
+from bot.mail.imap import ImapSettings, ImapSource, google_token_provider, microsoft_token_provider
+from bot.mail.maildir import MaildirSource
+from bot.mail.source import Cursor, ErrorKind, MailSource, MailSourceError, SkipReason
 from storage import repository as repo
 from storage.db import open_database
 

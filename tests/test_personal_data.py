@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bot.jobs import apply_retention
+from bot.staff.jobs import apply_retention
 from samples.applications import SCHOOLS
 from storage.models import Application, Event, Message, OutboxItem, Signatory
 from tests.test_workflow import NOW, Bot, application, deliver, write_config

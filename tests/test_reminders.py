@@ -1,6 +1,6 @@
 """Reminders, end to end: a realistic mailbox (four schools writing to the Central hub: one complete, one with
 fields missing, one with a signatory not copied, one completed later by that signatory's "I confirm") is processed
-by the worker, then ``bot.jobs.remind`` is run at chosen moments with the clock frozen by time-machine and the same
+by the worker, then ``bot.staff.jobs.remind`` is run at chosen moments with the clock frozen by time-machine and the same
 moment handed in explicitly.
 
 What is proven: nothing is due before 09:00 London on deadline minus 7 days; at that moment the school's reminder
@@ -29,10 +29,10 @@ import pytest
 import time_machine
 from sqlalchemy import select
 
-from bot import jobs
-from bot.applications import application_views
-from bot.reminders import DueReminder, ReminderKind, describe
-from bot.smtp import SendResult, SendStatus
+from bot.staff import jobs
+from bot.staff.views import application_views
+from bot.staff.reminders import DueReminder, ReminderKind, describe
+from bot.sending.smtp import SendResult, SendStatus
 from samples.applications import LONDON, SCHOOLS, School, application_email, complete_answers, fill_form, programme
 from samples.mail import bounce_report, build_email
 from storage.db import open_database
@@ -162,7 +162,7 @@ def central_mailbox(bot: Bot, mail: Path) -> dict[str, int]:
     assert report.failed_messages == 0 and len(report.outcomes) == 4
 
     ids = app_ids(bot)
-    ask = next(i for i in bot.outbox() if i.application_id == ids[RIVERSIDE.name])
+    ask = next(i for i in bot.sending.outbox() if i.application_id == ids[RIVERSIDE.name])
     when = RECEIVED + timedelta(days=1)
     deliver(mail, confirmation(RIVERSIDE, "teacher2", in_reply_to=ask.message_id,
                                references=("<form-riverside@riverside.example.sch.uk>", ask.message_id), when=when),
@@ -363,7 +363,7 @@ def test_nothing_goes_to_an_address_that_bounced(tmp_path: Path) -> None:
     def sender(message: EmailMessage) -> SendResult:
         if refused in str(message["To"]):
             return SendResult(SendStatus.PERMANENT, 550, "5.1.1 <mailbox> User unknown")
-        from bot.outbox import eml_sender
+        from bot.sending.outbox import eml_sender
         return eml_sender(eml)(message)
 
     try:
@@ -431,7 +431,7 @@ def test_signatory_confirming_in_reply_to_the_reminder_completes_it_and_stops_th
 CRASH_AFTER_QUEUE = """
 import os, signal, sys
 from datetime import datetime
-from bot import jobs
+from bot.staff import jobs
 from bot.config import load_config
 from bot.context import check_settings
 from storage.db import open_database
@@ -491,7 +491,7 @@ def test_two_workers_on_postgresql_queue_each_reminder_once(tmp_path: Path, pg_u
         start = threading.Barrier(2)
 
         def drain(i: int) -> None:
-            from bot.outbox import drain_outbox, eml_sender
+            from bot.sending.outbox import drain_outbox, eml_sender
             start.wait()
             drained.append(drain_outbox(workers[i], eml_sender(tmp_path / "outbox"), worker=f"drain-{i}",
                                         now=TWO + timedelta(minutes=1)))
@@ -686,7 +686,7 @@ def test_describe_lists_what_is_due(bot: Bot, round_: dict[str, int]) -> None:
 
 
 def test_a_reply_that_ran_out_of_retries_does_not_stop_the_reminders(tmp_path: Path) -> None:
-    from bot.outbox import OutboxPolicy
+    from bot.sending.outbox import OutboxPolicy
 
     b = make_bot(tmp_path, f"sqlite:///{tmp_path / 'hubbot.db'}")
     try:

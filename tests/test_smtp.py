@@ -8,8 +8,8 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy import select
 
-from bot.outbox import LOOP_HEADER, OutboxPolicy, backoff, build_email, drain_outbox, eml_sender, smtp_sender
-from bot.smtp import SendStatus, SmtpConnection, SmtpSettings, eml_filename, send_message, write_eml
+from bot.sending.outbox import LOOP_HEADER, OutboxPolicy, backoff, build_email, drain_outbox, eml_sender, smtp_sender
+from bot.sending.smtp import SendStatus, SmtpConnection, SmtpSettings, eml_filename, send_message, write_eml
 from storage import repository as repo
 from storage.db import open_database
 from storage.models import Event, OutboxItem, OutboxState

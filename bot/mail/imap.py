@@ -26,7 +26,7 @@ import imapclient
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from bot.mailsource import (
+from bot.mail.source import (
     Cursor,
     ErrorKind,
     FetchedMessage,

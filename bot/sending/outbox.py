@@ -19,7 +19,14 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 
-from bot.smtp import SendResult, SendStatus, SmtpConnection, SmtpSettings, write_eml
+from bot.sending.smtp import (
+    SendResult,
+    SendStatus,
+    SmtpConnection,
+    SmtpSettings,
+    write_eml,
+)
+from rules.automatic import LOOP_HEADER
 from storage import repository as repo
 from storage.db import Database
 from storage.models import OutboxItem
@@ -27,7 +34,6 @@ from storage.models import OutboxItem
 log = logging.getLogger(__name__)
 
 Sender = Callable[[EmailMessage], SendResult]
-LOOP_HEADER = "X-Hubbot-Loop"
 # Headers the row's free-form ``headers`` may not override: they carry threading and loop protection.
 _PROTECTED = {"from", "to", "cc", "subject", "message-id", "date", "in-reply-to", "references",
               "auto-submitted", LOOP_HEADER.lower(), "mime-version", "content-type",

@@ -93,7 +93,7 @@ def _load_config(path_arg: str | None):
 
 def cmd_check(args: argparse.Namespace) -> int:
     from bot.context import check_settings
-    from bot.summary import format_summary
+    from bot.cli.summary import format_summary
     from rules.pipeline import assess
 
     settings = check_settings(_load_config(args.config))
@@ -145,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     db = open_database(config.database_url)
     worker = Worker(config, db, check_settings(config), clock=_clock(args.now))
     if args.once:
-        from bot.summary import format_cycle
+        from bot.cli.summary import format_cycle
 
         try:
             report = worker.run_once()
@@ -163,7 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bot.demo import run_demo
+    from bot.cli.demo import run_demo
 
     return run_demo(Path(args.dir), now=args.now)
 
@@ -176,7 +176,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from sqlalchemy import select
     from sqlalchemy.orm import InstrumentedAttribute, Session
 
-    from bot.export import export_rows, write_csv, write_json, write_xlsx
+    from bot.staff.export import export_rows, write_csv, write_json, write_xlsx
     from rules.definitions import load_registry
     from storage.db import open_database
     from storage.models import Application
@@ -247,8 +247,8 @@ def _staff_context(args: argparse.Namespace):
 
 
 def cmd_digest(args: argparse.Namespace) -> int:
-    from bot import jobs
-    from bot.digest import render_digest
+    from bot.staff import jobs
+    from bot.staff.digest import render_digest
     from parsers.errors import ConfigError
 
     config, db, worker, now = _staff_context(args)
@@ -273,8 +273,8 @@ def cmd_digest(args: argparse.Namespace) -> int:
 
 
 def cmd_remind(args: argparse.Namespace) -> int:
-    from bot import jobs
-    from bot.reminders import describe
+    from bot.staff import jobs
+    from bot.staff.reminders import describe
 
     config, db, worker, now = _staff_context(args)
     due = jobs.remind(db, config, worker.workflow.settings, now, send=args.send)

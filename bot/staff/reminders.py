@@ -16,10 +16,9 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
-from bot.applications import ApplicationView, application_views, bounced_addresses
 from bot.config import Config, HubSettings
-from rules.calendar import days_until, due_reminder_point, due_staff_notices
-from rules.checks import LONDON
+from bot.staff.views import ApplicationView, application_views, bounced_addresses
+from rules.calendar import LONDON, days_until, due_reminder_point, due_staff_notices
 from rules.pipeline import CheckSettings
 from rules.replies import issues_by_section
 from storage import repository as repo

@@ -1,5 +1,5 @@
-"""What the workflow needs from a mailbox, whatever it is (IMAP in ``bot.imap``, a local Maildir in
-``bot.maildir``): given the cursor it stored last time (UIDVALIDITY and highest UID handled), ``fetch_new`` returns a
+"""What the workflow needs from a mailbox, whatever it is (IMAP in ``bot.mail.imap``, a local Maildir in
+``bot.mail.maildir``): given the cursor it stored last time (UIDVALIDITY and highest UID handled), ``fetch_new`` returns a
 ``FetchRun`` that already knows what it will deliver (the UIDVALIDITY, whether it changed, which messages were too
 big to fetch) and yields ``FetchedMessage`` objects lazily, in UID order, so the caller can store and commit each
 one before the next is downloaded. Sources never mark anything read or delete anything while fetching; moving a

@@ -15,13 +15,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-LONDON = ZoneInfo("Europe/London")
+from rules.calendar import LONDON
 
 CONFIG = """\
 # The demo's config: the built-in hubs, each with a Maildir inbox under ./inbox, replies written to ./outbox.
@@ -54,9 +53,21 @@ class Sample:
 
 
 def _samples(now: datetime) -> list[Sample]:
-    from samples.applications import SCHOOLS, FORM_FILES, application_email, complete_answers, fill_form, programme
+    from samples.applications import (
+        FORM_FILES,
+        SCHOOLS,
+        application_email,
+        complete_answers,
+        fill_form,
+        programme,
+    )
     from samples.forms import FillStyle
-    from samples.mail import build_email, forgot_attachment_email, out_of_office, question_email
+    from samples.mail import (
+        build_email,
+        forgot_attachment_email,
+        out_of_office,
+        question_email,
+    )
     from samples.pdf import docx_to_pdf, libreoffice_available, scanned_pdf
 
     out: list[Sample] = []

@@ -28,10 +28,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
+from rules.calendar import LONDON
 from rules.definitions import ProgrammeDefinition, Registry
 from storage.models import Application, ApplicationVersion, Message, Signatory
 
-LONDON = ZoneInfo("Europe/London")
 DATETIME_TEXT = "%Y-%m-%d %H:%M"         # CSV: a shape Excel turns into a date by itself
 EXCEL_DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")   # OWASP's list for CSV injection

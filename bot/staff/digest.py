@@ -18,13 +18,24 @@ from email.utils import formataddr
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from bot.applications import ApplicationView, SignatoryView, application_views, bounced_addresses
 from bot.config import Config, HubSettings
-from rules.calendar import days_until
-from rules.checks import LONDON
+from bot.staff.views import (
+    ApplicationView,
+    SignatoryView,
+    application_views,
+    bounced_addresses,
+)
+from rules.calendar import LONDON, days_until
 from rules.pipeline import CheckSettings
 from storage import repository as repo
-from storage.models import ApplicationStatus, Event, Message, MessageState, OutboxItem, OutboxState
+from storage.models import (
+    ApplicationStatus,
+    Event,
+    Message,
+    MessageState,
+    OutboxItem,
+    OutboxState,
+)
 from templates import RenderedEmail, render_email
 
 UPCOMING_DAYS = 60

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.config import Config
-from bot.digest import Digest, build_digest, digest_queued, queue_digest
-from bot.reminders import DueReminder, due_reminders, queue_reminders
+from bot.staff.digest import Digest, build_digest, digest_queued, queue_digest
+from bot.staff.reminders import DueReminder, due_reminders, queue_reminders
 from rules.pipeline import CheckSettings
 from storage import repository as repo
 from storage.db import Database
