@@ -1,13 +1,12 @@
 """Turn a loaded config (or none) into the settings the check pipeline needs: programmes, hubs and dates."""
 from __future__ import annotations
 
+from bot.config import Config
 from rules.checks import HubView
 from rules.definitions import Notification, load_registry
 from rules.hubs import HubDirectory
 from rules.maths_hubs import match_maths_hub
 from rules.pipeline import CheckSettings
-
-from bot.config import Config
 
 
 def check_settings(config: Config | None) -> CheckSettings:

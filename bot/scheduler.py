@@ -21,9 +21,9 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.staff import jobs
 from bot.config import Config
 from bot.mail.source import MailSourceError
+from bot.staff import jobs
 from bot.worker import Worker
 
 log = logging.getLogger(__name__)

@@ -16,12 +16,20 @@ from datetime import datetime, timezone
 from bot.config import Config, HubSettings
 from bot.faults import crash_point
 from bot.mail.source import Cursor, MailSource, MailSourceError
-from bot.sending.outbox import DrainReport, OutboxPolicy, Sender, default_worker_id, drain_outbox, eml_sender, smtp_sender
+from bot.sending.outbox import (
+    DrainReport,
+    OutboxPolicy,
+    Sender,
+    default_worker_id,
+    drain_outbox,
+    eml_sender,
+    smtp_sender,
+)
 from bot.workflow import Outcome, Workflow
 from rules.pipeline import CheckSettings
 from storage import repository as repo
 from storage.db import Database
-from storage.models import Message
+from storage.models import EventKind, Message
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +136,11 @@ class Worker:
             except MailSourceError as exc:
                 report.mailbox_errors[hub.id] = str(exc)
                 log.warning("mailbox of hub %s could not be read: %s", hub.id, exc)
-                self._event("mailbox_error", hub.id, {"error": str(exc)[:300], "kind": exc.kind.value})
+                self._event(EventKind.MAILBOX_ERROR, hub.id, {"error": str(exc)[:300], "kind": exc.kind.value})
             except Exception as exc:  # noqa: BLE001 - one broken mailbox must not stop the others
                 report.mailbox_errors[hub.id] = type(exc).__name__
                 log.exception("unexpected error polling hub %s", hub.id)
-                self._event("mailbox_error", hub.id, {"error": type(exc).__name__})
+                self._event(EventKind.MAILBOX_ERROR, hub.id, {"error": type(exc).__name__})
         self.process_stored(report)
         report.outbox = self.send_due()
         return report
@@ -159,9 +167,9 @@ class Worker:
                 cursor = Cursor(state.uidvalidity, state.last_uid)
             run = source.fetch_new(cursor)
             if run.uidvalidity_changed:
-                self._event("uidvalidity_changed", hub.id, {"old": run.previous_uidvalidity, "new": run.uidvalidity})
+                self._event(EventKind.UIDVALIDITY_CHANGED, hub.id, {"old": run.previous_uidvalidity, "new": run.uidvalidity})
             for skipped in run.skipped:
-                self._event("message_skipped", hub.id, {"uid": skipped.uid, "size": skipped.size,
+                self._event(EventKind.MESSAGE_SKIPPED, hub.id, {"uid": skipped.uid, "size": skipped.size,
                                                         "reason": skipped.reason.value})
             for fetched in run:
                 crash_point("after_fetch")
@@ -218,13 +226,13 @@ class Worker:
                     message = session.get(Message, message_row_id)
                     if message is not None:
                         repo.release_message(session, message, error=f"{type(exc).__name__}: {str(exc)[:300]}")
-                        repo.record_event(session, "processing_failed", hub_id=message.hub_id,
+                        repo.record_event(session, EventKind.PROCESSING_FAILED, hub_id=message.hub_id,
                                           actor=self.worker_id, message_id=message.id,
                                           detail={"error": type(exc).__name__, "attempt": message.attempts},
                                           now=now)
                         if message.attempts >= MAX_MESSAGE_ATTEMPTS:
                             repo.mark_quarantined(session, message, error=type(exc).__name__, now=now)
-                            repo.record_event(session, "message_quarantined", hub_id=message.hub_id,
+                            repo.record_event(session, EventKind.MESSAGE_QUARANTINED, hub_id=message.hub_id,
                                               actor=self.worker_id, message_id=message.id,
                                               detail={"reason": "processing failed"}, now=now)
         return report
@@ -233,7 +241,7 @@ class Worker:
         return drain_outbox(self.db, self.sender, worker=self.worker_id, now=self.clock(),
                             policy=self.outbox_policy)
 
-    def _event(self, kind: str, hub_id: str, detail: dict) -> None:
+    def _event(self, kind: EventKind, hub_id: str, detail: dict) -> None:
         with self.db.session() as session:
             repo.record_event(session, kind, hub_id=hub_id, actor=self.worker_id, detail=detail, now=self.clock())
 

@@ -1,15 +1,16 @@
 """The workflow: what the bot does with one stored message, in one database transaction.
 
-It runs the check pipeline on the stored bytes, then joins the verdict to what is already known: a new
-application or a new version of one (same school and programme: flag ``resubmission``), signatories confirmed
-by a later reply in the thread, the same e-mail delivered twice (flag ``duplicate``, answered once), automatic
-mail stored and never answered, and at most N automatic replies to one address a day. The reply is written to
-the outbox in the same transaction as the verdict, so a crash leaves either both or neither.
+It reads the stored bytes (``rules.pipeline.read_email``), loads the history that matters to the decision (an earlier
+copy of the same e-mail, the application the message answers, the school's application, what each correspondent
+was sent today), asks ``rules.decision.decide`` what to do, and carries that out: the message's verdict, the
+application and its version and signatories, confirmations, the reply in the outbox and the event, all in the
+caller's transaction, so a crash leaves either all of it or none. It decides nothing itself.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import formataddr
 
@@ -19,23 +20,22 @@ from sqlalchemy.orm import Session
 from bot.config import Config
 from parsers.email import parse_email
 from parsers.types import ParsedEmail
-from rules.checks import HubView
-from rules.definitions import ProgrammeDefinition
-from rules.pipeline import CheckSettings, assess_parsed
-from rules.replies import build_reply
-from rules.verdict import (
-    Flag,
-    FlagCode,
-    Reply,
-    ReplyKind,
-    SignatoryState,
-    Status,
-    Verdict,
+from rules.decision import (
+    Action,
+    ApplicationHistory,
+    Decision,
+    History,
+    SignatoryHistory,
+    application_key,
+    decide,
 )
+from rules.pipeline import CheckSettings, read_email
+from rules.verdict import FlagCode, Reply, Status, Verdict
 from storage.models import (
     Application,
     ApplicationStatus,
     ApplicationVersion,
+    EventKind,
     Message,
     OutboxItem,
 )
@@ -48,9 +48,17 @@ from storage.repository import (
     record_event,
     upsert_signatory,
 )
+from templates import EmailKind
 
 log = logging.getLogger(__name__)
 
+_EVENT_FOR_ACTION = {
+    Action.IGNORE: EventKind.IGNORED,
+    Action.DUPLICATE: EventKind.DUPLICATE,
+    Action.RECORD: EventKind.APPLICATION_VERSION,
+    Action.CONFIRM: EventKind.THREAD_REPLY,
+    Action.NOTE: EventKind.PROCESSED,
+}
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,7 @@ class Outcome:
 
     message_row_id: int
     status: Status
-    reply: ReplyKind | None
+    reply: EmailKind | None
     application_id: int | None
     flags: tuple[FlagCode, ...]
     confirmed_roles: tuple[str, ...] = ()
@@ -72,125 +80,35 @@ class Workflow:
         self.worker = worker
         self.hub_settings = {h.id: h for h in config.hubs}
 
-    # ---- entry point -----------------------------------------------------------------------------------------
-
     def process(self, session: Session, message: Message, now: datetime) -> Outcome:
-        """Decide everything about ``message`` and write it (verdict, application, outbox, events); the caller
-        commits. Nothing here talks to a network."""
+        """Read, decide and record ``message``; the caller commits. Nothing here talks to a network."""
         email = parse_email(message.raw, self.settings.limits)
         hub = self.settings.hubs.get(message.hub_id)
-        verdict = assess_parsed(email, message.size, self.settings, received_at=message.received_at, hub=hub)
-        programme = self.settings.registry.get(verdict.programme) if verdict.programme else None
+        verdict = read_email(email, message.size, self.settings, received_at=message.received_at, hub=hub)
+        history = self._history(session, message, email, verdict, now)
+        decision = decide(verdict, history, self.settings, hub, message_key=_message_key(message))
+        return self._carry_out(session, message, decision, now)
 
+    # ---- loading the history -----------------------------------------------------------------------------------
+
+    def _history(self, session: Session, message: Message, email: ParsedEmail, verdict: Verdict,
+                 now: datetime) -> History:
         if verdict.status is Status.IGNORED:
-            return self._finish(session, message, verdict, now, event="ignored",
-                                detail={"because": verdict.ignored_because})
-
-        if self._is_duplicate(session, message):
-            verdict = replace(verdict, flags=(*verdict.flags, Flag(FlagCode.DUPLICATE, "delivered more than once")),
-                              reply=None)
-            return self._finish(session, message, verdict, now, event="duplicate")
-
-        thread_app = self._application_in_thread(session, message.hub_id, email)
-        if thread_app is not None and verdict.status in (Status.NO_FORM, Status.NOT_APPLICATION):
-            confirmed = self._confirm_from_thread(session, message, email, verdict, thread_app, hub, now)
-            if confirmed is not None:
-                return confirmed
-            # Nobody new confirmed: a question or a note in the thread is for a person, like any other mail.
-
-        if verdict.status in (Status.COMPLETE, Status.INCOMPLETE) and programme is not None:
-            return self._record_application(session, message, email, verdict, programme, hub, thread_app, now)
-
-        # unreadable, no_form, not_application: the verdict's own reply (if any) stands.
-        return self._finish(session, message, verdict, now, event="processed")
-
-    # ---- the cases -------------------------------------------------------------------------------------------
-
-    def _record_application(self, session: Session, message: Message, email: ParsedEmail, verdict: Verdict,
-                            programme: ProgrammeDefinition, hub: HubView | None, thread_app: Application | None,
-                            now: datetime) -> Outcome:
-        urn = verdict.school_urn if verdict.school_urn and not _urn_invalid(verdict) else None
-        if urn is None and thread_app is not None and thread_app.programme == programme.id:
-            urn = thread_app.school_urn
-        # Without a URN the application is keyed by this message, so it is never merged with another school's.
-        key = urn or f"?{message.sha256[:14]}"
-        application, created = get_or_create_application(
-            session, hub_id=message.hub_id, programme=programme.id, school_urn=key, school_name=verdict.school_name,
-            status=ApplicationStatus.INCOMPLETE, now=now)
-        flags = list(verdict.flags)
-        if not created and application.versions:
-            flags.append(Flag(FlagCode.RESUBMISSION, f"version {len(application.versions) + 1} of this application"))
-
-        previous = {s.role: s for s in application.signatories}
-        states: list[SignatoryState] = []
-        for state in verdict.signatories:
-            before = previous.get(state.role)
-            same_person = before is not None and bool(state.email) and (before.email or "").lower() == state.email
-            already = same_person and before is not None and (before.copied or before.confirmed)
-            upsert_signatory(session, application, role=state.role, name=state.name, email=state.email,
-                             copied=state.copied)
-            states.append(replace(state, copied=state.copied or already))
-        complete = not verdict.issues and all(s.copied for s in states)
-        status = Status.COMPLETE if complete else Status.INCOMPLETE
-        verdict = replace(verdict, status=status, signatories=tuple(states), flags=tuple(flags))
-        verdict = replace(verdict, reply=self._reply(verdict, email, programme, hub))
-        add_application_version(session, application, message_id=message.id, fields=verdict.fields,
-                                verdict=verdict.to_record(), status=ApplicationStatus(status.value),
-                                flags=[f.code.value for f in verdict.flags], now=now)
-        return self._finish(session, message, verdict, now, event="application_version", application=application,
-                            detail={"version": len(application.versions), "created": created})
-
-    def _confirm_from_thread(self, session: Session, message: Message, email: ParsedEmail, verdict: Verdict,
-                             application: Application, hub: HubView | None, now: datetime) -> Outcome | None:
-        """A reply in an application's thread: every signatory still awaited whose address wrote or was copied
-        confirms; when the last one does, the application is complete and the school is told. None when the
-        reply confirmed nobody."""
-        people = email.all_recipients_and_sender() - (hub.addresses if hub else frozenset())
-        confirmed: list[str] = []
-        for signatory in application.signatories:
-            if signatory.email and not (signatory.copied or signatory.confirmed) and signatory.email.lower() in people:
-                confirm_signatory(session, signatory, message_id=message.id, now=now)
-                confirmed.append(signatory.role)
-                record_event(session, "signatory_confirmed", hub_id=message.hub_id, actor=self.worker,
-                             message_id=message.id, application_id=application.id, detail={"role": signatory.role},
-                             now=now)
-        if not confirmed:
-            return None
-        verdict = replace(verdict, reply=None)
-        latest = session.get(ApplicationVersion, application.latest_version_id) if application.latest_version_id \
-            else None
-        fields_ok = latest is not None and not latest.verdict.get("issues")
-        all_signed = all(s.copied or s.confirmed for s in application.signatories)
-        if fields_ok and all_signed and application.status is not ApplicationStatus.COMPLETE:
-            application.status = ApplicationStatus.COMPLETE
-            application.updated_at = now
-            verdict = replace(verdict, reply=self._acknowledge_application(session, application, latest, hub))
-        return self._finish(session, message, verdict, now, event="thread_reply", application=application,
-                            detail={"confirmed": confirmed}, confirmed=tuple(confirmed))
-
-    def _acknowledge_application(self, session: Session, application: Application, latest: ApplicationVersion,
-                                 hub: HubView | None) -> Reply | None:
-        """The acknowledgement for an application completed by confirmations, threaded to the school's form
-        e-mail and addressed as the reply to that e-mail would have been."""
-        source = session.get(Message, latest.message_id) if latest.message_id else None
-        programme = self.settings.registry.get(application.programme)
-        if source is None or programme is None:
-            return None
-        original = parse_email(source.raw, self.settings.limits)
-        states = tuple(SignatoryState(s.role, latest.verdict.get("signatory_titles", {}).get(s.role, s.role), s.name,
-                                      s.email, True) for s in application.signatories)
-        verdict = Verdict(message_id=original.message_id, received_at=None, sender=original.sender.email
-                          if original.sender else None, status=Status.COMPLETE, programme=programme.id,
-                          hub=application.hub_id, school_name=application.school_name,
-                          signatories=states, late="late" in (latest.flags or []))
-        return self._reply(verdict, original, programme, hub)
-
-    # ---- helpers ---------------------------------------------------------------------------------------------
-
-    def _reply(self, verdict: Verdict, email: ParsedEmail, programme: ProgrammeDefinition | None,
-               hub: HubView | None) -> Reply | None:
-        deadline = self.settings.deadline(hub, programme) if programme else None
-        return build_reply(verdict, email, programme=programme, hub=hub, deadline=deadline)
+            return History()   # nothing about the past changes what happens to automatic mail
+        thread = self._application_in_thread(session, message.hub_id, email)
+        school = None
+        if verdict.programme and verdict.status in (Status.COMPLETE, Status.INCOMPLETE):
+            key = application_key(verdict, _history_of(thread) if thread else None, _message_key(message))
+            school = session.scalar(select(Application).where(
+                Application.hub_id == message.hub_id, Application.programme == verdict.programme,
+                Application.school_urn == key))
+        return History(
+            duplicate=self._is_duplicate(session, message),
+            thread=_history_of(thread) if thread else None,
+            school=_history_of(school) if school else None,
+            sent_today=self._sent_today(session, email.all_recipients_and_sender(), now),
+            daily_cap=self.config.max_replies_per_address_per_day,
+        )
 
     def _is_duplicate(self, session: Session, message: Message) -> bool:
         if not message.message_id:
@@ -212,46 +130,101 @@ class Workflow:
         app_id = session.scalar(via_outbox.limit(1)) or session.scalar(via_messages.limit(1))
         return session.get(Application, app_id) if app_id else None
 
-    def _replies_today(self, session: Session, address: str, now: datetime) -> int:
-        rows = session.scalars(select(OutboxItem.to).where(
-            OutboxItem.created_at >= now - timedelta(days=1),
-            OutboxItem.kind.in_([k.value for k in ReplyKind])))
-        return sum(1 for to in rows if address in [t.lower() for t in to])
+    def _sent_today(self, session: Session, addresses: Iterable[str], now: datetime) -> dict[str, int]:
+        """How many e-mails each of ``addresses`` got from us in the last 24 hours, counting every recipient."""
+        wanted = {a.lower() for a in addresses}
+        counts: dict[str, int] = {}
+        rows = session.execute(select(OutboxItem.to, OutboxItem.cc).where(
+            OutboxItem.created_at >= now - timedelta(days=1)))
+        for to, cc in rows:
+            for address in {a.lower() for a in (*(to or ()), *(cc or ()))} & wanted:
+                counts[address] = counts.get(address, 0) + 1
+        return counts
 
-    def _finish(self, session: Session, message: Message, verdict: Verdict, now: datetime, *, event: str,
-                application: Application | None = None, detail: dict | None = None,
-                confirmed: tuple[str, ...] = ()) -> Outcome:
-        reply = verdict.reply
-        if reply is not None and reply.to:
-            limit = self.config.max_replies_per_address_per_day
-            if self._replies_today(session, reply.to[0], now) >= limit:
-                record_event(session, "reply_suppressed", hub_id=message.hub_id, actor=self.worker,
-                             message_id=message.id, detail={"reason": "daily limit", "limit": limit}, now=now)
-                reply = None
-                verdict = replace(verdict, reply=None)
-        if reply is not None:
-            self._enqueue(session, message, reply, application, now)
-        message.verdict_status = verdict.status.value
+    # ---- carrying the decision out -----------------------------------------------------------------------------
+
+    def _carry_out(self, session: Session, message: Message, decision: Decision, now: datetime) -> Outcome:
+        verdict = decision.verdict
+        application: Application | None = None
+        detail: dict = {}
+        if decision.action is Action.RECORD:
+            application, detail = self._record_form(session, message, decision, now)
+        elif decision.action is Action.CONFIRM:
+            application = self._confirm(session, message, decision, now)
+            detail = {"confirmed": list(decision.confirmed)}
+        elif decision.action is Action.IGNORE:
+            detail = {"because": verdict.ignored_because}
+        if decision.held_back is not None:
+            record_event(session, EventKind.REPLY_SUPPRESSED, hub_id=message.hub_id, actor=self.worker,
+                         message_id=message.id,
+                         detail={"reason": "daily limit", "limit": self.config.max_replies_per_address_per_day},
+                         now=now)
+        if decision.reply is not None:
+            self._enqueue(session, message, decision.reply, application, now)
+        message.verdict_status = verdict.status
         message.verdict = verdict.to_record()
         message.application_id = application.id if application else None
-        record_event(session, event, hub_id=message.hub_id, actor=self.worker, message_id=message.id,
-                     application_id=application.id if application else None,
+        reply = decision.reply
+        record_event(session, _EVENT_FOR_ACTION[decision.action], hub_id=message.hub_id, actor=self.worker,
+                     message_id=message.id, application_id=application.id if application else None,
                      detail={"status": verdict.status.value, "reply": reply.kind.value if reply else None,
-                             "flags": [f.code.value for f in verdict.flags], **(detail or {})}, now=now)
+                             "flags": [f.code.value for f in verdict.flags], **detail}, now=now)
         mark_processed(session, message, now=now)
         return Outcome(message.id, verdict.status, reply.kind if reply else None,
-                       application.id if application else None, tuple(f.code for f in verdict.flags), confirmed)
+                       application.id if application else None, tuple(f.code for f in verdict.flags),
+                       decision.confirmed)
+
+    def _record_form(self, session: Session, message: Message, decision: Decision,
+                     now: datetime) -> tuple[Application, dict]:
+        verdict = decision.verdict
+        application, created = get_or_create_application(
+            session, hub_id=message.hub_id, programme=verdict.programme or "",
+            school_urn=decision.application_key or _message_key(message), school_name=verdict.school_name,
+            status=ApplicationStatus.INCOMPLETE, now=now)
+        for state in decision.copied_on_this_email:
+            upsert_signatory(session, application, role=state.role, name=state.name, email=state.email,
+                             copied=state.copied)
+        add_application_version(session, application, message_id=message.id, fields=verdict.fields,
+                                verdict=verdict.to_record(), status=ApplicationStatus(verdict.status.value),
+                                flags=[f.code.value for f in verdict.flags], now=now)
+        return application, {"version": len(application.versions), "created": created}
+
+    def _confirm(self, session: Session, message: Message, decision: Decision, now: datetime) -> Application:
+        application = session.get(Application, decision.application_id)
+        assert application is not None   # it was loaded for the history in this same transaction
+        for signatory in application.signatories:
+            if signatory.role in decision.confirmed:
+                confirm_signatory(session, signatory, message_id=message.id, now=now)
+                record_event(session, EventKind.SIGNATORY_CONFIRMED, hub_id=message.hub_id, actor=self.worker,
+                             message_id=message.id, application_id=application.id,
+                             detail={"role": signatory.role}, now=now)
+        if decision.completes_application:
+            application.status = ApplicationStatus.COMPLETE
+            application.updated_at = now
+        return application
 
     def _enqueue(self, session: Session, message: Message, reply: Reply, application: Application | None,
                  now: datetime) -> None:
         hub = self.hub_settings[message.hub_id]
         from_addr = formataddr((hub.name, reply.from_address or hub.address))
         enqueue_reply(
-            session, hub_id=message.hub_id, kind=reply.kind.value, from_addr=from_addr, to=reply.to, cc=reply.cc,
+            session, hub_id=message.hub_id, kind=reply.kind, from_addr=from_addr, to=reply.to, cc=reply.cc,
             subject=reply.subject, text=reply.text, html=reply.html, source_message_id=message.id,
             application_id=application.id if application else None, in_reply_to=reply.in_reply_to or None,
             references=" ".join(reply.references) or None, now=now)
 
 
-def _urn_invalid(verdict: Verdict) -> bool:
-    return any(i.field == "school.urn" for i in verdict.issues)
+def _message_key(message: Message) -> str:
+    """The key of an application whose form has no usable URN: its own message, so it is never merged."""
+    return f"?{message.sha256[:14]}"
+
+
+def _history_of(application: Application) -> ApplicationHistory:
+    latest = next((v for v in reversed(application.versions) if v.id == application.latest_version_id), None)
+    return ApplicationHistory(
+        id=application.id, programme=application.programme, key=application.school_urn,
+        complete=application.status is ApplicationStatus.COMPLETE, versions=len(application.versions),
+        signatories=tuple(SignatoryHistory(s.role, s.email, s.copied or s.confirmed)
+                          for s in application.signatories),
+        latest=Verdict.from_record(latest.verdict) if latest is not None else None)
+

@@ -16,7 +16,15 @@ from collections.abc import Iterator
 from lxml import etree
 
 from parsers.errors import UnreadableFile, UnsafeFile
-from parsers.types import Block, Cell, DocumentKind, FormDocument, Limits, Paragraph, Table
+from parsers.types import (
+    Block,
+    Cell,
+    DocumentKind,
+    FormDocument,
+    Limits,
+    Paragraph,
+    Table,
+)
 
 __all__ = ["read_docx"]
 

@@ -34,7 +34,6 @@ __all__ = ["parse_email", "oversize_attachments", "MESSAGE_TOO_LARGE", "OVERSIZE
 MESSAGE_TOO_LARGE = "message too large: headers only"
 #: Defect prefix for an attachment kept in the list with its payload dropped: "attachment 2 too large: 123 bytes".
 OVERSIZE_PREFIX = "attachment "
-_OVERSIZE_RE = re.compile(r"^attachment (\d+) too large: (\d+) bytes$")
 
 # Every character str.splitlines() treats as a line break: a header value that reaches a reply must hold none,
 # or it could end the header and start a new one.
@@ -82,13 +81,8 @@ def parse_email(raw: bytes, limits: Limits = Limits()) -> ParsedEmail:
 
 
 def oversize_attachments(parsed: ParsedEmail) -> dict[int, int]:
-    """Index into ``parsed.attachments`` -> declared size, for every attachment whose payload was dropped."""
-    out: dict[int, int] = {}
-    for defect in parsed.defects:
-        match = _OVERSIZE_RE.match(defect)
-        if match:
-            out[int(match.group(1))] = int(match.group(2))
-    return out
+    """Index into ``parsed.attachments`` -> size, for every attachment whose payload was dropped."""
+    return {i: a.dropped_size for i, a in enumerate(parsed.attachments) if a.dropped_size}
 
 
 # ---- the whole message -------------------------------------------------------------------------------------------
@@ -461,13 +455,12 @@ class _Walk:
             (self.html if ctype == "text/html" else self.text).append(text)
             return
         payload = _payload_bytes(part)
-        index = len(self.attachments)
+        dropped = 0
         if len(payload) > self.limits.attachment_bytes:
-            self.defects.add(f"attachment {index} too large: {len(payload)} bytes")
-            payload = b""
-        self.attachments.append(
-            Attachment(filename=filename, content_type=ctype, payload=payload, from_forwarded=forwarded)
-        )
+            self.defects.add(f"attachment {len(self.attachments)} too large: {len(payload)} bytes")
+            payload, dropped = b"", len(payload)
+        self.attachments.append(Attachment(filename=filename, content_type=ctype, payload=payload,
+                                           from_forwarded=forwarded, dropped_size=dropped))
 
 
 _MIME_HEADERS = ("content-type", "content-disposition")

@@ -23,7 +23,15 @@ from pdfminer.pdfdocument import PDFEncryptionError, PDFPasswordIncorrect
 from pdfminer.pdftypes import resolve1
 
 from parsers.errors import ScannedDocument, UnreadableFile, UnsafeFile
-from parsers.types import Block, Cell, DocumentKind, FormDocument, Limits, Paragraph, Table
+from parsers.types import (
+    Block,
+    Cell,
+    DocumentKind,
+    FormDocument,
+    Limits,
+    Paragraph,
+    Table,
+)
 
 try:  # not on every platform; without it only the deadline bounds the child
     import resource

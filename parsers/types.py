@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-
 # ---- forms -------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -79,6 +78,7 @@ class Attachment:
     content_type: str      # lower-case, as declared by the sender
     payload: bytes
     from_forwarded: bool = False   # found inside a message/rfc822 part
+    dropped_size: int = 0          # over the attachment cap: its size, and ``payload`` is empty
 
     @property
     def size(self) -> int:

@@ -9,8 +9,8 @@ boxes are found by their printed prompt and answered in the row below. Pure: byt
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 
 from parsers.types import Cell, DocumentKind, FormDocument, Paragraph, Table
 from rules.definitions import FieldDefinition, ProgrammeDefinition

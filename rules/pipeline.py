@@ -1,6 +1,11 @@
 """The check pipeline: one raw e-mail in, one typed ``Verdict`` out, with no network, database or clock.
 
-Order of decisions: too large or automatic mail is ``ignored`` (never answered); each attachment's type is sniffed
+``read_email`` says what a message *is* (what was read, what is wrong, who was copied); ``rules.decision.decide``
+then says what to do about it given the application's history. ``assess`` is the two with no history, which is
+the whole of ``hubbot check``; the worker calls the same two with the history it loads, so ``check`` shows what the
+worker does with a first e-mail.
+
+Order of reading: too large or automatic mail is ``ignored`` (never answered); each attachment's type is sniffed
 from its bytes, documents are read and recognised by content (logos and cover letters fall away); the best
 recognised form is mapped to field ids and every check runs; otherwise an unreadable document gives
 ``unreadable``, a text that says a form is attached gives ``no_form``, and anything else is ``not_application``
@@ -9,50 +14,25 @@ for a person to read. Every failure inside one attachment is caught there and be
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from parsers.email import oversize_attachments, parse_email
 from parsers.errors import UnreadableFile
 from parsers.sniff import looks_like_document, read_form, sniff
-from parsers.types import Attachment, FormDocument, Limits, ParsedEmail
+from parsers.types import Attachment, FormDocument, ParsedEmail
 from rules.automatic import LOOP_HEADER, automatic_reason
-from rules.calendar import LONDON, ProgrammeDates, programme_dates
+from rules.calendar import LONDON
 from rules.checks import FormContext, HubView, run_checks
-from rules.definitions import Notification, ProgrammeDefinition, Registry, load_registry
-from rules.hubs import HubDirectory
+from rules.decision import History, decide
 from rules.mapping import map_fields
 from rules.recognise import Recognition, recognise
-from rules.replies import build_reply
+from rules.replies import correspondence
+from rules.settings import CheckSettings
 from rules.verdict import FlagCode, Status, Verdict
 
 _SAYS_ATTACHED = re.compile(r"\b(attach(ed|ment|ing)?|enclosed|please find|herewith)\b", re.IGNORECASE)
 _SAYS_FORM = re.compile(r"\b(application|form|eoi|expression of interest|declaration)\b", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class CheckSettings:
-    registry: Registry
-    hubs: HubDirectory
-    limits: Limits = Limits()
-    # (hub id, programme id) -> deadline / notification dates, from the config's [hubs.dates."<programme>"].
-    deadlines: Mapping[tuple[str, str], date] = field(default_factory=dict)
-    notifications: Mapping[tuple[str, str], tuple[Notification, ...]] = field(default_factory=dict)
-
-    @classmethod
-    def builtin(cls) -> "CheckSettings":
-        registry = load_registry()
-        return cls(registry=registry, hubs=HubDirectory.builtin(registry))
-
-    def deadline(self, hub: HubView | None, programme: ProgrammeDefinition) -> date | None:
-        if hub is not None and (hub.id, programme.id) in self.deadlines:
-            return self.deadlines[(hub.id, programme.id)]
-        return programme.deadline
-
-    def dates(self, hub_id: str, programme: ProgrammeDefinition) -> ProgrammeDates:
-        return programme_dates(programme, deadline=self.deadlines.get((hub_id, programme.id)),
-                               notifications=self.notifications.get((hub_id, programme.id)))
 
 
 @dataclass(frozen=True)
@@ -63,18 +43,27 @@ class _FoundForm:
 
 
 def assess(raw: bytes, settings: CheckSettings, *, received_at: datetime | None = None) -> Verdict:
-    """The verdict on one e-mail. ``received_at`` is the server's receipt time (IMAP INTERNALDATE) when known."""
+    """The verdict on one e-mail, with the reply a first e-mail gets. ``received_at`` is the server's receipt time
+    (IMAP INTERNALDATE) when known."""
     return assess_parsed(parse_email(raw, settings.limits), len(raw), settings, received_at=received_at)
 
 
 def assess_parsed(email: ParsedEmail, size: int, settings: CheckSettings, *, received_at: datetime | None = None,
                   hub: HubView | None = None) -> Verdict:
-    """``assess`` for an e-mail already parsed. ``hub`` is the mailbox's hub when the caller knows it (the worker
-    does); otherwise the hub is found from the addresses the e-mail was sent to."""
+    """``assess`` for an e-mail already parsed."""
+    hub = hub or settings.hubs.for_email(email)
+    verdict = read_email(email, size, settings, received_at=received_at, hub=hub)
+    return decide(verdict, History(), settings, hub).verdict
+
+
+def read_email(email: ParsedEmail, size: int, settings: CheckSettings, *, received_at: datetime | None = None,
+               hub: HubView | None = None) -> Verdict:
+    """What one e-mail is: the verdict without a reply. ``hub`` is the mailbox's hub when the caller knows it (the
+    worker does); otherwise the hub is found from the addresses the e-mail was sent to."""
     when = _london(received_at or email.received_at or email.date)
     hub = hub or settings.hubs.for_email(email)
     base = dict(message_id=email.message_id, received_at=when, sender=email.sender.email if email.sender else None,
-                hub=hub.id if hub else None)
+                hub=hub.id if hub else None, correspondence=correspondence(email))
 
     reason = automatic_reason(email, loop_header=LOOP_HEADER, own_addresses=settings.hubs.all_addresses())
     if reason:
@@ -82,7 +71,7 @@ def assess_parsed(email: ParsedEmail, size: int, settings: CheckSettings, *, rec
     if size > settings.limits.message_bytes:
         problem = (f"Your e-mail is {size / 1_048_576:.0f} MB, larger than the "
                    f"{settings.limits.message_bytes / 1_048_576:.0f} MB we can accept.")
-        return _finish(Verdict(status=Status.UNREADABLE, problems=(problem,), **base), email, settings, hub, None)
+        return Verdict(status=Status.UNREADABLE, problems=(problem,), **base)
 
     forms: list[_FoundForm] = []
     unreadable: list[tuple[Attachment, str]] = []
@@ -115,12 +104,10 @@ def assess_parsed(email: ParsedEmail, size: int, settings: CheckSettings, *, rec
         attachment, _ = unreadable[0]
         problems = tuple(f"{a.filename or 'The attachment'}: {why}" if len(unreadable) > 1 else why
                          for a, why in unreadable)
-        verdict = Verdict(status=Status.UNREADABLE, attachment=attachment.filename or None, problems=problems,
-                          **base)
-        return _finish(verdict, email, settings, hub, None)
+        return Verdict(status=Status.UNREADABLE, attachment=attachment.filename or None, problems=problems, **base)
     if _says_form_attached(email):
-        verdict = Verdict(status=Status.NO_FORM, problems=("No application form was attached.",), **base)
-        return _finish(verdict, email, settings, hub, None, other_files=tuple(f for f in other_files if f))
+        return Verdict(status=Status.NO_FORM, problems=("No application form was attached.",),
+                       other_files=tuple(f for f in other_files if f), **base)
     return Verdict(status=Status.NOT_APPLICATION, **base)
 
 
@@ -132,21 +119,13 @@ def _assess_form(found: _FoundForm, email: ParsedEmail, settings: CheckSettings,
                       hub=hub, received_at=base["received_at"], deadline=settings.deadline(hub, programme))
     findings = run_checks(ctx)
     incomplete = bool(findings.issues) or any(not s.copied for s in findings.signatories)
-    verdict = Verdict(
+    return Verdict(
         status=Status.INCOMPLETE if incomplete else Status.COMPLETE,
         programme=programme.id, attachment=found.attachment.filename or None,
         school_name=findings.values.get("school.name"), school_urn=findings.values.get("school.urn"),
         fields=findings.values, issues=tuple(findings.issues), signatories=tuple(findings.signatories),
         late=any(f.code is FlagCode.LATE for f in findings.flags), flags=tuple(findings.flags), **base,
     )
-    return _finish(verdict, email, settings, hub, programme)
-
-
-def _finish(verdict: Verdict, email: ParsedEmail, settings: CheckSettings, hub: HubView | None,
-            programme: ProgrammeDefinition | None, other_files: tuple[str, ...] = ()) -> Verdict:
-    deadline = settings.deadline(hub, programme) if programme else None
-    reply = build_reply(verdict, email, programme=programme, hub=hub, deadline=deadline, other_files=other_files)
-    return replace(verdict, reply=reply)
 
 
 def _says_form_attached(email: ParsedEmail) -> bool:

@@ -1,42 +1,52 @@
 """Build the reply a verdict calls for: who it goes to, and its subject, text and HTML from ``templates/``.
 
-Replies go to the sender, copied to the signatories' addresses as written on the form (never to any other
-address: the reply repeats names and addresses from the form, which are personal data). Nothing is sent for
+Replies go to the sender, copied to the signatories whose addresses were already on the school's e-mail: an
+address that appears only on the form is never mailed (the bot must not be a way to send mail to anyone a form
+names), and the reply repeats names and addresses from the form, which are personal data. Nothing is sent for
 ``ignored`` and ``not_application``. Threading headers point at the school's message.
 """
 from __future__ import annotations
 
-from datetime import date
 from collections.abc import Iterable, Sequence
+from datetime import date
 from itertools import groupby
 from typing import Any
 
 from parsers.types import ParsedEmail
 from rules.checks import HubView
 from rules.definitions import ProgrammeDefinition
-from rules.verdict import Reply, ReplyKind, Status, Verdict
-from templates import render_email
+from rules.verdict import Correspondence, Reply, Status, Verdict
+from templates import EmailKind, render_email
 
 _KIND_FOR_STATUS = {
-    Status.COMPLETE: ReplyKind.ACKNOWLEDGEMENT,
-    Status.INCOMPLETE: ReplyKind.MISSING_INFORMATION,
-    Status.UNREADABLE: ReplyKind.UNREADABLE,
-    Status.NO_FORM: ReplyKind.MISSING_ATTACHMENT,
+    Status.COMPLETE: EmailKind.ACKNOWLEDGEMENT,
+    Status.INCOMPLETE: EmailKind.MISSING_INFORMATION,
+    Status.UNREADABLE: EmailKind.UNREADABLE,
+    Status.NO_FORM: EmailKind.MISSING_ATTACHMENT,
 }
+
+
+def correspondence(email: ParsedEmail) -> Correspondence:
+    """What a reply to ``email`` needs to know of it."""
+    return Correspondence(
+        sender=email.sender.email if email.sender and email.sender.email else None,
+        message_id=email.message_id, subject=email.subject, references=tuple(email.references),
+        addressed_to=tuple(a.email for a in (*email.delivered_to, *email.to, *email.cc) if a.email),
+        correspondents=tuple(sorted(email.all_recipients_and_sender())))
 
 
 def _clean(value: str) -> str:
     return " ".join(value.replace("\r", " ").replace("\n", " ").split())
 
 
-def _hub_identity(email: ParsedEmail, hub: HubView | None, programme: ProgrammeDefinition | None) -> tuple[str, str]:
+def _hub_identity(mail: Correspondence, hub: HubView | None,
+                  programme: ProgrammeDefinition | None) -> tuple[str, str]:
     if hub is not None:
-        received_by = [a.email for a in (*email.delivered_to, *email.to, *email.cc) if a.email in hub.addresses]
+        received_by = [a for a in mail.addressed_to if a in hub.addresses]
         return hub.name, received_by[0] if received_by else sorted(hub.addresses)[0]
     if programme is not None:
         return programme.hub.name, programme.hub.address
-    first_to = email.to[0].email if email.to else ""
-    return "The Maths Hub team", first_to
+    return "The Maths Hub team", mail.addressed_to[0] if mail.addressed_to else ""
 
 
 def issues_by_section(issues: Iterable[Any], section_order: Sequence[str] = ()) -> list[dict[str, Any]]:
@@ -47,35 +57,38 @@ def issues_by_section(issues: Iterable[Any], section_order: Sequence[str] = ()) 
             for name, group in groupby(ordered, key=lambda i: i.section)]
 
 
-def build_reply(verdict: Verdict, email: ParsedEmail, *, programme: ProgrammeDefinition | None,
-                hub: HubView | None, deadline: date | None, other_files: tuple[str, ...] = ()) -> Reply | None:
+def build_reply(verdict: Verdict, mail: Correspondence, *, programme: ProgrammeDefinition | None,
+                hub: HubView | None, deadline: date | None) -> Reply | None:
+    """The reply ``verdict`` calls for to the e-mail ``mail`` describes, or None when it calls for none."""
     kind = _KIND_FOR_STATUS.get(verdict.status)
-    if kind is None or email.sender is None or not email.sender.email:
+    if kind is None or not mail.sender:
         return None
-    hub_name, hub_address = _hub_identity(email, hub, programme)
+    hub_name, hub_address = _hub_identity(mail, hub, programme)
     hub_addresses = hub.addresses if hub else frozenset({hub_address})
-    sender = email.sender.email
+    sender = mail.sender
+    on_the_email = set(mail.correspondents)
     cc: list[str] = []
     for s in verdict.signatories:
-        if s.email and s.email != sender and s.email not in hub_addresses and s.email not in cc:
+        if (s.email and s.email in on_the_email and s.email != sender and s.email not in hub_addresses
+                and s.email not in cc):
             cc.append(s.email)
     context = {
         "hub_name": hub_name,
         "hub_address": hub_address,
         "programme_title": programme.title if programme else "",
         "school_name": _clean(verdict.school_name or ""),
-        "original_subject": _clean(email.subject)[:120],
+        "original_subject": _clean(mail.subject)[:120],
         "attachment": _clean(verdict.attachment or ""),
         "problems": list(verdict.problems),
         "sections": issues_by_section(verdict.issues, programme.sections if programme else ()),
         "not_copied": [s for s in verdict.signatories if not s.copied and s.email],
         "late": verdict.late,
         "deadline": f"{deadline:%-d %B %Y}" if deadline else "",
-        "other_files": [_clean(f) for f in other_files],
+        "other_files": [_clean(f)[:120] for f in verdict.other_files[:10]],
     }
-    rendered = render_email(kind.value, context)
-    references = tuple(r for r in (*email.references, email.message_id) if r)
+    rendered = render_email(kind, context)
+    references = tuple(r for r in (*mail.references, mail.message_id) if r)
     return Reply(kind=kind, to=(sender,), cc=tuple(cc), subject=rendered.subject, text=rendered.text,
-                 html=rendered.html, in_reply_to=email.message_id, references=references[-10:],
+                 html=rendered.html, in_reply_to=mail.message_id, references=references[-10:],
                  from_address=hub_address)
 

@@ -1,8 +1,9 @@
 """The typed verdict on one e-mail: what was read, what is wrong, who was copied, the status and the reply.
 
-This is the single result of the check pipeline; the ``check --json`` output, the database's application versions
-and the replies are all made from it. ``to_json()`` gives exactly the object documented in
-``shared/spec/interface.md``.
+This is the single result of reading a message and deciding about it; the ``check --json`` output, the stored
+record of each message and application version, and the replies are all made from it. ``to_json()`` gives exactly
+the object documented in ``shared/spec/interface.md``; ``to_record()`` and ``Verdict.from_record()`` are the one
+way a verdict is stored and read back, so no other module reads stored verdicts by key.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from templates import EmailKind
 
 
 class Status(StrEnum):
@@ -19,13 +22,6 @@ class Status(StrEnum):
     NO_FORM = "no_form"
     NOT_APPLICATION = "not_application"
     IGNORED = "ignored"
-
-
-class ReplyKind(StrEnum):
-    ACKNOWLEDGEMENT = "acknowledgement"
-    MISSING_INFORMATION = "missing_information"
-    UNREADABLE = "unreadable"
-    MISSING_ATTACHMENT = "missing_attachment"
 
 
 class FlagCode(StrEnum):
@@ -67,8 +63,22 @@ class SignatoryState:
 
 
 @dataclass(frozen=True)
+class Correspondence:
+    """What a reply needs to know of the e-mail it answers: who wrote, to which of the hub's addresses, and the
+    threading headers. Kept with the verdict, so a later reply (an acknowledgement once the last signatory
+    confirms) is threaded to the school's form e-mail without reading that e-mail again."""
+
+    sender: str | None
+    message_id: str = ""
+    subject: str = ""
+    references: tuple[str, ...] = ()
+    addressed_to: tuple[str, ...] = ()     # Delivered-To, To and Cc addresses, in that order
+    correspondents: tuple[str, ...] = ()   # From, To and Cc: the only addresses a reply may go to
+
+
+@dataclass(frozen=True)
 class Reply:
-    kind: ReplyKind
+    kind: EmailKind
     to: tuple[str, ...]
     cc: tuple[str, ...]
     subject: str
@@ -97,6 +107,8 @@ class Verdict:
     flags: tuple[Flag, ...] = ()
     problems: tuple[str, ...] = ()
     ignored_because: str | None = None
+    other_files: tuple[str, ...] = ()      # attachments that were not a form (named in a missing-attachment reply)
+    correspondence: Correspondence | None = None
     reply: Reply | None = None
 
     @property
@@ -113,17 +125,6 @@ class Verdict:
 
     def has_flag(self, code: FlagCode) -> bool:
         return any(f.code is code for f in self.flags)
-
-    def to_record(self) -> dict[str, Any]:
-        """Everything in ``to_json`` plus what staff views need (labels, sections, why mail was ignored)."""
-        record = self.to_json()
-        record["issues"] = [{"field": i.field, "label": i.label, "section": i.section, "kind": i.kind.value,
-                             "reason": i.reason} for i in self.issues]
-        record["signatory_titles"] = {s.role: s.title for s in self.signatories}
-        record["ignored_because"] = self.ignored_because
-        if self.reply is not None:
-            record["reply"]["html"] = self.reply.html
-        return record
 
     def to_json(self, file: str | None = None) -> dict[str, Any]:
         """The ``check --json`` object of interface.md (``file`` first when given)."""
@@ -152,3 +153,73 @@ class Verdict:
             },
         })
         return out
+
+    # ---- storing and reading back ---------------------------------------------------------------------------
+
+    def to_record(self) -> dict[str, Any]:
+        """The verdict as stored (JSON): everything ``from_record`` needs to give this verdict back."""
+        record = self.to_json()
+        record["record_version"] = RECORD_VERSION
+        record["fields"] = dict(self.fields)
+        record["issues"] = [{"field": i.field, "label": i.label, "section": i.section, "kind": i.kind.value,
+                             "reason": i.reason} for i in self.issues]
+        record["signatories"] = [{"role": s.role, "title": s.title, "name": s.name, "email": s.email,
+                                  "copied": s.copied} for s in self.signatories]
+        record["ignored_because"] = self.ignored_because
+        record["other_files"] = list(self.other_files)
+        c = self.correspondence
+        record["correspondence"] = None if c is None else {
+            "sender": c.sender, "message_id": c.message_id, "subject": c.subject, "references": list(c.references),
+            "addressed_to": list(c.addressed_to), "correspondents": list(c.correspondents)}
+        if self.reply is not None:
+            r = self.reply
+            record["reply"] = {"kind": r.kind.value, "to": list(r.to), "cc": list(r.cc), "subject": r.subject,
+                               "body": r.text, "html": r.html, "in_reply_to": r.in_reply_to,
+                               "references": list(r.references), "from_address": r.from_address}
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Verdict":
+        """The verdict ``to_record`` stored. Records written before ``RECORD_VERSION`` 2 kept signatory titles in
+        a separate map and no correspondence; they read back with what they have."""
+        titles = record.get("signatory_titles") or {}
+        received = record.get("received_at")
+        c = record.get("correspondence")
+        r = record.get("reply")
+        school = record.get("school") or {}
+        return cls(
+            message_id=record.get("message_id") or "",
+            received_at=datetime.fromisoformat(received) if received else None,
+            sender=record.get("sender"),
+            status=Status(record["status"]),
+            programme=record.get("programme"),
+            hub=record.get("hub"),
+            attachment=record.get("attachment"),
+            school_name=school.get("name"),
+            school_urn=school.get("urn"),
+            fields=dict(record.get("fields") or {}),
+            issues=tuple(FieldIssue(i["field"], i.get("label", i["field"]), i.get("section", ""),
+                                    IssueKind(i["kind"]), i.get("reason", "")) for i in record.get("issues") or ()
+                         if "kind" in i),
+            signatories=tuple(SignatoryState(s["role"], s.get("title") or titles.get(s["role"], s["role"]),
+                                             s.get("name"), s.get("email"), bool(s.get("copied")))
+                              for s in record.get("signatories") or ()),
+            late=bool(record.get("late")),
+            flags=tuple(Flag(FlagCode(f["code"]), f.get("detail", "")) for f in record.get("flags") or ()),
+            problems=tuple(record.get("problems") or ()),
+            ignored_because=record.get("ignored_because"),
+            other_files=tuple(record.get("other_files") or ()),
+            correspondence=None if not c else Correspondence(
+                sender=c.get("sender"), message_id=c.get("message_id", ""), subject=c.get("subject", ""),
+                references=tuple(c.get("references") or ()), addressed_to=tuple(c.get("addressed_to") or ()),
+                correspondents=tuple(c.get("correspondents") or ())),
+            reply=None if not r else Reply(
+                kind=EmailKind(r["kind"]), to=tuple(r.get("to") or ()), cc=tuple(r.get("cc") or ()),
+                subject=r.get("subject", ""), text=r.get("body", ""), html=r.get("html", ""),
+                in_reply_to=r.get("in_reply_to", ""), references=tuple(r.get("references") or ()),
+                from_address=r.get("from_address", "")),
+        )
+
+
+# Version 2: signatories carry their titles, the correspondence is kept, the reply is whole.
+RECORD_VERSION = 2

@@ -28,6 +28,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from rules.verdict import Status
+from templates import EmailKind
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware datetimes in, aware UTC datetimes out. SQLite keeps no zone, so everything is normalised to UTC first;
@@ -53,9 +56,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(timezone.utc)
 
 
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
+def _enum(cls: type[enum.Enum], name: str, length: int = 32) -> Enum:
     # Store the values ("stored"), not the member names ("STORED"); VARCHAR, no CHECK, so new states need no DDL.
-    return Enum(cls, name=name, native_enum=False, create_constraint=False, length=32,
+    return Enum(cls, name=name, native_enum=False, create_constraint=False, length=length,
                 values_callable=lambda members: [m.value for m in members])
 
 
@@ -72,6 +75,35 @@ class OutboxState(enum.StrEnum):
     FAILED = "failed"            # permanent failure, or out of attempts
     UNCERTAIN = "uncertain"      # a worker died mid-send: the server may have accepted it, so it is not resent
                                  # automatically; the digest asks a person to check and requeue it
+
+
+class EventKind(enum.StrEnum):
+    """Every kind of entry in the event log."""
+
+    # A message and what was decided about it (one of the first five per processed message).
+    APPLICATION_VERSION = "application_version"
+    THREAD_REPLY = "thread_reply"
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    DUPLICATE = "duplicate"
+    SIGNATORY_CONFIRMED = "signatory_confirmed"
+    REPLY_SUPPRESSED = "reply_suppressed"
+    PROCESSING_FAILED = "processing_failed"
+    MESSAGE_QUARANTINED = "message_quarantined"
+    # The mailbox.
+    MAILBOX_ERROR = "mailbox_error"
+    UIDVALIDITY_CHANGED = "uidvalidity_changed"
+    MESSAGE_SKIPPED = "message_skipped"
+    # The outbox.
+    REPLY_SENT = "reply_sent"
+    REPLY_RETRY = "reply_retry"
+    REPLY_FAILED = "reply_failed"
+    REPLY_UNCERTAIN = "reply_uncertain"
+    REPLY_REQUEUED = "reply_requeued"
+    # Scheduled jobs.
+    REMINDER_QUEUED = "reminder_queued"
+    DIGEST_QUEUED = "digest_queued"
+    RETENTION = "retention"
 
 
 class ApplicationStatus(enum.StrEnum):
@@ -131,8 +163,9 @@ class Message(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     claimed_at: Mapped[datetime | None]
     processed_at: Mapped[datetime | None]
-    # The verdict (migration 0002): its status ("complete", "ignored"...), the full record, and the application.
-    verdict_status: Mapped[str | None] = mapped_column(String(32))
+    # The verdict (migration 0002): its status, the full record (``Verdict.to_record``; read it back with
+    # ``Verdict.from_record``), and the application.
+    verdict_status: Mapped[Status | None] = mapped_column(_enum(Status, "verdict_status"))
     verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     application_id: Mapped[int | None] = mapped_column(ForeignKey("applications.id", ondelete="SET NULL"))
 
@@ -214,11 +247,12 @@ class OutboxItem(Base):
         UniqueConstraint("dedupe_key", name="uq_outbox_dedupe_key"),
         UniqueConstraint("message_id", name="uq_outbox_message_id"),
         Index("ix_outbox_due", "state", "next_attempt_at"),
+        Index("ix_outbox_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     hub_id: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[EmailKind] = mapped_column(_enum(EmailKind, "email_kind", 64))
     dedupe_key: Mapped[str] = mapped_column(String(255))
     source_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"), index=True)
     application_id: Mapped[int | None] = mapped_column(ForeignKey("applications.id", ondelete="SET NULL"))
@@ -236,6 +270,7 @@ class OutboxItem(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
     last_error: Mapped[str | None] = mapped_column(Text)
+    refused: Mapped[bool] = mapped_column(Boolean, default=False)   # the receiving server refused it (5xx)
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     claimed_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
@@ -253,7 +288,7 @@ class Event(Base):
     at: Mapped[datetime]
     hub_id: Mapped[str | None] = mapped_column(String(64))
     actor: Mapped[str] = mapped_column(String(128))
-    kind: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[EventKind] = mapped_column(_enum(EventKind, "event_kind", 64))
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
     application_id: Mapped[int | None] = mapped_column(ForeignKey("applications.id", ondelete="SET NULL"))
     outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"))

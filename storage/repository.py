@@ -9,12 +9,12 @@ that need them.
 from __future__ import annotations
 
 import hashlib
-from email.utils import parseaddr
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from email.utils import parseaddr
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, or_, select, update
@@ -26,6 +26,7 @@ from storage.models import (
     ApplicationStatus,
     ApplicationVersion,
     Event,
+    EventKind,
     JobClaim,
     MailboxState,
     Message,
@@ -34,13 +35,12 @@ from storage.models import (
     OutboxState,
     Signatory,
 )
+from templates import EmailKind
 
 DEFAULT_MESSAGE_LEASE = timedelta(minutes=15)
 DEFAULT_SEND_LEASE = timedelta(minutes=10)
 DEFAULT_MAX_MESSAGE_ATTEMPTS = 5
 # last_error of a reply taken over from a worker that stopped mid-send: the one case that may send twice.
-#: How a FAILED row's last_error starts when the receiving server refused it (5xx), as opposed to retries running out.
-REFUSED_PREFIX = "refused by the mail server: "
 INTERRUPTED_MARKER = "the worker stopped while sending: it may or may not have been delivered"
 
 T = TypeVar("T")
@@ -195,7 +195,7 @@ def claim_next_message(session: Session, *, worker: str, now: datetime | None = 
         assert message is not None
         if message.attempts > max_attempts:
             mark_quarantined(session, message, error=f"gave up after {max_attempts} attempts", now=now)
-            record_event(session, "message_quarantined", hub_id=message.hub_id, actor=worker,
+            record_event(session, EventKind.MESSAGE_QUARANTINED, hub_id=message.hub_id, actor=worker,
                          message_id=message.id, detail={"reason": "attempts", "attempts": message.attempts},
                          now=now)
             continue
@@ -311,7 +311,7 @@ def deterministic_message_id(dedupe_key: str, domain: str) -> str:
     return f"<hubbot.{digest}@{domain or 'hubbot.invalid'}>"
 
 
-def enqueue_reply(session: Session, *, hub_id: str, kind: str, from_addr: str, to: Iterable[str],
+def enqueue_reply(session: Session, *, hub_id: str, kind: EmailKind, from_addr: str, to: Iterable[str],
                   subject: str, text: str, cc: Iterable[str] = (), html: str | None = None,
                   source_message_id: int | None = None, application_id: int | None = None,
                   dedupe_key: str | None = None, headers: dict[str, str] | None = None,
@@ -322,7 +322,7 @@ def enqueue_reply(session: Session, *, hub_id: str, kind: str, from_addr: str, t
     if dedupe_key is None:
         if source_message_id is None:
             raise ValueError("enqueue_reply needs source_message_id or an explicit dedupe_key")
-        dedupe_key = f"msg:{source_message_id}:{kind}"
+        dedupe_key = f"msg:{source_message_id}:{EmailKind(kind).value}"
     lookup = select(OutboxItem).where(OutboxItem.dedupe_key == dedupe_key)
     found = session.scalar(lookup)
     if found is not None:
@@ -417,9 +417,12 @@ def mark_sent(session: Session, item: OutboxItem, *, now: datetime | None = None
                    claimed_by=None, claimed_at=None)
 
 
-def mark_failed(session: Session, item: OutboxItem, *, error: str, now: datetime | None = None) -> bool:
-    return _finish(session, item, state=OutboxState.FAILED, last_error=error[:2000], claimed_by=None,
-                   claimed_at=None)
+def mark_failed(session: Session, item: OutboxItem, *, error: str, refused: bool = False,
+                now: datetime | None = None) -> bool:
+    """Failed for good: ``refused`` when the receiving server refused it (the address does not work), otherwise
+    our side gave up (retries ran out)."""
+    return _finish(session, item, state=OutboxState.FAILED, last_error=error[:2000], refused=refused,
+                   claimed_by=None, claimed_at=None)
 
 
 def schedule_retry(session: Session, item: OutboxItem, *, error: str, delay: timedelta,
@@ -430,7 +433,7 @@ def schedule_retry(session: Session, item: OutboxItem, *, error: str, delay: tim
 
 # ---- events and jobs ------------------------------------------------------------------------------------------
 
-def record_event(session: Session, kind: str, *, hub_id: str | None = None, actor: str = "bot",
+def record_event(session: Session, kind: EventKind, *, hub_id: str | None = None, actor: str = "bot",
                  message_id: int | None = None, application_id: int | None = None, outbox_id: int | None = None,
                  detail: dict[str, Any] | None = None, now: datetime | None = None) -> Event:
     """Append to the audit log. Put ids, codes and counts in ``detail``, never names or addresses."""

@@ -1,13 +1,41 @@
-"""Every e-mail hubbot sends, as a template trio: ``<name>.subject.j2``, ``<name>.txt.j2`` and ``<name>.html.j2``,
-rendered by one function, ``render_email``. The HTML environment autoescapes; none of them may use a value that
-was not handed in, so a typo in a template fails loudly in tests instead of sending a blank."""
+"""Every e-mail hubbot sends, as a template trio: ``<kind>.subject.j2``, ``<kind>.txt.j2`` and ``<kind>.html.j2``,
+rendered by one function, ``render_email``, at queue time. ``EmailKind`` names every kind there is (replies to
+schools, reminders, staff e-mails): a new e-mail is a member here, a template trio, and the code that queues it.
+The HTML environment autoescapes; none of them may use a value that was not handed in, so a typo in a template
+fails loudly in tests instead of sending a blank."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 from typing import Any
 
 import jinja2
+
+
+class EmailKind(StrEnum):
+    """Every e-mail the bot sends; the value is the template trio's name and the outbox row's ``kind``."""
+
+    # Replies to the e-mail a school sent (the verdict's reply).
+    ACKNOWLEDGEMENT = "acknowledgement"
+    MISSING_INFORMATION = "missing_information"
+    UNREADABLE = "unreadable"
+    MISSING_ATTACHMENT = "missing_attachment"
+    # Reminders, queued by the calendar.
+    REMINDER = "reminder"
+    SIGNATORY_REMINDER = "signatory_reminder"
+    # To hub staff.
+    STAFF_NOTICE = "staff_notice"
+    DIGEST = "digest"
+
+    @property
+    def is_reply(self) -> bool:
+        """An answer to one received e-mail (counted against the per-address daily cap)."""
+        return self in _REPLIES
+
+
+_REPLIES = frozenset({EmailKind.ACKNOWLEDGEMENT, EmailKind.MISSING_INFORMATION, EmailKind.UNREADABLE,
+                      EmailKind.MISSING_ATTACHMENT})
 
 
 @dataclass(frozen=True)
@@ -25,7 +53,9 @@ def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
     return jinja2.Environment(autoescape=False, **common), jinja2.Environment(autoescape=True, **common)
 
 
-def render_email(name: str, context: dict[str, Any]) -> RenderedEmail:
+def render_email(kind: EmailKind, context: dict[str, Any]) -> RenderedEmail:
+    """The subject, text and HTML of one e-mail of ``kind`` from its template trio and ``context``."""
+    name = EmailKind(kind).value
     plain, html = _environments()
     subject = plain.get_template(f"{name}.subject.j2").render(context)
     # A subject is one header line: nothing a school typed may break it into two.

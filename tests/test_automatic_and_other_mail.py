@@ -12,11 +12,23 @@ from pathlib import Path
 import pytest
 
 from rules.pipeline import LOOP_HEADER, CheckSettings, assess
-from rules.verdict import ReplyKind, Status
-from samples.applications import application_email, complete_answers, fill_form, programme
-from samples.mail import (
-    DOCX_TYPE, bounce_report, build_email, forgot_attachment_email, mailing_list_post, out_of_office, question_email,
+from rules.verdict import Status
+from samples.applications import (
+    application_email,
+    complete_answers,
+    fill_form,
+    programme,
 )
+from samples.mail import (
+    DOCX_TYPE,
+    bounce_report,
+    build_email,
+    forgot_attachment_email,
+    mailing_list_post,
+    out_of_office,
+    question_email,
+)
+from templates import EmailKind
 
 SETTINGS = CheckSettings.builtin()
 PID = "primary-trg-pilot-2019"
@@ -86,7 +98,7 @@ def test_please_find_attached_with_no_file_is_no_form() -> None:
     verdict = assess(raw, SETTINGS)
     assert verdict.status is Status.NO_FORM
     assert verdict.reply is not None
-    assert verdict.reply.kind is ReplyKind.MISSING_ATTACHMENT
+    assert verdict.reply.kind is EmailKind.MISSING_ATTACHMENT
     assert verdict.reply.to == ("k.wright@valley.example.sch.uk",)
     assert verdict.problems
 
@@ -100,7 +112,7 @@ def test_no_form_when_only_a_non_form_document_is_attached() -> None:
                       attachments=[("Cover letter.docx", letter, DOCX_TYPE)])
     verdict = assess(raw, SETTINGS)
     assert verdict.status is Status.NO_FORM
-    assert verdict.reply.kind is ReplyKind.MISSING_ATTACHMENT
+    assert verdict.reply.kind is EmailKind.MISSING_ATTACHMENT
     assert "Cover letter.docx" in verdict.reply.text
 
 

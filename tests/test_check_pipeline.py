@@ -13,13 +13,19 @@ from functools import cache
 import pytest
 
 from rules.pipeline import CheckSettings, assess
-from rules.verdict import FlagCode, IssueKind, ReplyKind, Status, Verdict
+from rules.verdict import FlagCode, IssueKind, Status, Verdict
 from samples.applications import (
-    FORM_FILES, application_email, complete_answers, correspondents, fill_form, programme,
+    FORM_FILES,
+    application_email,
+    complete_answers,
+    correspondents,
+    fill_form,
+    programme,
 )
 from samples.forms import FillStyle, FormFiller, form_path, minimal_docx
 from samples.mail import build_email
 from samples.pdf import docx_to_pdf
+from templates import EmailKind
 
 SETTINGS = CheckSettings.builtin()
 PROGRAMMES = list(FORM_FILES)
@@ -136,7 +142,7 @@ def test_placeholder_controls_never_filled_give_missing_fields(programme_id: str
     required = [f.id for f in programme(programme_id).fields if f.required]
     assert verdict.missing_fields == required
     assert all(value is None for value in verdict.fields.values())
-    assert verdict.reply.kind is ReplyKind.MISSING_INFORMATION
+    assert verdict.reply.kind is EmailKind.MISSING_INFORMATION
 
 
 @pytest.mark.parametrize("programme_id", ["secondary-tfm-wg-2016", "secondary-tfm-wg-2024"])
@@ -187,7 +193,7 @@ def test_copy_patterns(programme_id: str, pattern: str) -> None:
         last = signatories[-1].role
         assert not_copied == [last]
         assert verdict.status is Status.INCOMPLETE
-        assert verdict.reply.kind is ReplyKind.MISSING_INFORMATION
+        assert verdict.reply.kind is EmailKind.MISSING_INFORMATION
         state = verdict.signatories[-1]
         assert (state.name, state.email) == (answers[f"{last}.name"], answers[f"{last}.email"])
     elif pattern == "none":
@@ -196,7 +202,7 @@ def test_copy_patterns(programme_id: str, pattern: str) -> None:
     else:
         assert not_copied == []
         assert verdict.status is Status.COMPLETE
-        assert verdict.reply.kind is ReplyKind.ACKNOWLEDGEMENT
+        assert verdict.reply.kind is EmailKind.ACKNOWLEDGEMENT
 
 
 def test_hub_address_on_the_form_never_counts_as_copied() -> None:
@@ -217,7 +223,7 @@ def test_missing_required_field(programme_id: str) -> None:
     assert verdict.missing_fields == ["school.urn"]
     assert verdict.invalid_fields == []
     assert verdict.fields["school.urn"] is None
-    assert verdict.reply.kind is ReplyKind.MISSING_INFORMATION
+    assert verdict.reply.kind is EmailKind.MISSING_INFORMATION
 
 
 @pytest.mark.parametrize("non_answer", ["n/a", "N/A", "-", "TBC", "none"])
@@ -241,7 +247,7 @@ def test_invalid_field_per_validator(programme_id: str, field_id: str, bad: str)
     assert [i.field for i in verdict.invalid_fields] == [field_id]
     assert verdict.invalid_fields[0].reason
     assert verdict.missing_fields == []
-    assert verdict.reply.kind is ReplyKind.MISSING_INFORMATION
+    assert verdict.reply.kind is EmailKind.MISSING_INFORMATION
     assert programme(programme_id).field(field_id).label in verdict.reply.text
 
 
@@ -450,7 +456,7 @@ def test_missing_information_reply_lists_everything_in_one_email() -> None:
     verdict = assess(raw, SETTINGS)
     assert verdict.status is Status.INCOMPLETE
     reply = verdict.reply
-    assert reply.kind is ReplyKind.MISSING_INFORMATION
+    assert reply.kind is EmailKind.MISSING_INFORMATION
     problems = {"teacher1.trn", "school.urn", "teacher2.year_groups"}
     assert {i.field for i in verdict.issues} == problems
     for field_id in problems:
@@ -477,7 +483,7 @@ def test_acknowledgement_reply_for_complete() -> None:
     raw = application_email(pid, filled(pid))
     verdict = assess(raw, SETTINGS)
     reply = verdict.reply
-    assert reply.kind is ReplyKind.ACKNOWLEDGEMENT
+    assert reply.kind is EmailKind.ACKNOWLEDGEMENT
     assert "Valley School" in reply.text and programme(pid).title in reply.text
     assert "after the deadline" not in reply.text
     assert reply.to == ("office@valley.example.sch.uk",)

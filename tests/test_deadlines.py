@@ -14,9 +14,16 @@ import pytest
 from bot.config import parse_config
 from bot.context import check_settings
 from rules.pipeline import CheckSettings, assess
-from rules.verdict import FlagCode, ReplyKind, Status
-from samples.applications import LONDON, application_email, complete_answers, correspondents, fill_form
+from rules.verdict import FlagCode, Status
+from samples.applications import (
+    LONDON,
+    application_email,
+    complete_answers,
+    correspondents,
+    fill_form,
+)
 from samples.mail import DOCX_TYPE, build_email
+from templates import EmailKind
 
 SETTINGS = CheckSettings.builtin()
 UTC = timezone.utc
@@ -163,7 +170,7 @@ def test_late_application_is_acknowledged_with_the_late_sentence() -> None:
     flag = next(f for f in verdict.flags if f.code is FlagCode.LATE)
     assert "29 June 2024" in flag.detail and "28 June 2024" in flag.detail
     reply = verdict.reply
-    assert reply.kind is ReplyKind.ACKNOWLEDGEMENT
+    assert reply.kind is EmailKind.ACKNOWLEDGEMENT
     assert "arrived after the deadline of 28 June 2024" in reply.text
     assert "after the deadline of 28 June 2024" in reply.html
     assert verdict.to_json()["late"] is True

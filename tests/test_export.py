@@ -37,6 +37,7 @@ from bot.staff.export import (
     write_xlsx,
 )
 from rules.definitions import load_registry
+from rules.verdict import Status, Verdict
 from samples.applications import SCHOOLS, application_email, complete_answers, fill_form, programme
 from samples.mail import build_email
 from storage.models import Application, ApplicationStatus, ApplicationVersion
@@ -116,7 +117,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
 
     # Valley sends the corrected form the next day; Hillside's missing signatory confirms in the thread.
     deliver(central, form_email(P24, VALLEY, at(2024, 6, 21, 9, 15)), at(2024, 6, 21, 9, 15))
-    waiting = [i for i in bot.sending.outbox() if i.kind == "missing_information" and HILLSIDE.domain in i.to[0]]
+    waiting = [i for i in bot.outbox() if i.kind == "missing_information" and HILLSIDE.domain in i.to[0]]
     assert len(waiting) == 1
     teacher2 = HILLSIDE.person("teacher2")
     assert teacher2 is not None
@@ -136,7 +137,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
                                            school_name=HILLSIDE.name, status=ApplicationStatus.UNREADABLE,
                                            now=at(2019, 3, 2, 9, 0))
         add_application_version(session, app, message_id=None, fields={}, status=ApplicationStatus.UNREADABLE,
-                                verdict={"received_at": at(2019, 3, 2, 8, 59).isoformat(), "issues": []},
+                                verdict=Verdict(message_id="", received_at=at(2019, 3, 2, 8, 59), sender=None,
+                                                status=Status.UNREADABLE, programme=P19, hub="north").to_record(),
                                 now=at(2019, 3, 2, 9, 0))
     yield Exported(directory, config, bot, load_registry())
     bot.close()

@@ -15,13 +15,25 @@ from hypothesis import strategies as st
 
 from parsers.types import Limits
 from rules.pipeline import CheckSettings, assess
-from rules.verdict import ReplyKind, Status
+from rules.verdict import Status
 from samples.applications import application_email, complete_answers, fill_form
 from samples.forms import (
-    entity_bomb_docx, legacy_doc, many_members_docx, ratio_bomb_docx, truncated, zip_bomb_docx,
+    entity_bomb_docx,
+    legacy_doc,
+    many_members_docx,
+    ratio_bomb_docx,
+    truncated,
+    zip_bomb_docx,
 )
 from samples.mail import DOCX_TYPE, build_email
-from samples.pdf import docx_to_pdf, encrypted_pdf, many_page_pdf, scanned_pdf, truncated_pdf
+from samples.pdf import (
+    docx_to_pdf,
+    encrypted_pdf,
+    many_page_pdf,
+    scanned_pdf,
+    truncated_pdf,
+)
+from templates import EmailKind
 
 SETTINGS = CheckSettings.builtin()
 PID = "secondary-tfm-wg-2024"
@@ -58,7 +70,7 @@ def assert_unreadable(verdict, *, mentions: tuple[str, ...] = ()) -> None:
         sentence = re.sub(r"^[^:]*\.\w+: ", "", problem)   # several files: "name.docx: why"
         assert sentence[0].isupper() and sentence.rstrip().endswith("."), problem
         assert not JARGON.search(sentence), problem
-    assert verdict.reply is not None and verdict.reply.kind is ReplyKind.UNREADABLE
+    assert verdict.reply is not None and verdict.reply.kind is EmailKind.UNREADABLE
     for problem in verdict.problems:
         assert problem in verdict.reply.text
     text = " ".join(verdict.problems).lower()

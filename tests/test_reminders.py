@@ -29,14 +29,23 @@ import pytest
 import time_machine
 from sqlalchemy import select
 
-from bot.staff import jobs
-from bot.staff.views import application_views
-from bot.staff.reminders import DueReminder, ReminderKind, describe
 from bot.sending.smtp import SendResult, SendStatus
-from samples.applications import LONDON, SCHOOLS, School, application_email, complete_answers, fill_form, programme
+from bot.staff import jobs
+from bot.staff.reminders import DueReminder, describe
+from bot.staff.views import application_views
+from samples.applications import (
+    LONDON,
+    SCHOOLS,
+    School,
+    application_email,
+    complete_answers,
+    fill_form,
+    programme,
+)
 from samples.mail import bounce_report, build_email
 from storage.db import open_database
 from storage.models import ApplicationStatus, OutboxItem, OutboxState
+from templates import EmailKind
 from tests.test_workflow import Bot, deliver, sent_files, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,7 +141,7 @@ def remind(bot: Bot, now: datetime, *, send: bool = True) -> list[DueReminder]:
 
 
 def reminder_rows(bot: Bot) -> list[OutboxItem]:
-    kinds = [k.value for k in ReminderKind]
+    kinds = [EmailKind.REMINDER, EmailKind.SIGNATORY_REMINDER, EmailKind.STAFF_NOTICE]
     return bot.scalars(select(OutboxItem).where(OutboxItem.kind.in_(kinds)).order_by(OutboxItem.id))
 
 
@@ -162,7 +171,7 @@ def central_mailbox(bot: Bot, mail: Path) -> dict[str, int]:
     assert report.failed_messages == 0 and len(report.outcomes) == 4
 
     ids = app_ids(bot)
-    ask = next(i for i in bot.sending.outbox() if i.application_id == ids[RIVERSIDE.name])
+    ask = next(i for i in bot.outbox() if i.application_id == ids[RIVERSIDE.name])
     when = RECEIVED + timedelta(days=1)
     deliver(mail, confirmation(RIVERSIDE, "teacher2", in_reply_to=ask.message_id,
                                references=("<form-riverside@riverside.example.sch.uk>", ask.message_id), when=when),
@@ -219,7 +228,7 @@ def test_seven_day_reminder_lists_exactly_what_is_missing_and_the_signatory_note
     by_key = {d.key: d for d in due}
 
     stannes = by_key[f"reminder:{ids[STANNES.name]}:7"]
-    assert stannes.kind is ReminderKind.SCHOOL
+    assert stannes.kind is EmailKind.REMINDER
     assert stannes.to == ("office@stannes.example.sch.uk",)
     assert set(stannes.cc) == {person(STANNES, r)[1] for r in ("head", "hod", "teacher1", "teacher2")}
     text = stannes.email.text
@@ -239,12 +248,12 @@ def test_seven_day_reminder_lists_exactly_what_is_missing_and_the_signatory_note
     assert "Still needed on the form" not in hillside.email.text
 
     note = by_key[f"reminder:{ids[HILLSIDE.name]}:7:teacher2"]
-    assert note.kind is ReminderKind.SIGNATORY
+    assert note.kind is EmailKind.SIGNATORY_REMINDER
     assert note.to == (waiting_address,) and note.cc == ()
     assert f"Dear {waiting_name}" in note.email.text and "Mastery Advocate Teacher 2" in note.email.text
     assert "I confirm" in note.email.text
     # Nobody else gets a signatory note; the copied signatories are only ever in the school reminder's Cc.
-    notes = [d for d in due if d.kind is ReminderKind.SIGNATORY]
+    notes = [d for d in due if d.kind is EmailKind.SIGNATORY_REMINDER]
     assert [d.to for d in notes] == [(waiting_address,)]
 
     # Sent by the outbox as ordinary threaded, auto-submitted mail.
@@ -582,7 +591,7 @@ def test_staff_get_a_note_before_a_notification_date_with_the_counts(tmp_path: P
         ids = app_ids(b)
         assert remind(b, datetime(2019, 3, 19, 8, 59, 59, tzinfo=LONDON)) == []
         (note,) = remind(b, datetime(2019, 3, 19, 9, 0, tzinfo=LONDON))
-        assert note.kind is ReminderKind.STAFF
+        assert note.kind is EmailKind.STAFF_NOTICE
         assert note.key == f"staff:cambridge:{TRG}:2019-03-22"
         assert note.to == (TRG_STAFF,) and note.cc == ()
         text = note.email.text
@@ -708,7 +717,7 @@ def test_a_reply_that_ran_out_of_retries_does_not_stop_the_reminders(tmp_path: P
 
 def test_reminders_do_not_claim_to_answer_an_email_that_just_arrived(bot: Bot, round_: dict[str, int]) -> None:
     due = remind(bot, SEVEN, send=False)
-    assert {d.kind for d in due} == {ReminderKind.SCHOOL, ReminderKind.SIGNATORY}
+    assert {d.kind for d in due} == {EmailKind.REMINDER, EmailKind.SIGNATORY_REMINDER}
     for d in due:
         assert "when your e-mail arrived" not in d.email.text, d.key
         assert "when your e-mail arrived" not in d.email.html, d.key

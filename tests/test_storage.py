@@ -13,7 +13,15 @@ from sqlalchemy import inspect, select
 
 from storage import repository as repo
 from storage.db import open_database
-from storage.models import ApplicationStatus, Base, Event, MessageState, OutboxItem, OutboxState
+from storage.models import (
+    ApplicationStatus,
+    Base,
+    Event,
+    MessageState,
+    OutboxItem,
+    OutboxState,
+)
+from templates import EmailKind
 
 NOW = datetime(2024, 6, 28, 9, 0, tzinfo=timezone.utc)
 
@@ -194,7 +202,7 @@ def test_applications_versions_signatories_and_retention(db):
         repo.confirm_signatory(s, head, message_id=m.id, now=NOW)
         assert head.confirmed and head.confirmed_by_message_id == m.id
         repo.mark_processed(s, m, now=NOW)
-        repo.enqueue_reply(s, hub_id="h", kind="ack", from_addr="hub@example.org", to=["x@example.org"],
+        repo.enqueue_reply(s, hub_id="h", kind=EmailKind.ACKNOWLEDGEMENT, from_addr="hub@example.org", to=["x@example.org"],
                            subject="s", text="t", source_message_id=m.id, now=NOW)
         repo.record_event(s, "processed", hub_id="h", message_id=m.id, application_id=app.id, now=NOW)
         pending = repo.store_raw_message(s, hub_id="h", folder="INBOX", uidvalidity=1, uid=2, raw=raw(2),

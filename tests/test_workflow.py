@@ -26,7 +26,7 @@ from bot.config import load_config
 from bot.context import check_settings
 from bot.worker import Worker
 from bot.workflow import Workflow
-from rules.verdict import FlagCode, ReplyKind
+from rules.verdict import FlagCode
 from storage.db import Database, open_database
 from storage.models import (
     Application,
@@ -39,13 +39,38 @@ from storage.models import (
     OutboxState,
     Signatory,
 )
+from templates import EmailKind
 
 try:  # the builders are moving from tests/builder to samples/
-    from samples.applications import LONDON, application_email, complete_answers, fill_form, programme
-    from samples.mail import bounce_report, build_email, forgot_attachment_email, out_of_office, question_email
+    from samples.applications import (
+        LONDON,
+        application_email,
+        complete_answers,
+        fill_form,
+        programme,
+    )
+    from samples.mail import (
+        bounce_report,
+        build_email,
+        forgot_attachment_email,
+        out_of_office,
+        question_email,
+    )
 except ImportError:  # pragma: no cover
-    from tests.builder.applications import LONDON, application_email, complete_answers, fill_form, programme
-    from tests.builder.mail import bounce_report, build_email, forgot_attachment_email, out_of_office, question_email
+    from tests.builder.applications import (
+        LONDON,
+        application_email,
+        complete_answers,
+        fill_form,
+        programme,
+    )
+    from tests.builder.mail import (
+        bounce_report,
+        build_email,
+        forgot_attachment_email,
+        out_of_office,
+        question_email,
+    )
 
 PID = "secondary-tfm-wg-2024"
 HUB_ADDRESS = programme(PID).hub.address
@@ -207,7 +232,7 @@ def test_complete_application_is_acknowledged_once_in_the_thread(any_bot: Bot, t
     report = any_bot.run()
 
     assert report.fetched == {"central": 1} and report.failed_messages == 0
-    assert [(o.status.value, o.reply) for o in report.outcomes] == [("complete", ReplyKind.ACKNOWLEDGEMENT)]
+    assert [(o.status.value, o.reply) for o in report.outcomes] == [("complete", EmailKind.ACKNOWLEDGEMENT)]
     files = sent_files(tmp_path / "outbox")
     assert len(files) == 1
     reply = files[0]
@@ -234,7 +259,7 @@ def test_incomplete_application_gets_one_reply_listing_everything(bot: Bot, tmp_
     deliver(tmp_path / "mail", raw)
     report = bot.run()
 
-    assert [(o.status.value, o.reply) for o in report.outcomes] == [("incomplete", ReplyKind.MISSING_INFORMATION)]
+    assert [(o.status.value, o.reply) for o in report.outcomes] == [("incomplete", EmailKind.MISSING_INFORMATION)]
     (reply,) = sent_files(tmp_path / "outbox")
     text = body_text(reply)
     (message,) = bot.messages()
@@ -249,8 +274,8 @@ def test_incomplete_application_gets_one_reply_listing_everything(bot: Bot, tmp_
     assert [s["role"] for s in not_copied] == ["teacher2"]
     for signatory in not_copied:
         assert signatory["name"] in text and signatory["email"] in text
-    assert [i.kind for i in bot.sending.outbox()] == ["missing_information"]
-    (app,) = bot.staff.views()
+    assert [i.kind for i in bot.outbox()] == ["missing_information"]
+    (app,) = bot.applications()
     assert app.status is ApplicationStatus.INCOMPLETE
 
 
@@ -296,7 +321,7 @@ def test_signatory_confirming_in_the_thread_completes_the_application(any_bot: B
 
     (outcome,) = report.outcomes
     assert outcome.confirmed_roles == (person.role,)
-    assert outcome.reply is ReplyKind.ACKNOWLEDGEMENT
+    assert outcome.reply is EmailKind.ACKNOWLEDGEMENT
     (app,) = any_bot.applications()
     assert app.status is ApplicationStatus.COMPLETE
     assert any_bot.signatories(app.id)[person.role].confirmed
@@ -341,7 +366,7 @@ def test_same_message_id_with_different_bytes_is_flagged_duplicate(any_bot: Bot,
     assert len(messages) == 2 and all(m.state is MessageState.PROCESSED for m in messages)
     flags = [o.flags for o in report.outcomes]
     assert FlagCode.DUPLICATE not in flags[0] and FlagCode.DUPLICATE in flags[1]
-    assert [o.reply for o in report.outcomes] == [ReplyKind.ACKNOWLEDGEMENT, None]
+    assert [o.reply for o in report.outcomes] == [EmailKind.ACKNOWLEDGEMENT, None]
     (app,) = any_bot.applications()
     assert len(any_bot.versions(app.id)) == 1
     assert len(any_bot.outbox()) == 1 and len(sent_files(tmp_path / "outbox")) == 1
@@ -381,7 +406,7 @@ def test_automatic_mail_is_stored_and_never_answered(bot: Bot, tmp_path: Path, k
     assert message.raw == raw
     assert message.state is MessageState.PROCESSED and message.verdict_status == "ignored"
     assert [o.reply for o in report.outcomes] == [None]
-    assert bot.sending.outbox() == [] and sent_files(tmp_path / "outbox") == []
+    assert bot.outbox() == [] and sent_files(tmp_path / "outbox") == []
 
 
 @pytest.mark.parametrize("cap", [None, 2])
@@ -456,7 +481,7 @@ def test_failing_message_is_retried_then_quarantined_while_the_others_are_proces
     assert len(bot.events("processing_failed")) == 3 and len(bot.events("message_quarantined")) == 1
     for ok in ("<ok-1@valley.example.sch.uk>", "<ok-2@valley.example.sch.uk>"):
         assert by_id[ok].state is MessageState.PROCESSED
-    items = bot.sending.outbox()
+    items = bot.outbox()
     assert sorted(i.in_reply_to for i in items) == ["<ok-1@valley.example.sch.uk>", "<ok-2@valley.example.sch.uk>"]
     assert len(sent_files(tmp_path / "outbox")) == 2
 

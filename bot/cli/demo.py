@@ -208,20 +208,21 @@ def run_demo(root: Path, *, now: datetime | None = None) -> int:
     table.add_column("reply", no_wrap=True)
     from sqlalchemy import select
 
+    from rules.verdict import Status, Verdict
     from storage.models import Message, OutboxItem
 
     with db.session() as session:
         replies = {m.source_message_id: m for m in session.scalars(select(OutboxItem))}
         for message in session.scalars(select(Message).order_by(Message.id)):
-            verdict = message.verdict or {}
+            verdict = Verdict.from_record(message.verdict) if message.verdict else None
             reply = replies.get(message.id)
-            flags = ", ".join(f["code"] for f in verdict.get("flags") or [])
-            status = message.verdict_status or "-"
-            if message.application_id is not None and status == "not_application":
+            flags = ", ".join(f.code.value for f in verdict.flags) if verdict else ""
+            status = message.verdict_status.value if message.verdict_status else "-"
+            if message.application_id is not None and message.verdict_status is Status.NOT_APPLICATION:
                 status = "signatory confirmed"
             table.add_row(message.hub_id,
                           titles.get(message.raw, "?"), f"{status}\n({flags})" if flags else status,
-                          reply.kind.replace("_", " ") if reply else "none")
+                          reply.kind.value.replace("_", " ") if reply else "none")
     console.print(table)
     outbox = root / "outbox"
     console.print(f"{sum(report.fetched.values())} e-mails read, {report.outbox.sent} replies written to "

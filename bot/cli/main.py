@@ -92,8 +92,8 @@ def _load_config(path_arg: str | None):
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from bot.context import check_settings
     from bot.cli.summary import format_summary
+    from bot.context import check_settings
     from rules.pipeline import assess
 
     settings = check_settings(_load_config(args.config))
@@ -287,7 +287,7 @@ def cmd_remind(args: argparse.Namespace) -> int:
 
 def cmd_requeue(args: argparse.Namespace) -> int:
     from storage import repository as repo
-    from storage.models import OutboxItem
+    from storage.models import EventKind, OutboxItem
 
     config, db, worker, now = _staff_context(args)
     status = 0
@@ -298,7 +298,7 @@ def cmd_requeue(args: argparse.Namespace) -> int:
                 print(f"reply {reply_id}: not found, or not failed/uncertain: left as it is", file=sys.stderr)
                 status = 2
                 continue
-            repo.record_event(session, "reply_requeued", hub_id=item.hub_id, actor="staff", outbox_id=item.id,
+            repo.record_event(session, EventKind.REPLY_REQUEUED, hub_id=item.hub_id, actor="staff", outbox_id=item.id,
                               now=now)
             print(f"reply {reply_id}: queued again")
     report = worker.send_due()

@@ -29,7 +29,7 @@ from bot.sending.smtp import (
 from rules.automatic import LOOP_HEADER
 from storage import repository as repo
 from storage.db import Database
-from storage.models import OutboxItem
+from storage.models import EventKind, OutboxItem
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
     with db.session() as session:
         for item in repo.park_interrupted_sends(session, now=now or repo.utcnow(), lease=policy.lease):
             report.uncertain += 1
-            repo.record_event(session, "reply_uncertain", hub_id=item.hub_id, actor=worker, outbox_id=item.id,
+            repo.record_event(session, EventKind.REPLY_UNCERTAIN, hub_id=item.hub_id, actor=worker, outbox_id=item.id,
                               message_id=item.source_message_id, application_id=item.application_id,
                               detail={"kind": item.kind}, now=now)
     for _ in range(max_items):
@@ -166,22 +166,22 @@ def _record(db: Database, item_id: int, worker: str, attempts: int, result: Send
         if result.status is SendStatus.SENT:
             if repo.mark_sent(session, item, now=at):
                 report.sent += 1
-                repo.record_event(session, "reply_sent", hub_id=item.hub_id, actor=worker, outbox_id=item.id,
+                repo.record_event(session, EventKind.REPLY_SENT, hub_id=item.hub_id, actor=worker, outbox_id=item.id,
                                   message_id=item.source_message_id, application_id=item.application_id,
                                   detail={**detail, "refused_recipients": result.refused_recipients}, now=at)
         elif result.status is SendStatus.TEMPORARY and attempts < policy.max_attempts:
             delay = backoff(attempts, policy)
             if repo.schedule_retry(session, item, error=result.detail, delay=delay, now=at):
                 report.retried += 1
-                repo.record_event(session, "reply_retry", hub_id=item.hub_id, actor=worker, outbox_id=item.id,
+                repo.record_event(session, EventKind.REPLY_RETRY, hub_id=item.hub_id, actor=worker, outbox_id=item.id,
                                   message_id=item.source_message_id,
                                   detail={**detail, "delay_seconds": int(delay.total_seconds())}, now=at)
         else:
             # A refusal (5xx) means the address does not work; running out of retries means our side failed.
-            error = (f"{repo.REFUSED_PREFIX}{result.detail}" if result.status is SendStatus.PERMANENT
-                     else f"gave up after {attempts} attempts: {result.detail}")
-            if repo.mark_failed(session, item, error=error, now=at):
+            refused = result.status is SendStatus.PERMANENT
+            error = result.detail if refused else f"gave up after {attempts} attempts: {result.detail}"
+            if repo.mark_failed(session, item, error=error, refused=refused, now=at):
                 report.failed += 1
-                repo.record_event(session, "reply_failed", hub_id=item.hub_id, actor=worker, outbox_id=item.id,
+                repo.record_event(session, EventKind.REPLY_FAILED, hub_id=item.hub_id, actor=worker, outbox_id=item.id,
                                   message_id=item.source_message_id,
                                   detail={**detail, "status": result.status.value}, now=at)

@@ -27,20 +27,22 @@ from bot.staff.views import (
 )
 from rules.calendar import LONDON, days_until
 from rules.pipeline import CheckSettings
+from rules.verdict import Status, Verdict
 from storage import repository as repo
 from storage.models import (
     ApplicationStatus,
     Event,
+    EventKind,
     Message,
     MessageState,
     OutboxItem,
     OutboxState,
 )
-from templates import RenderedEmail, render_email
+from templates import EmailKind, RenderedEmail, render_email
 
 UPCOMING_DAYS = 60
 DUE_SOON_DAYS = 7
-NEEDS_PERSON = ("not_application", "unreadable", "no_form")
+NEEDS_PERSON = (Status.NOT_APPLICATION, Status.UNREADABLE, Status.NO_FORM)
 STAFF_FLAGS = ("late", "region", "wrong_hub", "word_guidance", "resubmission", "duplicate")
 
 
@@ -95,7 +97,7 @@ class Digest:
 
 def _last_digest_time(session: Session, hub_id: str) -> datetime | None:
     return session.scalar(select(OutboxItem.created_at).where(OutboxItem.hub_id == hub_id,
-                                                               OutboxItem.kind == "digest")
+                                                               OutboxItem.kind == EmailKind.DIGEST)
                           .order_by(OutboxItem.created_at.desc()).limit(1))
 
 
@@ -143,16 +145,16 @@ def build_digest(session: Session, config: Config, settings: CheckSettings, hub:
         Message.verdict_status.in_(NEEDS_PERSON), Message.state == MessageState.QUARANTINED)).order_by(Message.id)
     for message in session.scalars(needing):
         sender, subject = _headers(message.raw)
-        verdict = message.verdict or {}
         if message.state is MessageState.QUARANTINED:
             status, note = "quarantined", "hubbot could not process this message; please read it"
         elif message.application_id is not None:
             continue   # a signatory's reply in an application's thread: already handled
         else:
-            status = message.verdict_status or ""
-            note = "; ".join(verdict.get("problems") or []) or {
-                "not_application": "a question or a note for you",
-                "no_form": "says a form is attached, but none was"}.get(status, "")
+            verdict = Verdict.from_record(message.verdict) if message.verdict else None
+            status = message.verdict_status.value if message.verdict_status else ""
+            note = "; ".join(verdict.problems if verdict else ()) or {
+                Status.NOT_APPLICATION: "a question or a note for you",
+                Status.NO_FORM: "says a form is attached, but none was"}.get(message.verdict_status, "")
         digest.needs_person.append(MailForStaff(message.received_at, sender, subject, status, note))
 
     bounced = bounced_addresses(session, hub.id)
@@ -160,8 +162,8 @@ def build_digest(session: Session, config: Config, settings: CheckSettings, hub:
     # until a person requeues it, but only a new problem makes a day not quiet.
     recent = set(session.scalars(select(Event.outbox_id).where(
         Event.hub_id == hub.id, Event.at >= since, Event.outbox_id.is_not(None),
-        Event.kind.in_(["reply_failed", "reply_uncertain", "reply_retry"]))))
-    problems = select(OutboxItem).where(OutboxItem.hub_id == hub.id, OutboxItem.kind != "digest", or_(
+        Event.kind.in_([EventKind.REPLY_FAILED, EventKind.REPLY_UNCERTAIN, EventKind.REPLY_RETRY]))))
+    problems = select(OutboxItem).where(OutboxItem.hub_id == hub.id, OutboxItem.kind != EmailKind.DIGEST, or_(
         OutboxItem.state.in_([OutboxState.FAILED, OutboxState.UNCERTAIN]),
         and_(OutboxItem.state == OutboxState.PENDING, OutboxItem.attempts > 0))).order_by(OutboxItem.id)
     for item in session.scalars(problems):
@@ -198,7 +200,7 @@ def render_digest(digest: Digest) -> RenderedEmail:
         "ahead": [{"day": f"{d.day:%a %-d %b %Y}", "days_left": d.days_left, "programme": d.programme,
                    "what": d.what} for d in digest.ahead],
     }
-    return render_email("digest", context)
+    return render_email(EmailKind.DIGEST, context)
 
 
 def _row(app: ApplicationView) -> dict:
@@ -228,10 +230,10 @@ def queue_digest(session: Session, digest: Digest, now: datetime, *, actor: str)
         return False
     rendered = render_digest(digest)
     result = repo.enqueue_reply(
-        session, hub_id=digest.hub.id, kind="digest", from_addr=formataddr((digest.hub.name, digest.hub.address)),
+        session, hub_id=digest.hub.id, kind=EmailKind.DIGEST, from_addr=formataddr((digest.hub.name, digest.hub.address)),
         to=digest.hub.staff, subject=rendered.subject, text=rendered.text, html=rendered.html,
         dedupe_key=_digest_key(digest), now=now)
     if result.created:
-        repo.record_event(session, "digest_queued", hub_id=digest.hub.id, actor=actor, outbox_id=result.item.id,
+        repo.record_event(session, EventKind.DIGEST_QUEUED, hub_id=digest.hub.id, actor=actor, outbox_id=result.item.id,
                           detail={"new": len(digest.new), "needs_person": len(digest.needs_person)}, now=now)
     return result.created

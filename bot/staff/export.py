@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from rules.calendar import LONDON
 from rules.definitions import ProgrammeDefinition, Registry
+from rules.verdict import Verdict
 from storage.models import Application, ApplicationVersion, Message, Signatory
 
 DATETIME_TEXT = "%Y-%m-%d %H:%M"         # CSV: a shape Excel turns into a date by itself
@@ -229,12 +230,8 @@ def _row(app: Application, columns: Sequence[Column], latest: ApplicationVersion
 
 def _received(version: ApplicationVersion | None, tz: ZoneInfo) -> datetime | None:
     # The server's receipt time recorded in the verdict; never the processing time (programmes.md).
-    text = (version.verdict or {}).get("received_at") if version else None
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+    moment = Verdict.from_record(version.verdict).received_at if version and version.verdict else None
+    if moment is None:
         return None
     return moment.astimezone(tz) if moment.tzinfo else moment.replace(tzinfo=tz)
 

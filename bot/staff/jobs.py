@@ -13,6 +13,7 @@ from bot.staff.reminders import DueReminder, due_reminders, queue_reminders
 from rules.pipeline import CheckSettings
 from storage import repository as repo
 from storage.db import Database
+from storage.models import EventKind
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,6 @@ def apply_retention(db: Database, config: Config, now: datetime) -> repo.Retenti
         return None
     with db.session() as session:
         report = repo.delete_personal_data(session, older_than=now - timedelta(days=config.retention_days))
-        repo.record_event(session, "retention", detail=vars(report), now=now)
+        repo.record_event(session, EventKind.RETENTION, detail=vars(report), now=now)
     log.info("retention: deleted %s", vars(report))
     return report

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import formataddr
-from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
@@ -22,19 +21,13 @@ from rules.calendar import LONDON, days_until, due_reminder_point, due_staff_not
 from rules.pipeline import CheckSettings
 from rules.replies import issues_by_section
 from storage import repository as repo
-from storage.models import ApplicationStatus
-from templates import RenderedEmail, render_email
-
-
-class ReminderKind(StrEnum):
-    SCHOOL = "reminder"
-    SIGNATORY = "signatory_reminder"
-    STAFF = "staff_notice"
+from storage.models import ApplicationStatus, EventKind
+from templates import EmailKind, RenderedEmail, render_email
 
 
 @dataclass(frozen=True)
 class DueReminder:
-    kind: ReminderKind
+    kind: EmailKind               # reminder, signatory_reminder or staff_notice
     key: str                      # the outbox dedupe key: one reminder per key, ever
     hub: HubSettings
     to: tuple[str, ...]
@@ -81,8 +74,8 @@ def due_reminders(session: Session, config: Config, settings: CheckSettings, now
                            "applications": [{"school": a.display_name, "urn": a.urn or "not valid",
                                              "status": a.status.value, "flags": ", ".join(a.flags)} for a in mine]}
                 due.append(DueReminder(
-                    ReminderKind.STAFF, f"staff:{hub.id}:{programme_id}:{notice.date.isoformat()}", hub,
-                    tuple(hub.staff), (), render_email("staff_notice", context),
+                    EmailKind.STAFF_NOTICE, f"staff:{hub.id}:{programme_id}:{notice.date.isoformat()}", hub,
+                    tuple(hub.staff), (), render_email(EmailKind.STAFF_NOTICE, context),
                     f"staff note: {programme_id} {notice.what} on {notice.date}"))
     return [d for d in due if not repo.outbox_has(session, d.key)]
 
@@ -98,8 +91,8 @@ def _for_application(app: ApplicationView, hub: HubSettings, days_before: int, d
                    and s.email != app.sender)
     if app.sender and app.sender not in bounced:
         out.append(DueReminder(
-            ReminderKind.SCHOOL, f"reminder:{app.id}:{days_before}", hub, (app.sender,), signed,
-            render_email("reminder", context),
+            EmailKind.REMINDER, f"reminder:{app.id}:{days_before}", hub, (app.sender,), signed,
+            render_email(EmailKind.REMINDER, context),
             f"{school}: {len(app.issues)} field problem(s), {len(app.awaiting)} signatory(ies) awaited; "
             f"{days_before}-day reminder", app.id, app.school_message_id))
     for signatory in app.awaiting:
@@ -108,8 +101,8 @@ def _for_application(app: ApplicationView, hub: HubSettings, days_before: int, d
         note = {**base, "school_name": school, "days_left": days_left, "title": signatory.title,
                 "name": signatory.name}
         out.append(DueReminder(
-            ReminderKind.SIGNATORY, f"reminder:{app.id}:{days_before}:{signatory.role}", hub, (signatory.email,),
-            (), render_email("signatory_reminder", note),
+            EmailKind.SIGNATORY_REMINDER, f"reminder:{app.id}:{days_before}:{signatory.role}", hub, (signatory.email,),
+            (), render_email(EmailKind.SIGNATORY_REMINDER, note),
             f"{school}: {signatory.title} asked to confirm; {days_before}-day reminder", app.id,
             app.school_message_id))
     return out
@@ -120,13 +113,13 @@ def queue_reminders(session: Session, reminders: list[DueReminder], now: datetim
     queued = 0
     for r in reminders:
         result = repo.enqueue_reply(
-            session, hub_id=r.hub.id, kind=r.kind.value, from_addr=formataddr((r.hub.name, r.hub.address)),
+            session, hub_id=r.hub.id, kind=r.kind, from_addr=formataddr((r.hub.name, r.hub.address)),
             to=r.to, cc=r.cc, subject=r.email.subject, text=r.email.text, html=r.email.html,
             application_id=r.application_id, dedupe_key=r.key, in_reply_to=r.in_reply_to,
             references=r.in_reply_to, now=now)
         if result.created:
             queued += 1
-            repo.record_event(session, "reminder_queued", hub_id=r.hub.id, actor=actor,
+            repo.record_event(session, EventKind.REMINDER_QUEUED, hub_id=r.hub.id, actor=actor,
                               application_id=r.application_id, outbox_id=result.item.id,
                               detail={"kind": r.kind.value, "key": r.key}, now=now)
     return queued

@@ -11,8 +11,15 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.repository import REFUSED_PREFIX
-from storage.models import Application, ApplicationStatus, ApplicationVersion, Message, OutboxItem, OutboxState
+from rules.verdict import IssueKind, Status, Verdict
+from storage.models import (
+    Application,
+    ApplicationStatus,
+    ApplicationVersion,
+    Message,
+    OutboxItem,
+    OutboxState,
+)
 
 
 @dataclass(frozen=True)
@@ -79,19 +86,18 @@ def application_views(session: Session, *, hub_id: str | None = None,
     views = []
     for app in session.scalars(query):
         latest = session.get(ApplicationVersion, app.latest_version_id) if app.latest_version_id else None
-        record = latest.verdict if latest else {}
-        titles = record.get("signatory_titles", {})
-        source = session.get(Message, latest.message_id) if latest and latest.message_id else None
-        received = record.get("received_at")
+        verdict = Verdict.from_record(latest.verdict) if latest else None
+        titles = {s.role: s.title for s in verdict.signatories} if verdict else {}
         views.append(ApplicationView(
             id=app.id, hub_id=app.hub_id, programme=app.programme, school_name=app.school_name,
             school_urn=app.school_urn, status=app.status, flags=tuple(latest.flags or ()) if latest else (),
-            issues=tuple(IssueView(i["label"], i["section"], i["reason"], i["kind"] == "missing")
-                         for i in record.get("issues", [])),
+            issues=tuple(IssueView(i.label, i.section, i.reason, i.kind is IssueKind.MISSING)
+                         for i in (verdict.issues if verdict else ())),
             signatories=tuple(SignatoryView(s.role, titles.get(s.role, s.role), s.name, s.email, s.copied,
                                             s.confirmed, s.confirmed_at) for s in app.signatories),
-            sender=record.get("sender"), school_message_id=source.message_id if source else None,
-            received_at=datetime.fromisoformat(received) if received else None,
+            sender=verdict.sender if verdict else None,
+            school_message_id=(verdict.message_id or None) if verdict else None,
+            received_at=verdict.received_at if verdict else None,
             created_at=app.created_at, versions=len(app.versions),
         ))
     return views
@@ -103,11 +109,11 @@ def bounced_addresses(session: Session, hub_id: str) -> frozenset[str]:
     found: set[str] = set()
     # Only refusals count: a reply that failed because our relay was down says nothing about the address.
     refused = select(OutboxItem.to).where(OutboxItem.hub_id == hub_id, OutboxItem.state == OutboxState.FAILED,
-                                          OutboxItem.last_error.startswith(REFUSED_PREFIX))
+                                          OutboxItem.refused.is_(True))
     for to in session.scalars(refused):
         found.update(address.lower() for address in to)
     # Automatic mail is a small share of a mailbox; only delivery reports among it are parsed.
-    ignored = select(Message.raw).where(Message.hub_id == hub_id, Message.verdict_status == "ignored")
+    ignored = select(Message.raw).where(Message.hub_id == hub_id, Message.verdict_status == Status.IGNORED)
     for raw in session.scalars(ignored):
         if b"delivery-status" in raw:
             found.update(_failed_recipients(raw))

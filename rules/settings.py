@@ -1,0 +1,38 @@
+"""What reading and deciding need to know beyond the message: the programme definitions, the hubs, the file
+limits, and each hub's own dates (from the config's ``[hubs.dates."<programme>"]``). One frozen value, built once
+per run from the config (``bot.context``) or from the built-ins (``CheckSettings.builtin()`` for ``check``)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+
+from parsers.types import Limits
+from rules.calendar import ProgrammeDates, programme_dates
+from rules.checks import HubView
+from rules.definitions import Notification, ProgrammeDefinition, Registry, load_registry
+from rules.hubs import HubDirectory
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    registry: Registry
+    hubs: HubDirectory
+    limits: Limits = Limits()
+    # (hub id, programme id) -> deadline / notification dates, from the config's [hubs.dates."<programme>"].
+    deadlines: Mapping[tuple[str, str], date] = field(default_factory=dict)
+    notifications: Mapping[tuple[str, str], tuple[Notification, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def builtin(cls) -> "CheckSettings":
+        registry = load_registry()
+        return cls(registry=registry, hubs=HubDirectory.builtin(registry))
+
+    def deadline(self, hub: HubView | None, programme: ProgrammeDefinition) -> date | None:
+        if hub is not None and (hub.id, programme.id) in self.deadlines:
+            return self.deadlines[(hub.id, programme.id)]
+        return programme.deadline
+
+    def dates(self, hub_id: str, programme: ProgrammeDefinition) -> ProgrammeDates:
+        return programme_dates(programme, deadline=self.deadlines.get((hub_id, programme.id)),
+                               notifications=self.notifications.get((hub_id, programme.id)))
