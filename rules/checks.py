@@ -1,8 +1,9 @@
 """The checks run on a recognised form, each a small named thing with a description and one ``check()``.
 
-Every check sees the same ``FormContext`` and returns its findings (field issues, flags, signatory states); the
-policy, ``DEFAULT_POLICY``, is just the list of checks in order. The pipeline runs all of them and decides once,
-so a school gets one complete reply, never a drip of partial ones.
+Every check sees the same ``FormContext`` and adds its findings (field issues, flags, signatory states). Each is
+registered once by name (a name registered twice is an import-time error); the policy is data: ``DEFAULT_POLICY``
+names the checks in order, and a programme definition may name more (``checks = [...]``), which run after them.
+The pipeline runs all of them and decides once, so a school gets one complete reply, never a drip of partial ones.
 """
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Protocol
 
+from parsers.errors import ConfigError
 from rules.calendar import LONDON, deadline_end
 from rules.definitions import FieldDefinition, ProgrammeDefinition, WordLimitKind
 from rules.maths_hubs import MathsHub, match_maths_hub
 from rules.text import is_non_answer, normalise, word_count
-from rules.validators import VALIDATORS
+from rules.validators import VALIDATORS, FieldContext
 from rules.verdict import FieldIssue, Flag, FlagCode, IssueKind, SignatoryState
 
 
@@ -55,6 +57,18 @@ class Check(Protocol):
     def check(self, ctx: FormContext, findings: Findings) -> None: ...
 
 
+CHECKS: dict[str, Check] = {}
+
+
+def register(cls: type) -> type:
+    """Register one instance of a check class under its ``name``; twice is an error."""
+    check = cls()
+    if check.name in CHECKS:
+        raise ValueError(f"check {check.name!r} is registered twice")
+    CHECKS[check.name] = check
+    return cls
+
+
 
 
 def is_answered(value: str | None) -> bool:
@@ -65,6 +79,7 @@ def _issue(programme: ProgrammeDefinition, f: FieldDefinition, kind: IssueKind, 
     return FieldIssue(field=f.id, label=programme.display_label(f), section=f.section, kind=kind, reason=reason)
 
 
+@register
 class FieldValues:
     name = "field-values"
     description = "Each answer is present where required (conditions included) and passes its validator."
@@ -81,7 +96,8 @@ class FieldValues:
                               f"{f.required_when.equals.capitalize()}"
                     findings.issues.append(_issue(ctx.programme, f, IssueKind.MISSING, why))
                 continue
-            checked = VALIDATORS[f.validator](raw or "")
+            checked = VALIDATORS[f.validator](raw or "", FieldContext(f.id, ctx.answers, ctx.hub.id if ctx.hub else None,
+                                                                      ctx.received_at))
             findings.values[f.id] = checked.value
             if checked.reason:
                 findings.issues.append(_issue(ctx.programme, f, IssueKind.INVALID, checked.reason))
@@ -96,6 +112,7 @@ class FieldValues:
         return (findings.values.get(f.required_when.field) or "").lower() == f.required_when.equals
 
 
+@register
 class WordLimits:
     name = "word-limits"
     description = "'Up to N words' answers are at most N words; 'about N' over 1.5 x N is flagged for staff."
@@ -114,6 +131,7 @@ class WordLimits:
                                            f"{f.label}: {words} words against about {f.words.limit} asked for"))
 
 
+@register
 class SignatoriesCopied:
     name = "signatories-copied"
     description = "Every signatory's address from the form is in the e-mail's From, To or Cc (the hub's never counts)."
@@ -130,6 +148,7 @@ class SignatoriesCopied:
             findings.signatories.append(SignatoryState(s.role, s.label, name, email, copied))
 
 
+@register
 class Deadline:
     name = "deadline"
     description = "Received by 23:59:59 London time on the deadline day; later is kept and flagged 'late'."
@@ -143,6 +162,7 @@ class Deadline:
                                                       f"deadline of {ctx.deadline:%d %B %Y}"))
 
 
+@register
 class Region:
     name = "region"
     description = "For programmes limited to some local authorities, the address names one of them or their towns."
@@ -160,6 +180,7 @@ class Region:
             findings.flags.append(Flag(FlagCode.REGION, rule.detail))
 
 
+@register
 class HubMatch:
     name = "hub-match"
     description = "The form belongs to the hub whose mailbox received it, and any Maths Hub it names agrees."
@@ -187,17 +208,28 @@ class HubMatch:
                                        f"the form names {named.name}, but it was sent to {hub.name}"))
 
 
-DEFAULT_POLICY: tuple[Check, ...] = (
-    FieldValues(), WordLimits(), SignatoriesCopied(), Deadline(), Region(), HubMatch(),
-)
+# The order matters: the values are read and normalised before word limits and the region look at them.
+DEFAULT_POLICY: tuple[str, ...] = ("field-values", "word-limits", "signatories-copied", "deadline", "region",
+                                   "hub-match")
 
 
-def run_checks(ctx: FormContext, policy: tuple[Check, ...] = DEFAULT_POLICY) -> Findings:
+def policy_for(programme: ProgrammeDefinition) -> tuple[Check, ...]:
+    """The checks a programme's forms get: the default policy, then any the programme adds. A name no check is
+    registered under is a ``ConfigError`` naming the definition file."""
+    names = (*DEFAULT_POLICY, *(n for n in programme.checks if n not in DEFAULT_POLICY))
+    unknown = [n for n in names if n not in CHECKS]
+    if unknown:
+        raise ConfigError(f"{programme.source or programme.id}: checks: {', '.join(unknown)} is not a known check "
+                          f"(known: {', '.join(sorted(CHECKS))})")
+    return tuple(CHECKS[name] for name in names)
+
+
+def run_checks(ctx: FormContext, policy: tuple[Check, ...] | None = None) -> Findings:
     findings = Findings()
-    for check in policy:
+    for check in policy if policy is not None else policy_for(ctx.programme):
         check.check(ctx, findings)
     return findings
 
 
-__all__ = ["DEFAULT_POLICY", "Findings", "FormContext", "HubView", "run_checks"]
+__all__ = ["CHECKS", "DEFAULT_POLICY", "Findings", "FormContext", "HubView", "policy_for", "register", "run_checks"]
 

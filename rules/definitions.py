@@ -17,8 +17,8 @@ from typing import Any
 
 from parsers.errors import ConfigError
 from parsers.toml_table import TomlTable
+from rules.validators import VALIDATORS
 
-VALIDATORS = frozenset({"text", "address", "statement", "urn", "email", "trn", "telephone", "yes_no", "maths_hub"})
 FIELD_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$")
 
 
@@ -106,6 +106,7 @@ class ProgrammeDefinition:
     signatories: tuple[Signatory, ...]
     region: RegionRule | None = None
     hub_eligibility: HubEligibility | None = None
+    checks: tuple[str, ...] = ()       # checks this programme adds to the default policy (rules.checks), by name
     source: str = ""
     _by_id: dict[str, FieldDefinition] = field(default_factory=dict, repr=False, compare=False)
 
@@ -171,7 +172,7 @@ def parse_definition(data: dict[str, Any], source: str) -> ProgrammeDefinition:
     """Build and validate one programme from its parsed TOML; ``source`` names the file in errors."""
     top = TomlTable(data, source)
     top.only("id", "title", "short_title", "recognise", "hub", "dates", "hints", "sections", "fields",
-             "signatories", "eligibility")
+             "signatories", "eligibility", "checks")
     recognise = _required_table(top, "recognise")
     recognise.only("title_patterns")
     patterns = []
@@ -226,8 +227,8 @@ def parse_definition(data: dict[str, Any], source: str) -> ProgrammeDefinition:
         hub=HubInfo(hub.get("id", str), hub.get("name", str), hub.get("address", str).lower()),
         deadline=dates.date("deadline"), notifications=tuple(notifications),
         hints=tuple(top.get("hints", list, [])), sections=sections, fields=tuple(fields),
-        signatories=tuple(signatories), region=region, hub_eligibility=hub_eligibility, source=source,
-        _by_id=by_id,
+        signatories=tuple(signatories), region=region, hub_eligibility=hub_eligibility,
+        checks=tuple(top.get("checks", list, [])), source=source, _by_id=by_id,
     )
 
 

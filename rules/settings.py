@@ -9,7 +9,7 @@ from datetime import date
 
 from parsers.types import Limits
 from rules.calendar import ProgrammeDates, programme_dates
-from rules.checks import HubView
+from rules.checks import HubView, policy_for
 from rules.definitions import Notification, ProgrammeDefinition, Registry, load_registry
 from rules.hubs import HubDirectory
 
@@ -22,6 +22,12 @@ class CheckSettings:
     # (hub id, programme id) -> deadline / notification dates, from the config's [hubs.dates."<programme>"].
     deadlines: Mapping[tuple[str, str], date] = field(default_factory=dict)
     notifications: Mapping[tuple[str, str], tuple[Notification, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A programme naming a check that does not exist fails here, when the settings are made, not on a school's
+        # e-mail.
+        for programme in self.registry.programmes:
+            policy_for(programme)
 
     @classmethod
     def builtin(cls) -> "CheckSettings":

@@ -1,13 +1,17 @@
 """Field validators: each takes an answer (already stripped of hints) and returns the normalised value and, when
 the answer is present but wrong, a reason a school secretary understands.
 
-The names here are the ``validator`` values used in the programme definition files.
+Each is registered once under the name a programme definition uses (``validator = "urn"``); registering a name twice
+is an error at import. A validator sees its field's ``FieldContext`` (the other answers, the hub, the receipt time),
+so a rule about one answer that needs to know more is still a validator; a rule about the form as a whole (word
+limits, signatories, the deadline) is a check in ``rules.checks``.
 """
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from rules.text import join_lines, one_line
 
@@ -22,19 +26,48 @@ class Checked:
     reason: str | None = None
 
 
-def check_text(value: str) -> Checked:
+@dataclass(frozen=True)
+class FieldContext:
+    """What a validator may know beyond the answer itself."""
+
+    field_id: str
+    answers: Mapping[str, str | None] = field(default_factory=dict)   # every answer on the form, as read
+    hub_id: str | None = None
+    received_at: datetime | None = None
+
+
+Validator = Callable[[str, FieldContext | None], Checked]
+VALIDATORS: dict[str, Validator] = {}
+
+
+def validator(name: str) -> Callable[[Callable[..., Checked]], Callable[..., Checked]]:
+    """Register a validator under ``name``, the value programme definitions use. A name registered twice is an
+    import-time error, so two rules can never silently answer to one name."""
+    def register(function: Callable[..., Checked]) -> Callable[..., Checked]:
+        if name in VALIDATORS:
+            raise ValueError(f"validator {name!r} is registered twice")
+        VALIDATORS[name] = function
+        return function
+    return register
+
+
+@validator("text")
+def check_text(value: str, context: FieldContext | None = None) -> Checked:
     return Checked(join_lines(value))
 
 
-def check_address(value: str) -> Checked:
+@validator("address")
+def check_address(value: str, context: FieldContext | None = None) -> Checked:
     return Checked(join_lines(value, ", "))
 
 
-def check_statement(value: str) -> Checked:
+@validator("statement")
+def check_statement(value: str, context: FieldContext | None = None) -> Checked:
     return Checked(value.strip())
 
 
-def check_urn(value: str) -> Checked:
+@validator("urn")
+def check_urn(value: str, context: FieldContext | None = None) -> Checked:
     compact = one_line(value)
     digits = re.sub(r"\s", "", compact)
     if re.fullmatch(r"\d{6}", digits):
@@ -58,7 +91,8 @@ def extract_email(value: str) -> str:
     return text
 
 
-def check_email(value: str) -> Checked:
+@validator("email")
+def check_email(value: str, context: FieldContext | None = None) -> Checked:
     address = extract_email(value)
     if _EMAIL.match(address) and ".." not in address:
         return Checked(address.lower())
@@ -69,7 +103,8 @@ def check_email(value: str) -> Checked:
     return Checked(address, "this is not a valid e-mail address")
 
 
-def check_trn(value: str) -> Checked:
+@validator("trn")
+def check_trn(value: str, context: FieldContext | None = None) -> Checked:
     compact = re.sub(r"\s", "", value).upper()
     if re.fullmatch(r"\d{7}", compact) or compact == "UQT":
         return Checked(compact)
@@ -79,7 +114,8 @@ def check_trn(value: str) -> Checked:
                                     "or UQT if unqualified)")
 
 
-def check_telephone(value: str) -> Checked:
+@validator("telephone")
+def check_telephone(value: str, context: FieldContext | None = None) -> Checked:
     compact = re.sub(r"[\s()\-.]", "", value)
     if compact.startswith("+44"):
         compact = "0" + compact[3:].lstrip("0")
@@ -88,7 +124,8 @@ def check_telephone(value: str) -> Checked:
     return Checked(one_line(value), "a telephone number has 10 or 11 digits")
 
 
-def check_yes_no(value: str) -> Checked:
+@validator("yes_no")
+def check_yes_no(value: str, context: FieldContext | None = None) -> Checked:
     word = one_line(value).strip(" .!").lower()
     if word in {"yes", "y"}:
         return Checked("yes")
@@ -101,19 +138,8 @@ def check_yes_no(value: str) -> Checked:
     return Checked(one_line(value), "please answer Yes or No")
 
 
-def check_maths_hub(value: str) -> Checked:
+@validator("maths_hub")
+def check_maths_hub(value: str, context: FieldContext | None = None) -> Checked:
     # Kept as the school wrote it; the hub-match check decides what it names.
     return Checked(join_lines(value))
 
-
-VALIDATORS: dict[str, Callable[[str], Checked]] = {
-    "text": check_text,
-    "address": check_address,
-    "statement": check_statement,
-    "urn": check_urn,
-    "email": check_email,
-    "trn": check_trn,
-    "telephone": check_telephone,
-    "yes_no": check_yes_no,
-    "maths_hub": check_maths_hub,
-}
