@@ -27,6 +27,20 @@ from bot.context import check_settings
 from bot.worker import Worker
 from bot.workflow import Workflow
 from rules.verdict import FlagCode
+from samples.applications import (
+    LONDON,
+    application_email,
+    complete_answers,
+    fill_form,
+    programme,
+)
+from samples.mail import (
+    bounce_report,
+    build_email,
+    forgot_attachment_email,
+    out_of_office,
+    question_email,
+)
 from storage.db import Database, open_database
 from storage.models import (
     Application,
@@ -40,37 +54,6 @@ from storage.models import (
     Signatory,
 )
 from templates import EmailKind
-
-try:  # the builders are moving from tests/builder to samples/
-    from samples.applications import (
-        LONDON,
-        application_email,
-        complete_answers,
-        fill_form,
-        programme,
-    )
-    from samples.mail import (
-        bounce_report,
-        build_email,
-        forgot_attachment_email,
-        out_of_office,
-        question_email,
-    )
-except ImportError:  # pragma: no cover
-    from tests.builder.applications import (
-        LONDON,
-        application_email,
-        complete_answers,
-        fill_form,
-        programme,
-    )
-    from tests.builder.mail import (
-        bounce_report,
-        build_email,
-        forgot_attachment_email,
-        out_of_office,
-        question_email,
-    )
 
 PID = "secondary-tfm-wg-2024"
 HUB_ADDRESS = programme(PID).hub.address
