@@ -20,25 +20,10 @@ from sqlalchemy.orm import Session
 from bot.config import Config
 from parsers.email import parse_email
 from parsers.types import ParsedEmail
-from rules.decision import (
-    Action,
-    ApplicationHistory,
-    Decision,
-    History,
-    SignatoryHistory,
-    application_key,
-    decide,
-)
+from rules.decision import Action, ApplicationHistory, Decision, History, SignatoryHistory, application_key, decide
 from rules.pipeline import CheckSettings, read_email
 from rules.verdict import FlagCode, Reply, Status, Verdict
-from storage.models import (
-    Application,
-    ApplicationStatus,
-    ApplicationVersion,
-    EventKind,
-    Message,
-    OutboxItem,
-)
+from storage.models import Application, ApplicationStatus, ApplicationVersion, EventKind, Message, OutboxItem
 from storage.repository import (
     add_application_version,
     confirm_signatory,

@@ -13,12 +13,7 @@ import pytest
 
 from rules.pipeline import LOOP_HEADER, CheckSettings, assess
 from rules.verdict import Status
-from samples.applications import (
-    application_email,
-    complete_answers,
-    fill_form,
-    programme,
-)
+from samples.applications import application_email, complete_answers, fill_form, programme
 from samples.mail import (
     DOCX_TYPE,
     bounce_report,

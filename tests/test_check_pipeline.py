@@ -14,14 +14,7 @@ import pytest
 
 from rules.pipeline import CheckSettings, assess
 from rules.verdict import FlagCode, IssueKind, Status, Verdict
-from samples.applications import (
-    FORM_FILES,
-    application_email,
-    complete_answers,
-    correspondents,
-    fill_form,
-    programme,
-)
+from samples.applications import FORM_FILES, application_email, complete_answers, correspondents, fill_form, programme
 from samples.forms import FillStyle, FormFiller, form_path, minimal_docx
 from samples.mail import build_email
 from samples.pdf import docx_to_pdf

@@ -15,13 +15,7 @@ from bot.config import parse_config
 from bot.context import check_settings
 from rules.pipeline import CheckSettings, assess
 from rules.verdict import FlagCode, Status
-from samples.applications import (
-    LONDON,
-    application_email,
-    complete_answers,
-    correspondents,
-    fill_form,
-)
+from samples.applications import LONDON, application_email, complete_answers, correspondents, fill_form
 from samples.mail import DOCX_TYPE, build_email
 from templates import EmailKind
 

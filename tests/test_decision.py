@@ -8,14 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from parsers.email import parse_email
-from rules.decision import (
-    Action,
-    ApplicationHistory,
-    History,
-    SignatoryHistory,
-    application_key,
-    decide,
-)
+from rules.decision import Action, ApplicationHistory, History, SignatoryHistory, application_key, decide
 from rules.pipeline import CheckSettings, assess, read_email
 from rules.verdict import FlagCode, Status, Verdict
 from samples.applications import application_email, complete_answers, fill_form

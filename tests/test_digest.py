@@ -20,20 +20,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bot.staff import jobs
-from bot.staff.digest import Digest, build_digest, render_digest
 from bot.sending.outbox import OutboxPolicy, eml_sender
 from bot.sending.smtp import SendResult, SendStatus
+from bot.staff import jobs
+from bot.staff.digest import Digest, build_digest, render_digest
 from samples.applications import LONDON, SCHOOLS, School
 from samples.mail import build_email, question_email
 from samples.pdf import scanned_pdf
 from storage.db import open_database
 from storage.models import OutboxItem, OutboxState
 from tests.test_reminders import (
-    all_at_once,
     HUB_ADDRESS,
     PID,
     STAFF,
+    all_at_once,
     confirmation,
     form_email,
     frozen,

@@ -17,22 +17,9 @@ from parsers.types import Limits
 from rules.pipeline import CheckSettings, assess
 from rules.verdict import Status
 from samples.applications import application_email, complete_answers, fill_form
-from samples.forms import (
-    entity_bomb_docx,
-    legacy_doc,
-    many_members_docx,
-    ratio_bomb_docx,
-    truncated,
-    zip_bomb_docx,
-)
+from samples.forms import entity_bomb_docx, legacy_doc, many_members_docx, ratio_bomb_docx, truncated, zip_bomb_docx
 from samples.mail import DOCX_TYPE, build_email
-from samples.pdf import (
-    docx_to_pdf,
-    encrypted_pdf,
-    many_page_pdf,
-    scanned_pdf,
-    truncated_pdf,
-)
+from samples.pdf import docx_to_pdf, encrypted_pdf, many_page_pdf, scanned_pdf, truncated_pdf
 from templates import EmailKind
 
 SETTINGS = CheckSettings.builtin()

@@ -33,15 +33,7 @@ from bot.sending.smtp import SendResult, SendStatus
 from bot.staff import jobs
 from bot.staff.reminders import DueReminder, describe
 from bot.staff.views import application_views
-from samples.applications import (
-    LONDON,
-    SCHOOLS,
-    School,
-    application_email,
-    complete_answers,
-    fill_form,
-    programme,
-)
+from samples.applications import LONDON, SCHOOLS, School, application_email, complete_answers, fill_form, programme
 from samples.mail import bounce_report, build_email
 from storage.db import open_database
 from storage.models import ApplicationStatus, OutboxItem, OutboxState

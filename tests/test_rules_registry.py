@@ -12,15 +12,7 @@ from typing import Any
 import pytest
 
 from parsers.errors import ConfigError
-from rules.checks import (
-    CHECKS,
-    DEFAULT_POLICY,
-    Findings,
-    FormContext,
-    HubView,
-    policy_for,
-    register,
-)
+from rules.checks import CHECKS, DEFAULT_POLICY, Findings, FormContext, HubView, policy_for, register
 from rules.definitions import load_registry
 from rules.maths_hubs import match_maths_hub
 from rules.validators import VALIDATORS, FieldContext, validator

@@ -13,14 +13,7 @@ from sqlalchemy import inspect, select
 
 from storage import repository as repo
 from storage.db import open_database
-from storage.models import (
-    ApplicationStatus,
-    Base,
-    Event,
-    MessageState,
-    OutboxItem,
-    OutboxState,
-)
+from storage.models import ApplicationStatus, Base, Event, MessageState, OutboxItem, OutboxState
 from templates import EmailKind
 
 NOW = datetime(2024, 6, 28, 9, 0, tzinfo=timezone.utc)

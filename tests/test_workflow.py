@@ -27,20 +27,8 @@ from bot.context import check_settings
 from bot.worker import Worker
 from bot.workflow import Workflow
 from rules.verdict import FlagCode
-from samples.applications import (
-    LONDON,
-    application_email,
-    complete_answers,
-    fill_form,
-    programme,
-)
-from samples.mail import (
-    bounce_report,
-    build_email,
-    forgot_attachment_email,
-    out_of_office,
-    question_email,
-)
+from samples.applications import LONDON, application_email, complete_answers, fill_form, programme
+from samples.mail import bounce_report, build_email, forgot_attachment_email, out_of_office, question_email
 from storage.db import Database, open_database
 from storage.models import (
     Application,

@@ -53,21 +53,9 @@ class Sample:
 
 
 def _samples(now: datetime) -> list[Sample]:
-    from samples.applications import (
-        FORM_FILES,
-        SCHOOLS,
-        application_email,
-        complete_answers,
-        fill_form,
-        programme,
-    )
+    from samples.applications import FORM_FILES, SCHOOLS, application_email, complete_answers, fill_form, programme
     from samples.forms import FillStyle
-    from samples.mail import (
-        build_email,
-        forgot_attachment_email,
-        out_of_office,
-        question_email,
-    )
+    from samples.mail import build_email, forgot_attachment_email, out_of_office, question_email
     from samples.pdf import docx_to_pdf, libreoffice_available, scanned_pdf
 
     out: list[Sample] = []

@@ -26,15 +26,7 @@ import imapclient
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from bot.mail.source import (
-    Cursor,
-    ErrorKind,
-    FetchedMessage,
-    FetchRun,
-    MailSourceError,
-    SkippedMessage,
-    SkipReason,
-)
+from bot.mail.source import Cursor, ErrorKind, FetchedMessage, FetchRun, MailSourceError, SkippedMessage, SkipReason
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bot.mail.source import (
-    Cursor,
-    FetchedMessage,
-    FetchRun,
-    MailSourceError,
-    SkippedMessage,
-    SkipReason,
-)
+from bot.mail.source import Cursor, FetchedMessage, FetchRun, MailSourceError, SkippedMessage, SkipReason
 
 LEDGER_NAME = ".hubbot-ledger.json"
 

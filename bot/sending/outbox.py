@@ -19,13 +19,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 
-from bot.sending.smtp import (
-    SendResult,
-    SendStatus,
-    SmtpConnection,
-    SmtpSettings,
-    write_eml,
-)
+from bot.sending.smtp import SendResult, SendStatus, SmtpConnection, SmtpSettings, write_eml
 from rules.automatic import LOOP_HEADER
 from storage import repository as repo
 from storage.db import Database

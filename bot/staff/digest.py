@@ -19,25 +19,12 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from bot.config import Config, HubSettings
-from bot.staff.views import (
-    ApplicationView,
-    SignatoryView,
-    application_views,
-    bounced_addresses,
-)
+from bot.staff.views import ApplicationView, SignatoryView, application_views, bounced_addresses
 from rules.calendar import LONDON, days_until
 from rules.pipeline import CheckSettings
 from rules.verdict import Status, Verdict
 from storage import repository as repo
-from storage.models import (
-    ApplicationStatus,
-    Event,
-    EventKind,
-    Message,
-    MessageState,
-    OutboxItem,
-    OutboxState,
-)
+from storage.models import ApplicationStatus, Event, EventKind, Message, MessageState, OutboxItem, OutboxState
 from templates import EmailKind, RenderedEmail, render_email
 
 UPCOMING_DAYS = 60

@@ -12,14 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rules.verdict import IssueKind, Status, Verdict
-from storage.models import (
-    Application,
-    ApplicationStatus,
-    ApplicationVersion,
-    Message,
-    OutboxItem,
-    OutboxState,
-)
+from storage.models import Application, ApplicationStatus, ApplicationVersion, Message, OutboxItem, OutboxState
 
 
 @dataclass(frozen=True)
