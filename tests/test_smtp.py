@@ -169,7 +169,7 @@ def test_permanent_answer_fails_without_retry(smtp_server, db):
     report = drain_outbox(db, smtp_sender(plain(smtp_server)), worker="w", now=NOW)
     assert report.failed == 1
     row = outbox_row(db, item_id)
-    assert row.state is OutboxState.FAILED and (row.last_error or "").startswith(repo.REFUSED_PREFIX + "550")
+    assert row.state is OutboxState.FAILED and row.refused and (row.last_error or "").startswith("550")
     assert drain_outbox(db, smtp_sender(plain(smtp_server)), worker="w", now=NOW + timedelta(days=1)).claimed == 0
     assert smtp_server.received == []
 
