@@ -34,7 +34,6 @@ from storage.models import EventKind, Message
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-MAX_MESSAGE_ATTEMPTS = 3
 
 
 def system_clock() -> datetime:
@@ -199,14 +198,14 @@ class Worker:
 
     def process_stored(self, report: CycleReport | None = None) -> CycleReport:
         """Process every stored message, one transaction each; a failure is recorded and retried next cycle,
-        and quarantined for a person after ``MAX_MESSAGE_ATTEMPTS``."""
+        and quarantined for a person after ``repo.MAX_MESSAGE_ATTEMPTS``."""
         report = report or CycleReport()
         failed_this_cycle: list[int] = []
         while not self.stop_requested:
             now = self.clock()
             with self.db.session() as session:
                 message = repo.claim_next_message(session, worker=self.worker_id, now=now,
-                                                  max_attempts=MAX_MESSAGE_ATTEMPTS, exclude=failed_this_cycle)
+                                                  max_attempts=repo.MAX_MESSAGE_ATTEMPTS, exclude=failed_this_cycle)
                 if message is None:
                     break
                 message_row_id = message.id
@@ -230,7 +229,7 @@ class Worker:
                                           actor=self.worker_id, message_id=message.id,
                                           detail={"error": type(exc).__name__, "attempt": message.attempts},
                                           now=now)
-                        if message.attempts >= MAX_MESSAGE_ATTEMPTS:
+                        if message.attempts >= repo.MAX_MESSAGE_ATTEMPTS:
                             repo.mark_quarantined(session, message, error=type(exc).__name__, now=now)
                             repo.record_event(session, EventKind.MESSAGE_QUARANTINED, hub_id=message.hub_id,
                                               actor=self.worker_id, message_id=message.id,

@@ -39,7 +39,8 @@ from templates import EmailKind
 
 DEFAULT_MESSAGE_LEASE = timedelta(minutes=15)
 DEFAULT_SEND_LEASE = timedelta(minutes=10)
-DEFAULT_MAX_MESSAGE_ATTEMPTS = 5
+# A message whose processing failed (or whose worker died) this many times is quarantined for a person.
+MAX_MESSAGE_ATTEMPTS = 3
 # last_error of a reply taken over from a worker that stopped mid-send: the one case that may send twice.
 INTERRUPTED_MARKER = "the worker stopped while sending: it may or may not have been delivered"
 
@@ -165,7 +166,7 @@ def find_duplicates(session: Session, *, hub_id: str, message_id: str | None = N
 
 def claim_next_message(session: Session, *, worker: str, now: datetime | None = None, hub_id: str | None = None,
                        lease: timedelta = DEFAULT_MESSAGE_LEASE,
-                       max_attempts: int = DEFAULT_MAX_MESSAGE_ATTEMPTS,
+                       max_attempts: int = MAX_MESSAGE_ATTEMPTS,
                        exclude: Sequence[int] = ()) -> Message | None:
     """Take the oldest stored message nobody holds (or whose holder's lease ran out). A message claimed more than
     ``max_attempts`` times has crashed workers repeatedly; it is quarantined instead of being handed out again."""
