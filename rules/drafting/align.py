@@ -22,6 +22,7 @@ from rules.text import normalise
 
 _SAME_PROMPT = 0.75      # statement prompts: compared over the shorter one's words
 _LOOSE = 0.55            # a reworded label in the same section asking for the same kind of answer
+_SMALL_EDIT = 0.9        # a label this alike (a typo fixed, "/" for "or") is noted in the file, not listed
 
 
 def _numbers(text: str) -> tuple[str, ...]:
@@ -158,7 +159,7 @@ class _Matcher:
                 continue
             same_kind = [o for o in left if not o.prompt and o.validator == f.definition.validator]
             if (old := self._choose(i, same_kind, _LOOSE)) is not None:
-                self.matched[i], self.how[i] = old, "reworded"
+                self.matched[i], self.how[i] = old, "the nearest label asking for the same kind of answer"
         # 3. The same label anywhere else: a row moved to another table or heading.
         for i, f in enumerate(fields):
             if i in self.matched or f.definition.prompt:
@@ -212,6 +213,7 @@ def align(fresh: ProgrammeDraft, layout: FormLayout, base: ProgrammeDefinition, 
     fresh_to_final = {f.definition.id: final_ids[i] for i, f in enumerate(fresh.fields)}
     ids = set(final_ids.values())
     fields: list[DraftField] = []
+    reworded: dict[tuple[str, str, str | None], list[str]] = {}
     for i, f in enumerate(fresh.fields):
         d = f.definition
         old = matcher.matched.get(i)
@@ -246,15 +248,23 @@ def align(fresh: ProgrammeDraft, layout: FormLayout, base: ProgrammeDefinition, 
                                                              f"'{condition.equals}', which is gone: now optional."))
             condition = None
         how = matcher.how.get(i)
-        if label_key(d.label) != label_key(old.label) and not d.prompt or how:
+        if (label_key(d.label) != label_key(old.label) and not d.prompt) or how:
             notes.append(("label", f"was '{old.label}'" if label_key(d.label) != label_key(old.label) else how))
-            what = f"'{old.label}' ({old.id}) now reads '{d.label}'" if d.label != old.label else \
-                f"'{d.label}' ({old.id})"
-            confirm.append(ConfirmItem(ConfirmKind.REWORDED, f"{what}" + (f", {how}" if how else "") +
-                                       ": same question? (id kept)"))
+            if how or similarity(d.label, old.label) < _SMALL_EDIT:
+                reworded.setdefault((old.label, d.label, how), []).append(old.id)
         new_def = replace(d, id=old.id, validator=old.validator, required=old.required, words=words,
                           required_when=condition)
         fields.append(DraftField(new_def, f.slot, tuple(notes)))
+    for (was, now, how), field_ids in reworded.items():
+        what = f"'{was}' now reads '{now}'" if was != now else f"'{now}'"
+        confirm.append(ConfirmItem(ConfirmKind.REWORDED, f"{what} ({', '.join(field_ids)}" + (f"; {how}" if how else "")
+                                   + "): same question? (id kept)"))
+    names = {_key(h, n): h for h, n in _old_sections(base)}
+    for section in layout.sections:
+        old_key = matcher.sections.get(_key(section.heading, section.occurrence))
+        if old_key is not None and label_key(names[old_key]) != label_key(section.heading):
+            confirm.append(ConfirmItem(ConfirmKind.REWORDED, f"Heading '{names[old_key]}' now reads "
+                                                             f"'{section.heading}' (its fields were kept)."))
     matched_old = {o.id for o in matcher.matched.values()}
     for o in base.fields:
         if o.id not in matched_old:
@@ -288,6 +298,14 @@ def align(fresh: ProgrammeDraft, layout: FormLayout, base: ProgrammeDefinition, 
 
     region = base.region if base.region and base.region.field in ids else fresh.region
     eligibility = base.hub_eligibility if base.hub_eligibility and base.hub_eligibility.field in ids else None
+    if base.region and region is not base.region:
+        confirm.append(ConfirmItem(ConfirmKind.ELIGIBILITY, f"{base.id}'s region rule read {base.region.field}, "
+                                                            f"which is gone: no address is checked for the region."))
+    if base.hub_eligibility and eligibility is None:
+        confirm.append(ConfirmItem(ConfirmKind.ELIGIBILITY, f"{base.id} was open only to the hubs "
+                                                            f"{', '.join(base.hub_eligibility.codes)}, checked on "
+                                                            f"{base.hub_eligibility.field}, which is gone: add the "
+                                                            f"rule back under [eligibility.hubs] if it still holds."))
     text = normalise("\n".join(layout.paragraphs + tuple(s.label for _, s in layout.all_slots())
                                + layout.hints))
     hints = tuple(dict.fromkeys((*fresh.hints, *(h for h in base.hints if normalise(h) in text))))
