@@ -69,10 +69,10 @@ def _day(value) -> str:
 
 
 def _list(args: argparse.Namespace, config) -> int:
-    from bot.context import check_settings, load_programmes
+    from bot.context import check_settings
 
-    registry = load_programmes(config)
-    settings = check_settings(config)
+    settings = check_settings(config)      # checks the hubs' programme lists and logs same-title warnings once
+    registry = settings.registry
     configured = list(getattr(config, "hubs", ()) or ())
     for p in registry.programmes:
         print(f"{p.id}  {p.title}")
