@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-_BLANK_FORM_NOTE = re.compile(r"^#.*\bBlank form:\s*(\S+\.docx)", re.MULTILINE)
+_BLANK_FORM_NOTE = re.compile(r"^#.*\bBlank form:\s*(.+?\.docx)\s*$", re.MULTILINE)
 _PROGRAMME_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
