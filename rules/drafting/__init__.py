@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from dataclasses import replace
 
 from parsers.types import FormDocument
 from rules.definitions import ProgrammeDefinition, parse_definition
@@ -46,7 +47,7 @@ def draft_programme(document: FormDocument, *, form_name: str, base: ProgrammeDe
         "Comments beside a value say what the drafter guessed from; check them, then run",
         "`hubbot programme test` on this file to see the bot read its own form with it.",
     )
-    program = ProgrammeDraft(**{**fresh.__dict__, "header": header})
+    program = replace(fresh, header=header)
     text = write_toml(program)
     definition = parse_definition(tomllib.loads(text), f"{program.id}.toml (drafted)")
     return Draft(text=text, definition=definition, confirm=tuple(confirm), base=base.id if base else None,

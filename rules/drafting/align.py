@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from rules.definitions import FieldDefinition, ProgrammeDefinition, Signatory
 from rules.drafting import guess
-from rules.drafting.fresh import date_items, layout_items, signatory_item, words_text, _unique
+from rules.drafting.fresh import NO_HUB_ADDRESS, date_items, layout_items, signatory_item, unique_id, words_text
 from rules.drafting.layout import FormLayout
 from rules.drafting.model import ConfirmItem, ConfirmKind, DraftField, ProgrammeDraft
 from rules.labels import SAME_LABEL, label_key, shift_years, similarity, years_in
@@ -209,7 +209,7 @@ def align(fresh: ProgrammeDraft, layout: FormLayout, base: ProgrammeDefinition, 
     used = set(final_ids.values())
     for i, f in enumerate(fresh.fields):
         if i not in final_ids:
-            final_ids[i] = _unique(f.definition.id, used)
+            final_ids[i] = unique_id(f.definition.id, used)
     fresh_to_final = {f.definition.id: final_ids[i] for i, f in enumerate(fresh.fields)}
     ids = set(final_ids.values())
     fields: list[DraftField] = []
@@ -289,7 +289,7 @@ def align(fresh: ProgrammeDraft, layout: FormLayout, base: ProgrammeDefinition, 
     notes = [("id", f"from {base.id}, years moved on by {delta}" if delta else f"from {base.id}"),
              ("title", f"{base.id}'s title with the years moved on")]
     fresh_notes = dict(fresh.notes)
-    if fresh.hub.address != base.hub.address and fresh.hub.address != "hub@example.org":
+    if fresh.hub.address != base.hub.address and fresh.hub.address != NO_HUB_ADDRESS:
         hub = replace(base.hub, address=fresh.hub.address)
         notes.append(("hub", f"the form prints {fresh.hub.address}; last year's was {base.hub.address}"))
         confirm.append(ConfirmItem(ConfirmKind.HUB, f"The form is returned to {fresh.hub.address}, not last year's "

@@ -14,9 +14,10 @@ from rules.drafting.model import ConfirmItem, ConfirmKind, DraftField, Programme
 from rules.text import normalise
 
 _PERSON_PARTS = ("email", "telephone", "trn")
+NO_HUB_ADDRESS = "hub@example.org"   # written when the form prints no address: a person must fill it in
 
 
-def _unique(candidate: str, used: set[str]) -> str:
+def unique_id(candidate: str, used: set[str]) -> str:
     candidate = re.sub(r"[^a-z0-9_.]", "_", candidate.lower()).strip("_.") or "field"
     if not candidate[0].isalpha():
         candidate = f"f_{candidate}"
@@ -82,7 +83,7 @@ def draft_fields(layout: FormLayout) -> tuple[DraftField, ...]:
                     why = ("the label starts 'If yes'" if guess.is_if_yes(slot.label)
                            else "it follows the Yes/No question in the same table")
                     notes.append(("required_when", f"guessed: {why}"))
-            field_id = _unique(field_id, used)
+            field_id = unique_id(field_id, used)
             key = normalise(label)
             label_seen[key] = label_seen.get(key, 0) + 1
             definition = FieldDefinition(
@@ -125,7 +126,7 @@ def draft_fresh(layout: FormLayout, *, new_id: str) -> tuple[ProgrammeDraft, lis
     hub = guess.guess_hub(layout.preamble + layout.paragraphs)
     top_notes: list[tuple[str, str]] = [("title", "guessed from the form's title lines")]
     if hub is None:
-        hub_info = HubInfo("hub", "Maths Hub", "hub@example.org")
+        hub_info = HubInfo("hub", "Maths Hub", NO_HUB_ADDRESS)
         top_notes.append(("hub", "no address is printed on the form: fill in the hub's name and mailbox"))
         confirm.append(ConfirmItem(ConfirmKind.HUB, "No e-mail address is printed on the form: fill in the hub's "
                                                     "id, name and mailbox under [hub]."))

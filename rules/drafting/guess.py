@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from rules.definitions import WordLimit, WordLimitKind
 from rules.drafting.layout import FULL_DATE, MONTHS, one_line
-from rules.labels import label_key
+from rules.labels import label_key, similarity
 from rules.maths_hubs import all_hubs
 from rules.text import normalise
 
@@ -172,8 +172,6 @@ def prompt_start(prompt: str) -> str:
 def statement_similarity(new_prompt: str, old_prompt: str) -> float:
     """How alike two statement prompts are, over the length of the shorter (definitions keep only a prompt's
     start)."""
-    from rules.labels import similarity
-
     a, b = label_key(new_prompt).split(), label_key(old_prompt).split()
     n = min(len(a), len(b))
     return similarity(" ".join(a[:n]), " ".join(b[:n])) if n else 0.0
