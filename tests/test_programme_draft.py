@@ -191,3 +191,96 @@ def test_a_pdf_of_the_form_is_refused_by_the_command(tmp_path, capsys) -> None:
     assert main(["programme", "draft", str(pdf)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "it is a PDF" in err and ".docx" in err
+
+
+# ---- the guesses, one by one -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "moved"), [
+    ("Year groups being taught in 2023/24", "Year groups being taught in 2024/25"),
+    ("Application Form (2024-25)", "Application Form (2025-26)"),
+    ("School role/s including teaching group/s in 2017-18", "School role/s including teaching group/s in 2018-19"),
+    ("by 10th January 2017", "by 10th January 2018"),
+    ("September 2024 to July 2025", "September 2025 to July 2026"),
+    ("2024-2025", "2025-2026"),
+    ("1999/00", "2000/01"),
+    ("Teacher 1, 150 words", "Teacher 1, 150 words"),
+])
+def test_shift_years(text: str, moved: str) -> None:
+    from rules.labels import shift_years, years_in
+
+    assert shift_years(text, 1) == moved
+    assert shift_years(moved, -1) == text
+    assert len(years_in(text)) == len(years_in(moved))
+
+
+@pytest.mark.parametrize(("text", "heading"), [
+    ("School details", True), ("Teacher 2", True), ("Confirmation of school commitment (electronic signatures)", True),
+    ("School details:", True), ("Please complete and return to admin@cambridgemathshub.org by 6th March 2019.", False),
+    ("(Note: When the form is emailed, please copy in all signatories)", False),
+    ("· The teacher will be released to attend four separate half days in 2018", False),
+    ("Declaration of Commitment by 25th May 2018", False),
+    ("*As this is a DFE funded programme a Teacher Reference Number (TRN) is required.", False),
+])
+def test_what_reads_as_a_heading(text: str, heading: bool) -> None:
+    from rules.drafting.layout import heading_like
+
+    assert heading_like(text) is heading
+
+
+@pytest.mark.parametrize(("label", "part", "validator"), [
+    ("School URN", "urn", "urn"), ("HoD Teacher Ref. * Numbber:", "trn", "trn"), ("TRN", "trn", "trn"),
+    ("E-mail", "email", "email"), ("Contact telephone number", "telephone", "telephone"), ("Tel. no.", "telephone",
+                                                                                          "telephone"),
+    ("Address", "address", "address"), ("Maths Hub (if known)", "maths_hub", "maths_hub"),
+    ("Has your school worked with a Maths Hub Mastery Specialist?", "school_worked_maths", "text"),
+    ("Name of Head Teacher", "name", "text"), ("Head Teacher", "name", "text"), ("Year Group", "year_groups", "text"),
+    ("Please name the schools you would like to be placed with", "name_schools_like", "text"),
+])
+def test_what_a_label_asks_for(label: str, part: str, validator: str) -> None:
+    from rules.drafting.guess import label_part
+
+    found = label_part(label)
+    assert (found.part, found.validator) == (part, validator)
+
+
+@pytest.mark.parametrize(("text", "limit", "kind"), [
+    ("(up to 250 words)", 250, "up_to"), ("Explain briefly (about 100 words) why", 100, "about"),
+    ("(approx. 150 words).", 150, "about"), ("no more than 300 words", 300, "up_to"), ("Explain why.", None, None),
+])
+def test_word_guidance_in_a_prompt(text: str, limit, kind) -> None:
+    from rules.drafting.guess import word_limit
+
+    words, _ = word_limit(text)
+    assert (words.limit if words else None, words.kind.value if words else None) == (limit, kind)
+
+
+def test_dates_in_the_text_are_deadlines_notifications_or_neither() -> None:
+    from datetime import date
+
+    from rules.drafting.guess import DateKind, find_dates
+
+    found = find_dates((
+        "Please complete and return to admin@cambridgemathshub.org by 6th March 2019.",
+        "Selected schools will be informed by 22nd March 2019. Shortlisted schools will hear on 15 March 2019.",
+        "The first meeting is on 30th April 2019.",
+        "A bad date: 31st June 2019.",
+    ))
+    assert [(d.day, d.kind, d.what) for d in found] == [
+        (date(2019, 3, 6), DateKind.DEADLINE, ""),
+        (date(2019, 3, 22), DateKind.NOTIFICATION, "selected schools informed"),
+        (date(2019, 3, 15), DateKind.NOTIFICATION, "shortlisted schools informed"),
+        (date(2019, 4, 30), DateKind.OTHER, ""),
+    ]
+
+
+def test_the_hub_from_its_name_or_address_on_the_form() -> None:
+    from rules.drafting.guess import guess_hub
+
+    named = guess_hub(("Please complete and return to Archimedes NE Maths Hub matterby@carmel.org.uk",))
+    assert (named.id, named.name, named.address) == ("archimedes-ne", "Archimedes NE Maths Hub",
+                                                     "matterby@carmel.org.uk")
+    by_address = guess_hub(("(Please complete and return to info@bbomathshub.org.uk )",))
+    assert (by_address.id, by_address.name) == ("bbo", "Bucks, Berks and Oxon Maths Hub")
+    unknown = guess_hub(("Please complete and return to mathshub@bishopchalloner.bham.sch.uk",))
+    assert "name the hub" in unknown.how
+    assert guess_hub(("No address here",)) is None

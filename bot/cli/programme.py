@@ -103,7 +103,6 @@ def _draft(args: argparse.Namespace, config) -> int:
     from parsers.types import Limits
     from rules.drafting import CannotDraft, draft_programme
 
-    started = time.perf_counter()
     path = Path(args.form)
     try:
         data = path.read_bytes()
@@ -146,8 +145,7 @@ def _draft(args: argparse.Namespace, config) -> int:
     print(f"\nTo confirm before use ({len(draft.confirm)}):", file=report)
     for number, item in enumerate(draft.confirm, start=1):
         print(f"{number:>3}. {item}", file=report)
-    target = args.output or "FILE.toml"
-    print(f"\nThen: hubbot programme test {target}   (drafted in {time.perf_counter() - started:.1f}s)", file=report)
+    print(f"\nThen: hubbot programme test {args.output or 'FILE.toml'}", file=report)
     return 0
 
 

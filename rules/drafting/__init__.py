@@ -44,6 +44,7 @@ def draft_programme(document: FormDocument, *, form_name: str, base: ProgrammeDe
         f"{fresh.title}: drafted by `hubbot programme draft` from {stem}.docx"
         + (f", lined up with {base.id}." if base else "."),
         f"Blank form: {stem}.docx",
+        *((f"Every field keeps its id, checks and rules from {base.id} unless marked NEW.",) if base else ()),
         "Comments beside a value say what the drafter guessed from; check them, then run",
         "`hubbot programme test` on this file to see the bot read its own form with it.",
     )

@@ -230,7 +230,7 @@ def align(fresh: ProgrammeDraft, layout: FormLayout, base: ProgrammeDefinition, 
                                                               f"required?"))
             fields.append(DraftField(new_def, f.slot, notes))
             continue
-        notes: list[tuple[str, str]] = [("id", f"kept from {base.id}")]
+        notes: list[tuple[str, str]] = []
         words = old.words
         if d.words and d.words != old.words:
             words = d.words
