@@ -107,13 +107,3 @@ def shift_years(text: str, delta: int) -> str:
 
     return _YEAR_SPAN.sub(move, text)
 
-
-def best_label(printed: str, candidates: tuple[str, ...], threshold: float = SAME_LABEL) -> tuple[int, float] | None:
-    """The index of the candidate that reads most like ``printed`` and its score, or None when none reaches
-    ``threshold``. The first of equal scores wins: candidates come in form order."""
-    best: tuple[int, float] | None = None
-    for index, candidate in enumerate(candidates):
-        score = similarity(printed, candidate)
-        if score >= threshold and (best is None or score > best[1]):
-            best = (index, score)
-    return best
