@@ -17,6 +17,7 @@ from typing import Any
 
 from parsers.errors import ConfigError
 from parsers.toml_table import TomlTable
+from rules.labels import label_key
 from rules.validators import VALIDATORS
 
 FIELD_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$")
@@ -242,24 +243,65 @@ def load_definition(path: Path) -> ProgrammeDefinition:
 
 @dataclass(frozen=True)
 class Registry:
-    """Every known programme, by id."""
+    """Every known programme, by id. Programmes from a hub's own folder come before the built-in ones."""
 
     programmes: tuple[ProgrammeDefinition, ...]
+    builtin_ids: frozenset[str] = frozenset()
+    # Programmes sharing a title (years, spelling and punctuation ignored) for the same hub, one line each:
+    # ``overrides`` where a hub's own file stands beside a built-in (the file wins for that hub), ``warnings`` where
+    # nothing but file order tells them apart.
+    overrides: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def get(self, programme_id: str) -> ProgrammeDefinition | None:
         return next((p for p in self.programmes if p.id == programme_id), None)
 
+    def is_builtin(self, programme: ProgrammeDefinition) -> bool:
+        return programme.id in self.builtin_ids and Path(programme.source).parent == _builtin_dir()
+
+
+def _builtin_dir() -> Path:
+    return Path(str(resources.files("rules.programmes")))
+
 
 def load_registry(extra_dirs: tuple[Path, ...] = ()) -> Registry:
-    """The built-in programmes plus any definition files in ``extra_dirs`` (a later file with the same id wins)."""
-    found: dict[str, ProgrammeDefinition] = {}
-    builtin = resources.files("rules.programmes")
-    for entry in sorted(builtin.iterdir(), key=lambda e: e.name):
+    """The built-in programmes plus any definition files in ``extra_dirs`` (a later file with the same id wins, and
+    a file with a built-in's id replaces it). Files from ``extra_dirs`` come first: when a form reads equally well
+    as next year's definition there and as last year's built-in, the recogniser keeps the first, the hub's own."""
+    builtin: dict[str, ProgrammeDefinition] = {}
+    for entry in sorted(_builtin_dir().iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
             definition = load_definition(Path(str(entry)))
-            found[definition.id] = definition
+            builtin[definition.id] = definition
+    added: dict[str, ProgrammeDefinition] = {}
     for directory in extra_dirs:
         for path in sorted(Path(directory).glob("*.toml")):
             definition = load_definition(path)
-            found[definition.id] = definition
-    return Registry(tuple(found.values()))
+            added[definition.id] = definition
+    programmes = (*added.values(), *(p for pid, p in builtin.items() if pid not in added))
+    overrides, warnings = _same_titles(programmes, frozenset(added))
+    return Registry(programmes, frozenset(builtin), overrides, warnings)
+
+
+def _same_titles(programmes: tuple[ProgrammeDefinition, ...],
+                 added: frozenset[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    groups: dict[tuple[str, str], list[ProgrammeDefinition]] = {}
+    for p in programmes:
+        groups.setdefault((p.hub.id, label_key(p.title)), []).append(p)
+    overrides: list[str] = []
+    warnings: list[str] = []
+    for (hub, _), group in groups.items():
+        if len(group) < 2:
+            continue
+        files = [p for p in group if p.id in added]
+        builtins = [p for p in group if p.id not in added]
+        if len(files) == 1 and builtins:
+            winner = files[0]
+            overrides.append(f"{winner.id} ({winner.source}) has the same title as built-in "
+                             f"{', '.join(p.id for p in builtins)}: it wins for hub {hub} when a form reads as both")
+        else:
+            first = group[0]
+            warnings.append(f"programmes {', '.join(f'{p.id} ({p.source})' for p in group)} have the same title "
+                            f"'{first.title}' for hub {hub}: a form that reads equally as each goes to {first.id}, "
+                            f"the first by file name")
+    return tuple(overrides), tuple(warnings)

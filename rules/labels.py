@@ -73,3 +73,37 @@ def starts_with_label(text: str, expected: str, threshold: float = SAME_LABEL) -
         if score >= threshold and (best is None or score > best[0]):
             best = (score, count)
     return best
+
+
+# ---- years, for lining next year's form up with last year's (``hubbot programme draft --from``) ------------------
+
+# A year, optionally followed by the end of its school year ("2024/25", "2024-2025", "2024 to 25").
+_YEAR_SPAN = re.compile(r"(?<!\d)((?:19|20)\d\d)(?:(\s*[/\-–]\s*|\s+to\s+)((?:19|20)?\d\d))?(?!\d)")
+
+
+def years_in(text: str) -> tuple[int, ...]:
+    """Every four-digit year printed in ``text`` (the start of a school year counts once), in order."""
+    return tuple(int(m.group(1)) for m in _YEAR_SPAN.finditer(text))
+
+
+def shift_years(text: str, delta: int) -> str:
+    """``text`` with every year moved on by ``delta``: "2024/25" becomes "2025/26" for 1, "2019" becomes "2020".
+    The end of a school year keeps its width ("25" stays two digits). A second number that is not the next year
+    ("2024-30") is left alone: it is not a school year."""
+    if not delta:
+        return text
+
+    def move(match: re.Match[str]) -> str:
+        start = int(match.group(1))
+        sep, end = match.group(2), match.group(3)
+        out = str(start + delta)
+        if sep is None:
+            return out
+        end_value = int(end)
+        if (len(end) == 2 and end_value == (start + 1) % 100) or (len(end) == 4 and end_value == start + 1):
+            moved = start + 1 + delta
+            return f"{out}{sep}{moved % 100:02d}" if len(end) == 2 else f"{out}{sep}{moved}"
+        return f"{out}{sep}{end}"
+
+    return _YEAR_SPAN.sub(move, text)
+

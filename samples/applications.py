@@ -1,18 +1,26 @@
 """Whole applications for tests, benchmarks and the demo: realistic answers for every programme, filled into the
 blank form (in any fill style), saved as .docx or PDF, and wrapped in the e-mail a school would send.
 
-Field placement comes from the programme definitions themselves (section, label, occurrence, prompt), so a new
-programme file is enough to build its test applications too.
+Field placement comes from the programme definitions themselves (section, label, occurrence, prompt), and answers
+for fields this module has no realistic table for are made from each field's validator, label and word limit, so a
+new programme file (with its blank form) is enough to build its test applications too: ``hubbot programme test``
+runs on exactly this.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from pathlib import Path
 
 from rules.calendar import LONDON
-from rules.definitions import ProgrammeDefinition, load_registry
+from rules.definitions import FieldDefinition, ProgrammeDefinition, WordLimitKind, load_registry
+from rules.labels import label_key
+from rules.maths_hubs import all_hubs, match_maths_hub
+from rules.text import word_count
+from rules.validators import VALIDATORS
 from samples.forms import FillStyle, FormFiller, form_path
 from samples.mail import build_email
 
@@ -57,6 +65,8 @@ SCHOOLS = (
             ("Ms Chloe Adams", "c.adams", "1122334"), ("Mr Dan Moore", "d.moore", "2233445"))),
 )
 _TOWNS = {"secondary-tfm-wg-2024": "West Bromwich, B70 6QE"}
+_HUB_ANSWERS = {"primary-tfm-wg-2020": "BBO Maths Hub", "secondary-tfm-wg-2024": "Central",
+                "primary-mastery-readiness-2018": "Archimedes NE"}
 
 _STATEMENT = ("We are committed to teaching for mastery across the department. Our teachers have begun using "
               "small-step lesson design and would value working with other schools to deepen this work. ")
@@ -69,62 +79,177 @@ def programme(programme_id: str) -> ProgrammeDefinition:
     return found
 
 
-def complete_answers(programme_id: str, school: School = SCHOOLS[0]) -> dict[str, str]:
-    """A correct answer for every field of the programme, as a careful school would give."""
-    p = programme(programme_id)
+# A programme given by its id (a built-in one) or as a loaded definition (a new file, e.g. for `programme test`).
+Programme = str | ProgrammeDefinition
+
+
+def definition_of(which: Programme) -> ProgrammeDefinition:
+    return programme(which) if isinstance(which, str) else which
+
+
+def complete_answers(programme_id: Programme, school: School = SCHOOLS[0], *,
+                     every_field: bool = False) -> dict[str, str]:
+    """A correct answer for every field of the programme, as a careful school would give. Field ids the project
+    knows get the realistic answers below; any other field (or one whose realistic answer would not pass its
+    validator or word limit) gets an answer made from its validator, label and word limit, so a new programme file
+    needs no table here. ``every_field`` answers optional fields too, and answers each Yes/No question a condition
+    hangs on so that the condition applies: ``hubbot programme test`` reads every field back that way."""
+    p = definition_of(programme_id)
     answers: dict[str, str] = {}
-    for f in p.fields:
-        role, _, part = f.id.partition(".")
-        person = school.person(role)
-        if f.id == "school.name":
-            value = school.name
-        elif f.id == "school.address":
-            value = f"{school.street}, {_TOWNS.get(programme_id, 'Darlington, DL1 4AB')}"
-        elif f.id == "school.urn":
-            value = school.urn
-        elif f.id == "school.telephone":
-            value = "01325 460 123"
-        elif f.id == "school.local_authority":
-            value = "Buckinghamshire"
-        elif f.id == "maths_hub":
-            value = {"primary-tfm-wg-2020": "BBO Maths Hub", "secondary-tfm-wg-2024": "Central",
-                     "primary-mastery-readiness-2018": "Archimedes NE"}[programme_id]
-        elif f.id == "group.requested":
-            value = "No"
-        elif f.id == "specialist.engaged":
-            value = "Yes"
-        elif f.id == "specialist.details":
-            value = "Jo Brown, Mastery Specialist: two years of lesson study with our Year 7 team."
-        elif f.id.startswith("group."):
-            value = ""
-        elif person and part == "name":
-            value = person[0]
-        elif person and part == "email":
-            value = person[1]
-        elif person and part == "trn":
-            value = person[2]
-        elif part == "telephone":
-            value = "07700 900123"
-        elif part == "year_groups":
-            value = "Year 5 and Year 6" if programme_id.startswith("primary") else "Years 7, 8 and 10"
-        elif part == "role":
-            value = "Maths lead; Year 6 class teacher"
-        elif part == "ncetm_username":
-            value = "kwright_maths"
-        elif part == "statement":
-            value = _STATEMENT * 3
-        else:
-            value = "Something sensible"
+    for index, f in enumerate(p.fields):
+        value = _realistic(f, p, school)
+        if value is None or (value and not fits(f, value, p)) or (every_field and not value):
+            value = generated_answer(f, p, school, index)
         if value:
             answers[f.id] = value
+    if every_field:
+        for f in p.fields:
+            condition = f.required_when
+            if condition and condition.field in answers and p.field(condition.field).validator == "yes_no":
+                answers[condition.field] = condition.equals.capitalize()
     return answers
 
 
-def fill_form(programme_id: str, answers: Mapping[str, str | None], *, style: FillStyle = FillStyle.VALUE_CELL,
-              styles: Mapping[str, FillStyle] | None = None) -> bytes:
-    """The programme's blank form with ``answers`` typed in; ``styles`` overrides the fill style per field."""
-    p = programme(programme_id)
-    filler = FormFiller(form_path(FORM_FILES[programme_id]))
+def _realistic(f: FieldDefinition, p: ProgrammeDefinition, school: School) -> str | None:
+    """The hand-written answers for the project's own field ids (None for an id this table does not know)."""
+    role, _, part = f.id.partition(".")
+    person = school.person(role)
+    if f.id == "school.name":
+        return school.name
+    if f.id == "school.address":
+        return f"{school.street}, {_TOWNS.get(p.id, 'Darlington, DL1 4AB')}"
+    if f.id == "school.urn":
+        return school.urn
+    if f.id == "school.telephone":
+        return "01325 460 123"
+    if f.id == "school.local_authority":
+        return "Buckinghamshire"
+    if f.id == "maths_hub":
+        return _HUB_ANSWERS.get(p.id)
+    if f.id == "group.requested":
+        return "No"
+    if f.id == "specialist.engaged":
+        return "Yes"
+    if f.id == "specialist.details":
+        return "Jo Brown, Mastery Specialist: two years of lesson study with our Year 7 team."
+    if f.id.startswith("group.") and not f.required:
+        return ""
+    if person and part == "name":
+        return person[0]
+    if person and part == "email":
+        return person[1]
+    if person and part == "trn":
+        return person[2]
+    if part == "telephone":
+        return "07700 900123"
+    if part == "year_groups":
+        return "Year 5 and Year 6" if p.id.startswith("primary") else "Years 7, 8 and 10"
+    if part == "role":
+        return "Maths lead; Year 6 class teacher"
+    if part == "ncetm_username":
+        return "kwright_maths"
+    if part == "statement":
+        return _STATEMENT * 3
+    return None
+
+
+def fits(f: FieldDefinition, value: str, p: ProgrammeDefinition | None = None) -> bool:
+    """Whether an answer passes the field's validator, stays inside its word guidance and (an address) names a
+    place of the programme's region: nothing the bot would report or flag."""
+    if VALIDATORS[f.validator](value).reason is not None:
+        return False
+    if p is not None and p.region and p.region.field == f.id:
+        if not any(f" {_words(place)} " in f" {_words(value)} " for place in p.region.places):
+            return False
+    if f.words is None:
+        return True
+    words = word_count(value)
+    return words <= f.words.limit if f.words.kind is WordLimitKind.UP_TO else words <= 1.5 * f.words.limit
+
+
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+_SENTENCES = (
+    "We are committed to teaching for mastery across the school.",
+    "Our teachers have begun using small-step lesson design and want to deepen this work with other schools.",
+    "Leaders will give release time for planning, lesson study and the work between meetings.",
+    "We will share what we learn with colleagues in every year group through staff meetings.",
+    "Pupils already talk about their reasoning with confidence and we want to build on that.",
+)
+
+
+def generated_answer(f: FieldDefinition, p: ProgrammeDefinition, school: School = SCHOOLS[0],
+                     index: int = 0) -> str:
+    """A valid answer made from the field alone: its validator, its label, its word limit and its programme's
+    eligibility rules. ``index`` (the field's place on the form) keeps free-text answers apart, so an answer read
+    into the wrong field shows."""
+    role, _, part = f.id.partition(".")
+    person = school.person(role)
+    key = label_key(f.label)
+    if f.validator == "urn":
+        return school.urn
+    if f.validator == "email":
+        if person:
+            return person[1]
+        local = re.sub(r"[^a-z0-9]+", ".", (role if part else "office").lower()).strip(".") or "office"
+        return f"{local}@{school.domain}"
+    if f.validator == "trn":
+        return person[2] if person else "3141592"
+    if f.validator == "telephone":
+        return "01325 460 123" if role == "school" or not person else f"07700 900{100 + index:03d}"
+    if f.validator == "yes_no":
+        return "Yes"
+    if f.validator == "address":
+        town = f"{p.region.places[0]}, B70 6QE" if p.region and p.region.field == f.id else "Darlington, DL1 4AB"
+        return f"{school.street}, {town}"
+    if f.validator == "maths_hub":
+        return _hub_answer(p)
+    if f.validator == "statement" or f.prompt or f.words:
+        return _statement(f, index)
+    if part == "name" or re.search(r"^(?:full\s+)?name\b|\bname$", key):
+        if role == "school":
+            return school.name
+        return person[0] if person else "Jo Brown"
+    if re.search(r"\byear\s+groups?\b", key):
+        return "Years 7, 8 and 10"
+    if re.search(r"\broles?\b", key):
+        return "Maths lead; Year 6 class teacher"
+    if "username" in key:
+        return "kwright_maths"
+    if "local authority" in key:
+        return "Buckinghamshire"
+    return f"Sample answer {index + 1}"
+
+
+def _statement(f: FieldDefinition, index: int) -> str:
+    target = 90 if f.words is None else max(1, min(f.words.limit, 90))
+    start = index % len(_SENTENCES)
+    words: list[str] = []
+    while len(words) < target:
+        for sentence in (*_SENTENCES[start:], *_SENTENCES[:start]):
+            words.extend(sentence.split())
+    text = " ".join(words[:target])
+    return text if text.endswith(".") else text.rstrip(",;") + "."
+
+
+def _hub_answer(p: ProgrammeDefinition) -> str:
+    """A Maths Hub the programme's own hub accepts: itself, or one its eligibility list names."""
+    own = match_maths_hub(p.hub.name)
+    if p.hub_eligibility:
+        if own and own.code in p.hub_eligibility.codes:
+            return own.name
+        return next((h.name for h in all_hubs() if h.code in p.hub_eligibility.codes), p.hub.name)
+    return own.name if own else p.hub.name
+
+
+def fill_form(programme_id: Programme, answers: Mapping[str, str | None], *, style: FillStyle = FillStyle.VALUE_CELL,
+              styles: Mapping[str, FillStyle] | None = None, blank: Path | None = None) -> bytes:
+    """The programme's blank form with ``answers`` typed in; ``styles`` overrides the fill style per field;
+    ``blank`` is the form to fill (default: the shipped blank form of a built-in programme)."""
+    p = definition_of(programme_id)
+    filler = FormFiller(blank or form_path(FORM_FILES[p.id]))
     for f in p.fields:
         value = answers.get(f.id)
         if not value:
@@ -133,7 +258,7 @@ def fill_form(programme_id: str, answers: Mapping[str, str | None], *, style: Fi
         if f.prompt:
             if how is FillStyle.LABEL_CELL:
                 how = FillStyle.VALUE_CELL
-            filler.fill_below(f.section, value, how=how, occurrence=f.section_occurrence)
+            filler.fill_below(f.section, value, how=how, occurrence=f.section_occurrence, prompt=f.prompt)
         else:
             filler.fill(f.section, f.label, value, how=how, occurrence=f.section_occurrence,
                         label_occurrence=f.label_occurrence)
@@ -147,10 +272,10 @@ class Correspondents:
     cc: tuple[str, ...]
 
 
-def correspondents(programme_id: str, answers: Mapping[str, str | None], pattern: str = "all") -> Correspondents:
+def correspondents(programme_id: Programme, answers: Mapping[str, str | None], pattern: str = "all") -> Correspondents:
     """Who a school puts on the e-mail. ``pattern``: all (office sends, every signatory in Cc), one_missing,
     none, sender_is_signatory, in_to (signatories in To), upper (upper-case addresses with display names)."""
-    p = programme(programme_id)
+    p = definition_of(programme_id)
     people = [(answers.get(f"{s.role}.name") or "", answers.get(f"{s.role}.email") or "") for s in p.signatories]
     people = [(name, email) for name, email in people if email]
     listed = [f"{name} <{email}>" if name else email for name, email in people]
@@ -172,7 +297,7 @@ def correspondents(programme_id: str, answers: Mapping[str, str | None], pattern
     raise ValueError(pattern)
 
 
-def application_email(programme_id: str, attachment: bytes, *, filename: str = "Application form.docx",
+def application_email(programme_id: Programme, attachment: bytes, *, filename: str = "Application form.docx",
                       content_type: str = DOCX_TYPE, answers: Mapping[str, str | None] | None = None,
                       pattern: str = "all", received: datetime | None = None, subject: str | None = None,
                       extra_attachments: Sequence[tuple[str, bytes, str]] = (), **kwargs) -> bytes:
@@ -182,7 +307,7 @@ def application_email(programme_id: str, attachment: bytes, *, filename: str = "
     received = received or datetime(2016, 12, 1, 10, 30, tzinfo=LONDON)
     return build_email(
         sender=people.sender, to=people.to, cc=people.cc,
-        subject=subject or f"Application: {programme(programme_id).short_title}",
+        subject=subject or f"Application: {definition_of(programme_id).short_title}",
         body_text="Dear Maths Hub team,\n\nPlease find attached our application form.\n\nKind regards,\nSchool Office",
         attachments=[(filename, attachment, content_type), *extra_attachments],
         date=received, received=received, **kwargs,

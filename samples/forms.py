@@ -107,20 +107,36 @@ class FormFiller:
         return self
 
     def fill_below(self, section: str, value: str, how: FillStyle = FillStyle.VALUE_CELL,
-                   occurrence: int = 1) -> FormFiller:
-        """Answer a statement box: the empty row under the prompt in the first table after the heading."""
+                   occurrence: int = 1, prompt: str | None = None) -> FormFiller:
+        """Answer a statement box: the empty row under the prompt. Without ``prompt``, the first empty row of the
+        first table after the heading; with it, the first empty row under the row that starts with that prompt, in
+        whichever of the section's tables holds it."""
         tables = self._section_tables(section, occurrence)
         if not tables:
             raise LookupError(f"no table under {section!r}")
+        if prompt is not None:
+            wanted = _norm(prompt)
+            for table in tables:
+                rows = table.findall(_w("tr"))
+                start = next((i for i, row in enumerate(rows) if _norm(_text(row)).startswith(wanted)), None)
+                if start is None:
+                    continue
+                for row in rows[start + 1:]:
+                    if not _text(row).strip():
+                        return self._fill_box(row, value, how)
+            raise LookupError(f"no empty row under the prompt {prompt!r} in {section!r}")
         rows = tables[0].findall(_w("tr"))
         for index, row in enumerate(rows):
             if index > 0 and not _text(row).strip():
-                cell = row.find(_w("tc"))
-                if how == FillStyle.LABEL_CELL:
-                    raise ValueError("a statement box has no label cell to type after")
-                self._write(cell, value, how)
-                return self
+                return self._fill_box(row, value, how)
         raise LookupError(f"no empty row under the prompt in {section!r}")
+
+    def _fill_box(self, row: etree._Element, value: str, how: FillStyle) -> FormFiller:
+        cell = row.find(_w("tc"))
+        if how == FillStyle.LABEL_CELL:
+            raise ValueError("a statement box has no label cell to type after")
+        self._write(cell, value, how)
+        return self
 
     def to_docx(self) -> bytes:
         out = io.BytesIO()
@@ -130,7 +146,8 @@ class FormFiller:
     # ---- finding things ------------------------------------------------------------------------------------------
 
     def _section_tables(self, section: str, occurrence: int) -> list[etree._Element]:
-        wanted = _norm(section)
+        # The reader drops a heading's trailing colon when it compares headings; so does the filler.
+        wanted = _norm(section).rstrip(":").rstrip()
         seen = 0
         tables: list[etree._Element] = []
         inside = False
@@ -139,7 +156,7 @@ class FormFiller:
                 text = _norm(_text(element))
                 if inside and text and _is_heading(element):
                     break
-                if text == wanted:
+                if text.rstrip(":").rstrip() == wanted:
                     seen += 1
                     inside = seen == occurrence
             elif inside:

@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", metavar="FILE",
                         help="write to FILE (default: stdout for csv and json; xlsx needs a file)")
     _common(export)
+
+    from bot.cli import programme
+
+    programme.add_parser(commands, _common)
     return parser
 
 
@@ -306,13 +310,19 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_programme(args: argparse.Namespace) -> int:
+    from bot.cli import programme
+
+    return programme.run(args, _load_config)
+
+
 def main(argv: list[str] | None = None) -> int:
     from parsers.errors import ConfigError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"check": cmd_check, "run": cmd_run, "demo": cmd_demo, "export": cmd_export, "digest": cmd_digest, "remind": cmd_remind,
-                "requeue": cmd_requeue}
+                "requeue": cmd_requeue, "programme": cmd_programme}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:
