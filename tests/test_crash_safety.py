@@ -61,7 +61,7 @@ def test_crash_then_rerun_loses_nothing_and_answers_once(tmp_path: Path, dovecot
     bot = Bot(config)
     try:
         processed_once(bot, 3)
-        items = bot.sending.outbox()
+        items = bot.outbox()
         assert len(items) == 3 and len({i.source_message_id for i in items}) == 3
         ids = received_ids(smtp_server)
         assert set(ids.values()) == {1}, ids                      # nothing received twice
@@ -95,7 +95,7 @@ def test_after_smtp_crash_never_resends_the_interrupted_reply(tmp_path: Path, do
         processed_once(bot, 3)
         ids = received_ids(smtp_server)
         assert set(ids.values()) == {1}
-        by_id = {i.message_id: i for i in bot.sending.outbox()}
+        by_id = {i.message_id: i for i in bot.outbox()}
         assert by_id[first].state is OutboxState.UNCERTAIN
         assert all(i.state in (OutboxState.SENT, OutboxState.UNCERTAIN) for i in by_id.values())
         assert {m for m, i in by_id.items() if i.state is OutboxState.SENT} <= set(ids)
@@ -122,7 +122,7 @@ def test_two_workers_on_one_postgres_database_share_the_work(tmp_path: Path, dov
     bot = Bot(config)
     try:
         processed_once(bot, count)
-        items = bot.sending.outbox()
+        items = bot.outbox()
         assert len(items) == count and all(i.state is OutboxState.SENT for i in items)
         ids = received_ids(smtp_server)
         assert len(ids) == count and set(ids.values()) == {1}

@@ -116,7 +116,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
 
     # Valley sends the corrected form the next day; Hillside's missing signatory confirms in the thread.
     deliver(central, form_email(P24, VALLEY, at(2024, 6, 21, 9, 15)), at(2024, 6, 21, 9, 15))
-    waiting = [i for i in bot.sending.outbox() if i.kind == "missing_information" and HILLSIDE.domain in i.to[0]]
+    waiting = [i for i in bot.outbox() if i.kind == "missing_information" and HILLSIDE.domain in i.to[0]]
     assert len(waiting) == 1
     teacher2 = HILLSIDE.person("teacher2")
     assert teacher2 is not None

@@ -106,9 +106,9 @@ def test_mixed_mail_is_answered_exactly_once(tmp_path: Path, dovecot, smtp_serve
     bot = Bot(config)
     try:
         assert len(bot.messages()) == 6 and all(m.state is MessageState.PROCESSED for m in bot.messages())
-        assert sorted(i.kind for i in bot.sending.outbox()) == ["acknowledgement", "missing_attachment",
+        assert sorted(i.kind for i in bot.outbox()) == ["acknowledgement", "missing_attachment",
                                                        "missing_information"]
-        assert all(i.state is OutboxState.SENT for i in bot.sending.outbox())
+        assert all(i.state is OutboxState.SENT for i in bot.outbox())
     finally:
         bot.close()
     # Polling never touched the school's mail: still there, still unread.
@@ -226,14 +226,14 @@ def test_temporary_smtp_failure_is_retried_after_backoff_and_sent_once(tmp_path:
     assert smtp_server.received == []
     bot = Bot(config)
     try:
-        (item,) = bot.sending.outbox()
+        (item,) = bot.outbox()
         assert item.state is OutboxState.PENDING and item.attempts == 1 and "451" in (item.last_error or "")
         ok(run_once(config, dovecot, now=T0 + timedelta(seconds=10)))   # not due yet
         assert smtp_server.received == []
         ok(run_once(config, dovecot, now=T0 + timedelta(minutes=5)))     # past the 1-minute backoff
         ok(run_once(config, dovecot, now=T0 + timedelta(minutes=60)))
         assert len(smtp_server.received) == 1
-        (item,) = bot.sending.outbox()
+        (item,) = bot.outbox()
         assert item.state is OutboxState.SENT and item.attempts == 2
     finally:
         bot.close()
@@ -250,7 +250,7 @@ def test_permanent_smtp_failure_is_failed_and_not_retried(tmp_path: Path, doveco
     assert smtp_server.received == []
     bot = Bot(config)
     try:
-        (item,) = bot.sending.outbox()
+        (item,) = bot.outbox()
         assert item.state is OutboxState.FAILED and item.attempts == 1 and "550" in (item.last_error or "")
         assert len(bot.events("reply_failed")) == 1
     finally:

@@ -162,7 +162,7 @@ def central_mailbox(bot: Bot, mail: Path) -> dict[str, int]:
     assert report.failed_messages == 0 and len(report.outcomes) == 4
 
     ids = app_ids(bot)
-    ask = next(i for i in bot.sending.outbox() if i.application_id == ids[RIVERSIDE.name])
+    ask = next(i for i in bot.outbox() if i.application_id == ids[RIVERSIDE.name])
     when = RECEIVED + timedelta(days=1)
     deliver(mail, confirmation(RIVERSIDE, "teacher2", in_reply_to=ask.message_id,
                                references=("<form-riverside@riverside.example.sch.uk>", ask.message_id), when=when),

@@ -249,7 +249,7 @@ def test_incomplete_application_gets_one_reply_listing_everything(bot: Bot, tmp_
     assert [s["role"] for s in not_copied] == ["teacher2"]
     for signatory in not_copied:
         assert signatory["name"] in text and signatory["email"] in text
-    assert [i.kind for i in bot.sending.outbox()] == ["missing_information"]
+    assert [i.kind for i in bot.outbox()] == ["missing_information"]
     (app,) = bot.staff.views()
     assert app.status is ApplicationStatus.INCOMPLETE
 
@@ -381,7 +381,7 @@ def test_automatic_mail_is_stored_and_never_answered(bot: Bot, tmp_path: Path, k
     assert message.raw == raw
     assert message.state is MessageState.PROCESSED and message.verdict_status == "ignored"
     assert [o.reply for o in report.outcomes] == [None]
-    assert bot.sending.outbox() == [] and sent_files(tmp_path / "outbox") == []
+    assert bot.outbox() == [] and sent_files(tmp_path / "outbox") == []
 
 
 @pytest.mark.parametrize("cap", [None, 2])
@@ -456,7 +456,7 @@ def test_failing_message_is_retried_then_quarantined_while_the_others_are_proces
     assert len(bot.events("processing_failed")) == 3 and len(bot.events("message_quarantined")) == 1
     for ok in ("<ok-1@valley.example.sch.uk>", "<ok-2@valley.example.sch.uk>"):
         assert by_id[ok].state is MessageState.PROCESSED
-    items = bot.sending.outbox()
+    items = bot.outbox()
     assert sorted(i.in_reply_to for i in items) == ["<ok-1@valley.example.sch.uk>", "<ok-2@valley.example.sch.uk>"]
     assert len(sent_files(tmp_path / "outbox")) == 2
 
