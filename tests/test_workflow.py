@@ -250,7 +250,7 @@ def test_incomplete_application_gets_one_reply_listing_everything(bot: Bot, tmp_
     for signatory in not_copied:
         assert signatory["name"] in text and signatory["email"] in text
     assert [i.kind for i in bot.outbox()] == ["missing_information"]
-    (app,) = bot.staff.views()
+    (app,) = bot.applications()
     assert app.status is ApplicationStatus.INCOMPLETE
 
 
