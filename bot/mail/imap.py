@@ -166,6 +166,11 @@ class ImapSource:
         self._selected_readonly = readonly
         return info
 
+    def examine(self) -> int:
+        """Open the folder read-only and say how many messages it holds (``hubbot doctor``)."""
+        info = self._select(readonly=True)
+        return int(info.get(b"EXISTS", 0))
+
     # -- fetching --
 
     def fetch_new(self, cursor: Cursor) -> FetchRun:
