@@ -9,6 +9,7 @@ that need them.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from email.utils import parseaddr
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -305,10 +306,12 @@ class EnqueueResult:
     created: bool
 
 
-def deterministic_message_id(dedupe_key: str, domain: str) -> str:
-    """The same key always gives the same Message-ID, so a resend is recognisably the same e-mail."""
-    digest = hashlib.sha256(dedupe_key.encode("utf-8")).hexdigest()[:32]
-    return f"<hubbot.{digest}@{domain or 'hubbot.invalid'}>"
+def new_message_id(domain: str) -> str:
+    """A Message-ID for a new outbox row: 128 random bits, chosen once when the row is queued and stored with it, so
+    a resend after a crash carries the same ID while no two e-mails ever share one, even after the database is
+    reset (IDs derived from keys or row ids would repeat), and nobody can guess the ID of a reply to forge an "I
+    confirm" in its thread."""
+    return f"<hubbot.{secrets.token_hex(16)}@{domain or 'hubbot.invalid'}>"
 
 
 def enqueue_reply(session: Session, *, hub_id: str, kind: str, from_addr: str, to: Iterable[str],
@@ -332,7 +335,7 @@ def enqueue_reply(session: Session, *, hub_id: str, kind: str, from_addr: str, t
     row = OutboxItem(hub_id=hub_id, kind=kind, dedupe_key=dedupe_key, source_message_id=source_message_id,
                      application_id=application_id, from_addr=from_addr, to=list(to), cc=list(cc),
                      subject=subject, text=text, html=html, headers=dict(headers or {}),
-                     message_id=message_id or deterministic_message_id(dedupe_key, domain),
+                     message_id=message_id or new_message_id(domain),
                      in_reply_to=in_reply_to, references=references, state=OutboxState.PENDING, attempts=0,
                      next_attempt_at=now, created_at=now)
     item, created = _insert_or_get(session, row, lookup)
