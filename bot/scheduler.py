@@ -65,7 +65,7 @@ class Service:
         self.worker.send_due()
 
     def retention(self) -> None:
-        jobs.apply_retention(self.worker.db, self.config, self.worker.clock())
+        jobs.apply_retention(self.worker.db, self.config, self.worker.clock(), self.worker.workflow.settings)
 
     def schedule(self) -> None:
         schedule = self.config.schedule
