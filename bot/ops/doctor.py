@@ -46,8 +46,8 @@ def run_checks(config: Config, settings: CheckSettings, now: datetime) -> list[C
 
 
 def env_checks(config: Config) -> list[Check]:
-    return [Check("env", variable, bool(os.environ.get(variable)),
-                  f"({key}) is set" if os.environ.get(variable) else f"({key}) is not set")
+    return [Check("env", f"{variable} ({key})", bool(os.environ.get(variable)),
+                  "set" if os.environ.get(variable) else "not set")
             for variable, key in config.env_names()]
 
 

@@ -4,8 +4,9 @@ Per hub: the last good poll of its mailbox and the failures since, mail stored b
 pending, failed and uncertain, the next digest and the next reminder, open incidents and the last alert. It reads
 only: the database is not migrated, nothing is sent, and the health is judged from the records every worker
 writes (``bot.ops.health.detect``), so it says the truth even when no worker is running, which is then itself a
-finding (no good poll for too long). The exit code is for monitoring: 0 healthy, 1 degraded, 2 the config or the
-database cannot be read at all.
+finding (no good poll for too long). The config checks that need no network come from ``hubbot doctor`` (every
+``_env`` variable set, programmes known, a deadline ahead). The exit code is for monitoring: 0 healthy, 1 degraded,
+2 the config or the database cannot be read at all.
 """
 from __future__ import annotations
 
@@ -113,7 +114,13 @@ def collect(config: Config, settings: CheckSettings, now: datetime) -> StatusRep
         if revision.current is None:
             return StatusReport(now, Health.DEGRADED, where, (
                 f"database {where} is empty: the worker creates the schema when it first starts",))
-        problems: list[str] = []
+        # The config checks that need no network (doctor does the rest): a missing secret, an unknown programme,
+        # a round whose dates have all passed.
+        from bot.ops.doctor import env_checks, programme_checks
+
+        problems = [f"config: {c.subject}: {c.detail}" for c in (*env_checks(config),
+                                                                 *programme_checks(config, settings, now))
+                    if not c.ok]
         if not revision.up_to_date:
             problems.append(f"database at revision {revision.current}, this hubbot expects {revision.head}"
                             + (": the worker migrates it when it starts" if revision.known else
