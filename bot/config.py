@@ -155,20 +155,29 @@ class Config:
         return hub.smtp or self.smtp
 
     def env_names(self) -> Iterator[tuple[str, str]]:
-        """Every environment variable the config names, with the key that names it: (variable, key)."""
-        def of(prefix: str, settings: ImapSettings | SmtpSettings) -> Iterator[tuple[str, str]]:
-            for key, value in (("password_env", settings.password_env),
-                               ("client_secret_env", settings.oauth.client_secret_env),
-                               ("refresh_token_env", settings.oauth.refresh_token_env)):
-                if value:
-                    yield value, f"{prefix}.{key}"
-        if self.smtp:
-            yield from of("smtp", self.smtp)
+        """Every environment variable the config needs, once, with the key that names it: (variable, key). Only the
+        variables the login method uses count (a [hubs.smtp] with auth = "google" does not need the password_env it
+        inherits from [smtp])."""
+        def of(prefix: str, settings: ImapSettings | SmtpSettings) -> Iterator[tuple[str, str | None]]:
+            if settings.auth is AuthMethod.PASSWORD:
+                yield f"{prefix}.password_env", settings.password_env
+            else:
+                yield f"{prefix}.client_secret_env", settings.oauth.client_secret_env
+            if settings.auth is AuthMethod.GOOGLE:
+                yield f"{prefix}.refresh_token_env", settings.oauth.refresh_token_env
+
+        found: dict[str, str] = {}
+        tables: list[tuple[str, ImapSettings | SmtpSettings]] = [("smtp", self.smtp)] if self.smtp else []
         for i, hub in enumerate(self.hubs):
             if hub.imap:
-                yield from of(f"hubs[{i}].imap", hub.imap)
-            if hub.smtp and hub.smtp is not self.smtp:
-                yield from of(f"hubs[{i}].smtp", hub.smtp)
+                tables.append((f"hubs[{i}].imap", hub.imap))
+            if hub.smtp:
+                tables.append((f"hubs[{i}].smtp", hub.smtp))
+        for prefix, settings in tables:
+            for key, variable in of(prefix, settings):
+                if variable and variable not in found:
+                    found[variable] = key
+        yield from found.items()
 
 
 _OAUTH_KEYS = ("client_id", "tenant_id", "client_secret_env", "refresh_token_env", "token_url")
