@@ -88,8 +88,10 @@ class ImapSource:
             client.normalise_times = False
             self._login(client)
         except LoginError as exc:
-            raise MailSourceError(f"IMAP login to {s.where} refused for user {s.username or '(none)'}",
-                                  ErrorKind.PERMANENT) from exc
+            # Which secret to check, not which account: the message goes to the log and the event log.
+            secret = "the OAuth2 token" if self.token_provider is not None else \
+                f"the username and the password in {s.password_env}"
+            raise MailSourceError(f"IMAP login to {s.where} refused: check {secret}", ErrorKind.PERMANENT) from exc
         except TokenError as exc:
             raise MailSourceError(f"IMAP login to {s.where}: no OAuth2 token: {exc}", exc.kind, token=True) from exc
         except _TEMPORARY_ERRORS as exc:
