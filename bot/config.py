@@ -1,12 +1,16 @@
 """Read ``hubbot.toml`` into typed settings, checking every key (see ``config.example.toml``).
 
 Secrets never live in the file: keys ending in ``_env`` name the environment variable that holds them. Errors name
-the file and the key. Only the standard library is imported here, so commands that need no config stay fast.
+the file and the key. Only the standard library is imported here, so commands that need no config stay fast. These
+are the only settings types for the mailbox and the mail server: the IMAP source and the SMTP sender take them as
+they are, and get what only exists at run time (a token provider, a TLS context) as separate arguments.
 """
 from __future__ import annotations
 
+import enum
 import os
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, time
 from pathlib import Path
@@ -17,22 +21,56 @@ from parsers.toml_table import TomlTable
 from parsers.types import Limits
 
 
+class Security(enum.StrEnum):
+    TLS = "tls"                 # TLS from the first byte (IMAP 993, SMTP 465)
+    STARTTLS = "starttls"       # plain connection upgraded with STARTTLS, refused if the server cannot
+    NONE = "none"               # clear text: for loopback tests only
+
+
+class AuthMethod(enum.StrEnum):
+    PASSWORD = "password"       # password from the environment variable named by password_env
+    MICROSOFT = "microsoft"     # Microsoft 365: XOAUTH2 with an app-only token (client credentials)
+    GOOGLE = "google"           # Google Workspace: XOAUTH2 with a token from a stored refresh token
+
+
+@dataclass(frozen=True)
+class OAuthSettings:
+    """How to get an XOAUTH2 access token: shared by ``[hubs.imap]``, ``[smtp]`` and ``[hubs.smtp]``."""
+
+    client_id: str | None = None
+    tenant_id: str | None = None            # Microsoft only
+    client_secret_env: str | None = None
+    refresh_token_env: str | None = None    # Google only
+    token_url: str | None = None            # the token endpoint, when not the provider's usual one
+
+
+def _coerce(instance: object, name: str, kind: type[enum.StrEnum]) -> None:
+    # Tests and callers may pass "tls"; the settings always hold the enum member.
+    object.__setattr__(instance, name, kind(getattr(instance, name)))
+
+
 @dataclass(frozen=True)
 class ImapSettings:
     host: str
     port: int = 993
-    security: str = "tls"                   # tls | starttls | none
+    security: Security = Security.TLS
     username: str = ""
     password_env: str | None = None
     folder: str = "INBOX"
     move_to: str | None = None              # folder to move processed mail into, after it is stored
-    auth: str = "password"                  # password | microsoft | google
-    client_id: str | None = None            # OAuth2 (XOAUTH2)
-    tenant_id: str | None = None
-    client_secret_env: str | None = None
-    refresh_token_env: str | None = None
+    auth: AuthMethod = AuthMethod.PASSWORD
+    oauth: OAuthSettings = OAuthSettings()
     idle: bool = False
     timeout_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        _coerce(self, "security", Security)
+        _coerce(self, "auth", AuthMethod)
+
+    @property
+    def where(self) -> str:
+        """host:port, for messages that must say which server failed."""
+        return f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -52,20 +90,39 @@ class HubSettings:
     imap: ImapSettings | None = None
     maildir: Path | None = None
     dates: dict[str, HubDates] = field(default_factory=dict)
+    smtp: SmtpSettings | None = None        # [hubs.smtp] over [smtp]: this hub sends through its own server
 
 
 @dataclass(frozen=True)
 class SmtpSettings:
     host: str
     port: int = 587
-    security: str = "starttls"              # starttls | tls | none
+    security: Security = Security.STARTTLS
     username: str | None = None
     password_env: str | None = None
     timeout_seconds: float = 60.0
+    auth: AuthMethod = AuthMethod.PASSWORD
+    oauth: OAuthSettings = OAuthSettings()
+
+    def __post_init__(self) -> None:
+        _coerce(self, "security", Security)
+        _coerce(self, "auth", AuthMethod)
 
     @property
     def password(self) -> str | None:
         return os.environ.get(self.password_env) if self.password_env else None
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    to: tuple[str, ...] = ()                # who gets an e-mail when something breaks and when it recovers
+    mailbox_failures: int = 3               # polls in a row a mailbox may fail before it is an incident
+    smtp_failures: int = 3                  # sending attempts in a row that fail on the server's side
+    outbox_stuck_minutes: int = 60          # a reply waiting this long to go out means the outbox is stuck
 
 
 @dataclass(frozen=True)
@@ -90,30 +147,92 @@ class Config:
     programmes_dir: Path | None = None
     max_replies_per_address_per_day: int = 5
     retention_days: int | None = None
+    alerts: AlertSettings = AlertSettings()
+
+    def smtp_for(self, hub: HubSettings) -> SmtpSettings | None:
+        """The mail server a hub's replies go through: its own ``[hubs.smtp]``, else ``[smtp]``, else none (the
+        replies are written as .eml files)."""
+        return hub.smtp or self.smtp
+
+    def env_names(self) -> Iterator[tuple[str, str]]:
+        """Every environment variable the config needs, once, with the key that names it: (variable, key). Only the
+        variables the login method uses count (a [hubs.smtp] with auth = "google" does not need the password_env it
+        inherits from [smtp])."""
+        def of(prefix: str, settings: ImapSettings | SmtpSettings) -> Iterator[tuple[str, str | None]]:
+            if settings.auth is AuthMethod.PASSWORD:
+                yield f"{prefix}.password_env", settings.password_env
+            else:
+                yield f"{prefix}.client_secret_env", settings.oauth.client_secret_env
+            if settings.auth is AuthMethod.GOOGLE:
+                yield f"{prefix}.refresh_token_env", settings.oauth.refresh_token_env
+
+        found: dict[str, str] = {}
+        tables: list[tuple[str, ImapSettings | SmtpSettings]] = [("smtp", self.smtp)] if self.smtp else []
+        for i, hub in enumerate(self.hubs):
+            if hub.imap:
+                tables.append((f"hubs[{i}].imap", hub.imap))
+            if hub.smtp:
+                tables.append((f"hubs[{i}].smtp", hub.smtp))
+        for prefix, settings in tables:
+            for key, variable in of(prefix, settings):
+                if variable and variable not in found:
+                    found[variable] = key
+        yield from found.items()
+
+
+_OAUTH_KEYS = ("client_id", "tenant_id", "client_secret_env", "refresh_token_env", "token_url")
+
+
+def _oauth(t: TomlTable, auth: AuthMethod) -> OAuthSettings:
+    oauth = OAuthSettings(**{k: t.get(k, str, None) for k in _OAUTH_KEYS})
+    # Missing pieces are named now, not at the first login at three in the morning.
+    needed = {AuthMethod.MICROSOFT: ("client_id", "tenant_id", "client_secret_env"),
+              AuthMethod.GOOGLE: ("client_id", "client_secret_env", "refresh_token_env")}.get(auth, ())
+    for key in needed:
+        if not getattr(oauth, key):
+            raise t.fail(key, f"is required with auth = \"{auth.value}\"")
+    if oauth.token_url and auth is not AuthMethod.GOOGLE:
+        raise t.fail("token_url", "is only used with auth = \"google\"")
+    return oauth
+
+
+def _choice(t: TomlTable, key: str, kind: type[enum.StrEnum], default: enum.StrEnum) -> Any:
+    value = t.get(key, str, default.value)
+    try:
+        return kind(value)
+    except ValueError:
+        raise t.fail(key, "should be " + ", ".join(m.value for m in kind)) from None
+
+
+_SMTP_KEYS = ("host", "port", "security", "username", "password_env", "timeout_seconds", "auth", *_OAUTH_KEYS)
+
+
+def _smtp(t: TomlTable) -> SmtpSettings:
+    t.only(*_SMTP_KEYS)
+    auth = _choice(t, "auth", AuthMethod, AuthMethod.PASSWORD)
+    return SmtpSettings(host=t.get("host", str), port=t.get("port", int, 587),
+                        security=_choice(t, "security", Security, Security.STARTTLS),
+                        username=t.get("username", str, None), password_env=t.get("password_env", str, None),
+                        timeout_seconds=float(t.get("timeout_seconds", (int, float), 60.0)), auth=auth,
+                        oauth=_oauth(t, auth))
 
 
 def _imap(t: TomlTable) -> ImapSettings:
-    t.only("host", "port", "security", "username", "password_env", "folder", "move_to", "auth", "client_id",
-           "tenant_id", "client_secret_env", "refresh_token_env", "idle", "timeout_seconds")
-    security = t.get("security", str, "tls")
-    if security not in {"tls", "starttls", "none"}:
-        raise t.fail("security", "should be tls, starttls or none")
-    auth = t.get("auth", str, "password")
-    if auth not in {"password", "microsoft", "google"}:
-        raise t.fail("auth", "should be password, microsoft or google")
+    t.only("host", "port", "security", "username", "password_env", "folder", "move_to", "auth", "idle",
+           "timeout_seconds", *_OAUTH_KEYS)
+    security = _choice(t, "security", Security, Security.TLS)
+    auth = _choice(t, "auth", AuthMethod, AuthMethod.PASSWORD)
     return ImapSettings(
-        host=t.get("host", str), port=t.get("port", int, 993 if security == "tls" else 143), security=security,
-        username=t.get("username", str, ""), password_env=t.get("password_env", str, None),
+        host=t.get("host", str), port=t.get("port", int, 993 if security is Security.TLS else 143),
+        security=security, username=t.get("username", str, ""), password_env=t.get("password_env", str, None),
         folder=t.get("folder", str, "INBOX"), move_to=t.get("move_to", str, None), auth=auth,
-        client_id=t.get("client_id", str, None), tenant_id=t.get("tenant_id", str, None),
-        client_secret_env=t.get("client_secret_env", str, None),
-        refresh_token_env=t.get("refresh_token_env", str, None), idle=t.get("idle", bool, False),
+        oauth=_oauth(t, auth), idle=t.get("idle", bool, False),
         timeout_seconds=float(t.get("timeout_seconds", (int, float), 60.0)),
     )
 
 
-def _hub(t: TomlTable, base: Path) -> HubSettings:
-    t.only("id", "name", "address", "aliases", "staff", "programmes", "imap", "maildir", "dates")
+def _hub(t: TomlTable, base: Path, smtp_defaults: dict[str, Any] | None) -> HubSettings:
+    t.only("id", "name", "address", "aliases", "staff", "programmes", "imap", "maildir", "dates", "smtp")
     dates: dict[str, HubDates] = {}
     if (dates_table := t.table("dates")) is not None:
         for programme_id, value in dates_table.data.items():
@@ -127,18 +246,23 @@ def _hub(t: TomlTable, base: Path) -> HubSettings:
             dates[programme_id] = HubDates(d.date("deadline"), tuple(notes))
     imap = t.table("imap")
     maildir = t.get("maildir", str, None)
+    smtp = None
+    if (own := t.table("smtp")) is not None:
+        # Keys the hub leaves out come from [smtp], so a hub may change only its login.
+        smtp = _smtp(TomlTable({**(smtp_defaults or {}), **own.data}, own.source, own.path))
     return HubSettings(
         id=t.get("id", str), name=t.get("name", str), address=t.get("address", str).lower(),
         aliases=tuple(a.lower() for a in t.get("aliases", list, [])),
         staff=tuple(t.get("staff", list, [])), programmes=tuple(t.get("programmes", list, [])),
         imap=_imap(imap) if imap else None, maildir=(base / maildir) if maildir else None, dates=dates,
+        smtp=smtp,
     )
 
 
 def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
     top = TomlTable(data, source)
     top.only("timezone", "database", "smtp", "outbox", "schedule", "hubs", "limits", "programmes_dir",
-             "max_replies_per_address_per_day", "retention_days")
+             "max_replies_per_address_per_day", "retention_days", "alerts")
     database = top.table("database")
     db_url = "sqlite:///hubbot.db"
     if database:
@@ -146,15 +270,8 @@ def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
         db_url = database.get("url", str)
     if db_url.startswith("sqlite:///") and not db_url.startswith("sqlite:////") and db_url != "sqlite:///:memory:":
         db_url = f"sqlite:///{(base / db_url[len('sqlite:///'):]).resolve()}"
-    smtp = None
-    if (s := top.table("smtp")) is not None:
-        s.only("host", "port", "security", "username", "password_env", "timeout_seconds")
-        security = s.get("security", str, "starttls")
-        if security not in {"tls", "starttls", "none"}:
-            raise s.fail("security", "should be starttls, tls or none")
-        smtp = SmtpSettings(host=s.get("host", str), port=s.get("port", int, 587), security=security,
-                            username=s.get("username", str, None), password_env=s.get("password_env", str, None),
-                            timeout_seconds=float(s.get("timeout_seconds", (int, float), 60.0)))
+    smtp_table = top.table("smtp")
+    smtp = _smtp(smtp_table) if smtp_table is not None else None
     outbox_path = base / "outbox"
     if (o := top.table("outbox")) is not None:
         o.only("path")
@@ -182,18 +299,30 @@ def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
         limits = Limits(**{k: lt.get(k, (int, float)) for k in lt.data})
     hubs = []
     for i, h in enumerate(top.get("hubs", list, [])):
-        hubs.append(_hub(top.item("hubs", i, h), base))
+        hubs.append(_hub(top.item("hubs", i, h), base, smtp_table.data if smtp_table else None))
     ids = [h.id for h in hubs]
     for hub_id in ids:
         if ids.count(hub_id) > 1:
             raise top.fail("hubs", f"hub id '{hub_id}' is used twice")
     programmes_dir = top.get("programmes_dir", str, None)
     retention = top.get("retention_days", int, None)
+    alerts = AlertSettings()
+    if (al := top.table("alerts")) is not None:
+        al.only("to", "mailbox_failures", "smtp_failures", "outbox_stuck_minutes")
+        to = al.get("to", list, [])
+        if not all(isinstance(a, str) and "@" in a for a in to):
+            raise al.fail("to", "should be a list of e-mail addresses")
+        counts = {k: al.get(k, int, getattr(AlertSettings, k)) for k in
+                  ("mailbox_failures", "smtp_failures", "outbox_stuck_minutes")}
+        for key, value in counts.items():
+            if value < 1:
+                raise al.fail(key, "should be 1 or more")
+        alerts = AlertSettings(to=tuple(to), **counts)
     return Config(path=Path(source), timezone=top.get("timezone", str, "Europe/London"), database_url=db_url,
                   smtp=smtp, outbox_path=outbox_path, schedule=schedule, hubs=tuple(hubs), limits=limits,
                   programmes_dir=(base / programmes_dir) if programmes_dir else None,
                   max_replies_per_address_per_day=top.get("max_replies_per_address_per_day", int, 5),
-                  retention_days=retention)
+                  retention_days=retention, alerts=alerts)
 
 
 def load_config(path: Path) -> Config:

@@ -15,7 +15,6 @@ from rules.hubs import HubDirectory
 from rules.maths_hubs import match_maths_hub
 from rules.pipeline import CheckSettings
 
-
 _log = logging.getLogger("hubbot.programmes")
 
 

@@ -43,8 +43,10 @@ class Service:
 
     def poll_and_process(self) -> None:
         report = self.worker.run_once()
-        log.info("cycle: stored=%s processed=%d failed=%d sent=%d", sum(report.fetched.values()),
-                 len(report.outcomes), report.failed_messages, report.outbox.sent)
+        busy = bool(report.outcomes or report.failed_messages or report.outbox.claimed or report.mailbox_errors)
+        # A poll with nothing new every few minutes is chatter: DEBUG.
+        log.log(logging.INFO if busy else logging.DEBUG, "cycle: stored=%s processed=%d failed=%d sent=%d",
+                sum(report.fetched.values()), len(report.outcomes), report.failed_messages, report.outbox.sent)
 
     def send_outbox(self) -> None:
         self.worker.send_due()
@@ -63,7 +65,7 @@ class Service:
         self.worker.send_due()
 
     def retention(self) -> None:
-        jobs.apply_retention(self.worker.db, self.config, self.worker.clock())
+        jobs.apply_retention(self.worker.db, self.config, self.worker.clock(), self.worker.workflow.settings)
 
     def schedule(self) -> None:
         schedule = self.config.schedule

@@ -2,7 +2,9 @@
 revision (programmatically, from the migration scripts shipped inside the package, so no ``alembic`` command or
 working directory is needed) and returns a ``Database`` that hands out sessions. SQLite gets WAL mode, a busy
 timeout and foreign keys on every connection, because the worker, the scheduler and a person running ``hubbot
-export`` may all open the same file; PostgreSQL is reached through psycopg 3 (``postgresql+psycopg://``).
+export`` may all open the same file; PostgreSQL is reached through psycopg 3 (``postgresql+psycopg://``). Engines
+hide SQL parameters in their errors (``hide_parameters``), so a failed INSERT never puts an address or a name in a
+log. ``schema_revision`` tells ``hubbot doctor`` and ``hubbot status`` where a database stands without migrating it.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -62,6 +66,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     url = _normalise_url(url)
+    # A database error's message would otherwise carry the statement's values: addresses, names, raw mail.
+    kwargs.setdefault("hide_parameters", True)
     if make_url(url).get_backend_name() == "sqlite":
         # Claims are conditional UPDATEs (repository.py), so pysqlite's lazy BEGIN is enough: a second writer
         # waits on busy_timeout instead of failing with "database is locked".
@@ -83,6 +89,42 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
+
+
+@dataclass(frozen=True)
+class SchemaRevision:
+    current: str | None      # None: no hubbot schema at all (a new, empty database)
+    head: str                # the newest revision this version of hubbot ships
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+    @property
+    def known(self) -> bool:
+        """False when the database was migrated by a newer hubbot (a downgrade without ``alembic downgrade``)."""
+        return self.current is None or _revision_exists(self.current)
+
+
+def _revision_exists(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except Exception:  # noqa: BLE001 - alembic raises for an unknown revision id
+        return False
+
+
+def schema_revision(engine: Engine) -> SchemaRevision:
+    """Where the database stands against the migrations shipped here; reads only (nothing is migrated)."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    return SchemaRevision(current, head)
+
+
+def redacted_url(url: str) -> str:
+    """The database URL with any password replaced by ***, for messages."""
+    return make_url(_normalise_url(url)).render_as_string(hide_password=True)
 
 
 def open_database(url: str, *, migrate: bool = True, **engine_kwargs: Any) -> Database:

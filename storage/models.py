@@ -92,6 +92,8 @@ class EventKind(enum.StrEnum):
     MESSAGE_QUARANTINED = "message_quarantined"
     # The mailbox.
     MAILBOX_ERROR = "mailbox_error"
+    MAILBOX_OK = "mailbox_ok"              # a poll succeeded after errors
+    MAILBOX_WARNING = "mailbox_warning"    # read, but something around it failed (e.g. moving to move_to)
     UIDVALIDITY_CHANGED = "uidvalidity_changed"
     MESSAGE_SKIPPED = "message_skipped"
     # The outbox.
@@ -100,6 +102,12 @@ class EventKind(enum.StrEnum):
     REPLY_FAILED = "reply_failed"
     REPLY_UNCERTAIN = "reply_uncertain"
     REPLY_REQUEUED = "reply_requeued"
+    SMTP_OK = "smtp_ok"                    # a mail server worked again after failures
+    # Health and data protection.
+    INCIDENT_OPENED = "incident_opened"
+    INCIDENT_CLOSED = "incident_closed"
+    ALERT_QUEUED = "alert_queued"
+    PRIVACY_ERASED = "privacy_erased"
     # Scheduled jobs.
     REMINDER_QUEUED = "reminder_queued"
     DIGEST_QUEUED = "digest_queued"

@@ -9,7 +9,8 @@ that need them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.parser import BytesHeaderParser
@@ -306,10 +307,12 @@ class EnqueueResult:
     created: bool
 
 
-def deterministic_message_id(dedupe_key: str, domain: str) -> str:
-    """The same key always gives the same Message-ID, so a resend is recognisably the same e-mail."""
-    digest = hashlib.sha256(dedupe_key.encode("utf-8")).hexdigest()[:32]
-    return f"<hubbot.{digest}@{domain or 'hubbot.invalid'}>"
+def new_message_id(domain: str) -> str:
+    """A Message-ID for a new outbox row: 128 random bits, chosen once when the row is queued and stored with it, so
+    a resend after a crash carries the same ID while no two e-mails ever share one, even after the database is
+    reset (IDs derived from keys or row ids would repeat), and nobody can guess the ID of a reply to forge an "I
+    confirm" in its thread."""
+    return f"<hubbot.{secrets.token_hex(16)}@{domain or 'hubbot.invalid'}>"
 
 
 def enqueue_reply(session: Session, *, hub_id: str, kind: EmailKind, from_addr: str, to: Iterable[str],
@@ -333,7 +336,7 @@ def enqueue_reply(session: Session, *, hub_id: str, kind: EmailKind, from_addr: 
     row = OutboxItem(hub_id=hub_id, kind=kind, dedupe_key=dedupe_key, source_message_id=source_message_id,
                      application_id=application_id, from_addr=from_addr, to=list(to), cc=list(cc),
                      subject=subject, text=text, html=html, headers=dict(headers or {}),
-                     message_id=message_id or deterministic_message_id(dedupe_key, domain),
+                     message_id=message_id or new_message_id(domain),
                      in_reply_to=in_reply_to, references=references, state=OutboxState.PENDING, attempts=0,
                      next_attempt_at=now, created_at=now)
     item, created = _insert_or_get(session, row, lookup)
@@ -482,3 +485,69 @@ def delete_personal_data(session: Session, *, older_than: datetime, hub_id: str 
     session.expire_all()
     return RetentionReport(applications=apps.rowcount, messages=messages.rowcount,  # type: ignore[attr-defined]
                            outbox=outbox.rowcount, events=events.rowcount)  # type: ignore[attr-defined]
+
+
+def delete_expired_rounds(session: Session, *, now: datetime, retention: timedelta,
+                          round_ends: Mapping[tuple[str, str], datetime],
+                          keep_event_kinds: Sequence[str] = ()) -> RetentionReport:
+    """Retention counted from the end of each application round: a row is deleted ``retention`` after the later of
+    its arrival and the end of its round (``round_ends[(hub, programme)]``: the last notification date in force for
+    that hub, else the deadline; the caller works it out). Mail and replies belonging to no programme count from
+    their arrival. So a school's application is kept through the whole round however early it came, and never
+    less than ``retention`` after it arrived. Messages not yet processed are kept whatever their age; events (ids
+    and codes only) go by their own time, except the kinds in ``keep_event_kinds``."""
+    def reference(arrived: datetime, hub_id: str, programme: str | None) -> datetime:
+        end = round_ends.get((hub_id, programme)) if programme else None
+        return max(arrived, end) if end is not None else arrived
+
+    expired = now - retention
+    app_refs: dict[int, datetime] = {}
+    for app_id, hub_id, programme, updated in session.execute(
+            select(Application.id, Application.hub_id, Application.programme, Application.updated_at)):
+        app_refs[app_id] = reference(updated, hub_id, programme)
+    old_apps = [i for i, ref in app_refs.items() if ref < expired]
+
+    message_refs: dict[int, datetime] = {}
+    old_messages: list[int] = []
+    for message_id, hub_id, app_id, stored, state, verdict in session.execute(
+            select(Message.id, Message.hub_id, Message.application_id, Message.stored_at, Message.state,
+                   Message.verdict)):
+        if app_id is not None and app_id in app_refs:
+            ref = max(stored, app_refs[app_id])
+        else:
+            ref = reference(stored, hub_id, (verdict or {}).get("programme"))
+        message_refs[message_id] = ref
+        if ref < expired and state != MessageState.STORED:
+            old_messages.append(message_id)
+
+    old_outbox: list[int] = []
+    for item_id, created, app_id, source_id in session.execute(
+            select(OutboxItem.id, OutboxItem.created_at, OutboxItem.application_id, OutboxItem.source_message_id)
+            .where(OutboxItem.state.in_([OutboxState.SENT, OutboxState.FAILED]))):
+        ref = created
+        if app_id is not None and app_id in app_refs:
+            ref = max(ref, app_refs[app_id])
+        if source_id is not None and source_id in message_refs:
+            ref = max(ref, message_refs[source_id])
+        if ref < expired:
+            old_outbox.append(item_id)
+
+    def delete_ids(model: Any, ids: list[int]) -> int:
+        deleted = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            result = session.execute(delete(model).where(model.id.in_(chunk))
+                                     .execution_options(synchronize_session=False))
+            deleted += result.rowcount  # type: ignore[attr-defined]
+        return deleted
+
+    apps = delete_ids(Application, old_apps)
+    outbox = delete_ids(OutboxItem, old_outbox)
+    messages = delete_ids(Message, old_messages)
+    events_query = delete(Event).where(Event.at < expired)
+    if keep_event_kinds:
+        events_query = events_query.where(Event.kind.not_in(list(keep_event_kinds)))
+    events = session.execute(events_query.execution_options(synchronize_session=False))
+    session.expire_all()
+    return RetentionReport(applications=apps, messages=messages, outbox=outbox,
+                           events=events.rowcount)  # type: ignore[attr-defined]

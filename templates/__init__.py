@@ -27,6 +27,8 @@ class EmailKind(StrEnum):
     # To hub staff.
     STAFF_NOTICE = "staff_notice"
     DIGEST = "digest"
+    # To the hub's IT (``[alerts] to``).
+    ALERT = "alert"
 
     @property
     def is_reply(self) -> bool:

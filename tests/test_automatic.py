@@ -6,8 +6,15 @@ import pytest
 from parsers.email import parse_email
 from parsers.types import Attachment, ParsedEmail
 from rules.automatic import DEFAULT_POLICY, Rule, automatic_reason, automatic_reasons
-from samples.mail import (DOCX_TYPE, bounce_report, build_email, forgot_attachment_email, mailing_list_post,
-                                out_of_office, question_email)
+from samples.mail import (
+    DOCX_TYPE,
+    bounce_report,
+    build_email,
+    forgot_attachment_email,
+    mailing_list_post,
+    out_of_office,
+    question_email,
+)
 
 SCHOOL = "Kate Wright <k.wright@valley.example.sch.uk>"
 HUB = "admin@hub.example.org"

@@ -324,6 +324,8 @@ def test_one_digest_per_hub_per_day_with_two_workers_on_postgresql(tmp_path: Pat
     hubs = hub_block(dates=HUB_DATES) + hub_block("north", address="admin@north.example.org",
                                                   name="North Maths Hub", maildir="mail-north",
                                                   staff=("lead@north.example.org",))
+    # North's mailbox works and is empty (a mailbox that cannot be read is an incident, never a quiet day).
+    (tmp_path / "mail-north" / "new").mkdir(parents=True)
     b = central_bot(tmp_path, pg_url, hubs=hubs)
     try:
         realistic_day(b, tmp_path)

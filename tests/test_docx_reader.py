@@ -14,8 +14,16 @@ from parsers.docx_form import read_docx
 from parsers.errors import UnreadableFile, UnsafeFile
 from parsers.types import Cell, DocumentKind, FormDocument, Limits, Paragraph, Table
 from samples.forms import (
-    DELETED_TEXT, FillStyle, FormFiller, entity_bomb_docx, form_path, many_members_docx, minimal_docx,
-    ratio_bomb_docx, truncated, zip_bomb_docx,
+    DELETED_TEXT,
+    FillStyle,
+    FormFiller,
+    entity_bomb_docx,
+    form_path,
+    many_members_docx,
+    minimal_docx,
+    ratio_bomb_docx,
+    truncated,
+    zip_bomb_docx,
 )
 
 LIMITS = Limits()

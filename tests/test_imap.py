@@ -1,5 +1,7 @@
 """The IMAP source against a real Dovecot (new UIDs only, size cap, \\Seen untouched, UIDVALIDITY change, a server
-restart mid-fetch, XOAUTH2), the XOAUTH2 token providers as units, and the Maildir source with the same shape."""
+restart mid-fetch, XOAUTH2), the XOAUTH2 token providers (``bot.oauth``) as units, and the Maildir source with the
+same shape. The source takes the config's ``ImapSettings``; the size cap, batch size and token provider are passed
+beside them."""
 from __future__ import annotations
 
 import threading
@@ -9,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.mail.imap import ImapSettings, ImapSource, google_token_provider, microsoft_token_provider
+from bot.config import ImapSettings
+from bot.mail.imap import ImapSource
 from bot.mail.maildir import MaildirSource
 from bot.mail.source import Cursor, ErrorKind, MailSource, MailSourceError, SkipReason
+from bot.oauth import TokenError, google_token_provider, microsoft_token_provider
 from storage import repository as repo
 from storage.db import open_database
 
@@ -24,9 +28,10 @@ def raw_message(n: int, body: str = "hello", extra: str = "") -> bytes:
             f"{extra}\r\n{body}\r\n").encode()
 
 
-def source_for(dovecot, folder: str, **kwargs) -> ImapSource:
+def source_for(dovecot, folder: str, **runtime) -> ImapSource:
     return ImapSource(ImapSettings(host=dovecot.host, port=dovecot.port, security="none", username=dovecot.user,
-                                   password_env="HUBBOT_TEST_IMAP_PASSWORD", folder=folder, timeout=10, **kwargs))
+                                   password_env="HUBBOT_TEST_IMAP_PASSWORD", folder=folder, timeout_seconds=10),
+                      **runtime)
 
 
 @pytest.fixture(autouse=True)
@@ -129,13 +134,13 @@ def test_xoauth2_login_with_token_provider(dovecot):
         return dovecot.oauth_token
 
     source = ImapSource(ImapSettings(host=dovecot.host, port=dovecot.port, security="none", username="oauthuser",
-                                     token_provider=token, timeout=10))
+                                     timeout_seconds=10), token_provider=token)
     run = source.fetch_new(Cursor())
     assert list(run) == [] and calls == [1]
     source.close()
 
     bad = ImapSource(ImapSettings(host=dovecot.host, port=dovecot.port, security="none", username="oauthuser",
-                                  token_provider=lambda: "wrong-token", timeout=10))
+                                  timeout_seconds=10), token_provider=lambda: "wrong-token")
     with pytest.raises(MailSourceError) as failure:
         bad.fetch_new(Cursor())
     assert failure.value.kind is ErrorKind.PERMANENT
@@ -152,7 +157,8 @@ def test_wrong_password_is_permanent(dovecot, monkeypatch):
 def test_starttls_refused_when_server_has_none(dovecot):
     # The test Dovecot has ssl = no, so it cannot upgrade: the source must not fall back to clear text.
     source = ImapSource(ImapSettings(host=dovecot.host, port=dovecot.port, security="starttls",
-                                     username=dovecot.user, password_env="HUBBOT_TEST_IMAP_PASSWORD", timeout=10))
+                                     username=dovecot.user, password_env="HUBBOT_TEST_IMAP_PASSWORD",
+                                     timeout_seconds=10))
     with pytest.raises(MailSourceError):
         source.fetch_new(Cursor())
 
@@ -207,7 +213,7 @@ def test_microsoft_token_failure_names_error_not_secret(monkeypatch):
 
     provide = microsoft_token_provider(tenant_id="t", client_id="c", client_secret_env="MS_SECRET",
                                        app_factory=Refusing)
-    with pytest.raises(MailSourceError) as failure:
+    with pytest.raises(TokenError) as failure:
         provide()
     assert "invalid_client" in str(failure.value) and "the-secret" not in str(failure.value)
 
@@ -236,7 +242,7 @@ def test_google_token_provider_missing_env_is_permanent(monkeypatch):
     monkeypatch.setenv("G_SECRET", "gs")
     provide = google_token_provider(client_id="c", client_secret_env="G_SECRET", refresh_token_env="G_REFRESH",
                                     post=lambda *a: {"access_token": "x"})
-    with pytest.raises(MailSourceError) as failure:
+    with pytest.raises(TokenError) as failure:
         provide()
     assert failure.value.kind is ErrorKind.PERMANENT
 

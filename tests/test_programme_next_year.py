@@ -17,8 +17,8 @@ from parsers.docx_form import read_docx
 from parsers.types import Limits
 from rules.definitions import load_registry
 from rules.drafting import Draft, draft_programme
-from rules.verdict import Status
 from rules.labels import shift_years
+from rules.verdict import Status
 from samples.applications import application_email, complete_answers, fill_form, programme
 from samples.forms import FillStyle
 from samples.proving import Outcome, fill, prove, wrong_values

@@ -8,8 +8,9 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy import select
 
+from bot.config import SmtpSettings
 from bot.sending.outbox import LOOP_HEADER, OutboxPolicy, backoff, build_email, drain_outbox, eml_sender, smtp_sender
-from bot.sending.smtp import SendStatus, SmtpConnection, SmtpSettings, eml_filename, send_message, write_eml
+from bot.sending.smtp import SendStatus, SmtpConnection, eml_filename, send_message, write_eml
 from storage import repository as repo
 from storage.db import open_database
 from storage.models import Event, OutboxItem, OutboxState
@@ -23,7 +24,7 @@ NOW = datetime(2024, 6, 28, 9, 0, tzinfo=timezone.utc)
 
 
 def plain(server, **kwargs) -> SmtpSettings:
-    return SmtpSettings(host=server.host, port=server.port, security="none", timeout=10, **kwargs)
+    return SmtpSettings(host=server.host, port=server.port, security="none", timeout_seconds=10, **kwargs)
 
 
 def simple_message(n: int = 1) -> EmailMessage:
@@ -115,22 +116,21 @@ def test_login_plain_from_environment(smtp_server_auth, monkeypatch):
 
 def test_login_xoauth2(smtp_server_auth):
     smtp_server_auth.handler.oauth_tokens.add("tok-123")
-    settings = plain(smtp_server_auth, username="hub@example.org", token_provider=lambda: "tok-123")
-    assert send_message(settings, simple_message()).ok
+    settings = plain(smtp_server_auth, username="hub@example.org", auth="google")
+    assert send_message(settings, simple_message(), token_provider=lambda: "tok-123").ok
     assert smtp_server_auth.handler.auth_log == [("XOAUTH2", "hub@example.org")]
-    bad = plain(smtp_server_auth, username="hub@example.org", token_provider=lambda: "nope")
-    assert not send_message(bad, simple_message(2)).ok
+    assert not send_message(settings, simple_message(2), token_provider=lambda: "nope").ok
 
 
 def test_starttls_required_but_not_offered(smtp_server):
-    settings = SmtpSettings(host=smtp_server.host, port=smtp_server.port, security="starttls", timeout=10)
+    settings = SmtpSettings(host=smtp_server.host, port=smtp_server.port, security="starttls", timeout_seconds=10)
     result = send_message(settings, simple_message())
     assert result.status is SendStatus.TEMPORARY
     assert smtp_server.received == []   # never fell back to clear text
 
 
 def test_connection_refused_is_temporary():
-    result = send_message(SmtpSettings(host="127.0.0.1", port=free_port(), security="none", timeout=3),
+    result = send_message(SmtpSettings(host="127.0.0.1", port=free_port(), security="none", timeout_seconds=3),
                           simple_message())
     assert result.status is SendStatus.TEMPORARY and result.code is None
 

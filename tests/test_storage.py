@@ -3,6 +3,7 @@ detection, idempotent enqueueing and job claims, expiring leases, retention, and
 at once never getting the same message or reply."""
 from __future__ import annotations
 
+import re
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -135,7 +136,10 @@ def test_outbox_enqueue_claim_retry_and_finish(db):
                                     to=["school@example.sch.uk"], subject="Thanks", text="t",
                                     source_message_id=m.id, now=NOW)
         assert first.created and not second.created and first.item.id == second.item.id
-        assert first.item.message_id == repo.deterministic_message_id(f"msg:{m.id}:acknowledgement", "example.org")
+        # Random, chosen once at queue time and kept with the row (interface.md: never derived from ids or keys).
+        assert re.fullmatch(r"<hubbot\.[0-9a-f]{32}@example\.org>", first.item.message_id)
+        assert second.item.message_id == first.item.message_id
+        assert repo.new_message_id("example.org") != repo.new_message_id("example.org")
         with pytest.raises(ValueError):
             repo.enqueue_reply(s, hub_id="h", kind="digest", from_addr="hub@example.org", to=[], subject="",
                                text="")

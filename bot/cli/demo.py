@@ -22,6 +22,8 @@ from rich.table import Table
 
 from rules.calendar import LONDON
 
+DEMO_MARKER = ".hubbot-demo"   # marks a folder `hubbot demo` wrote, and so may replace
+
 CONFIG = """\
 # The demo's config: the built-in hubs, each with a Maildir inbox under ./inbox, replies written to ./outbox.
 [database]
@@ -158,12 +160,17 @@ def run_demo(root: Path, *, now: datetime | None = None) -> int:
     console = Console()
     started = time.monotonic()
     now = now or datetime.now(timezone.utc)
-    if root.exists():
-        if not (root / "hubbot.toml").exists():
-            console.print(f"[red]{root} exists and is not a hubbot demo workspace; choose another --dir[/red]")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        # Only a folder this command wrote (it carries the marker) may be replaced: a hubbot.toml alone could be
+        # a real hub's workspace.
+        if not (root / DEMO_MARKER).is_file():
+            console.print(f"[red]{root} is not empty and is not an earlier hubbot demo: nothing was changed; "
+                          f"choose another --dir[/red]")
             return 2
         shutil.rmtree(root)
-    root.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / DEMO_MARKER).write_text("Written by `hubbot demo`: the next `hubbot demo` run may replace this folder.\n",
+                                    encoding="utf-8")
     _write_config(root)
 
     with Progress(console=console, transient=True) as progress:
@@ -214,7 +221,7 @@ def run_demo(root: Path, *, now: datetime | None = None) -> int:
     console.print(table)
     outbox = root / "outbox"
     console.print(f"{sum(report.fetched.values())} e-mails read, {report.outbox.sent} replies written to "
-                  f"[bold]{outbox}[/bold] as .eml files (open them in any mail program).")
+                  f"[bold]{outbox}[/bold] as .eml files, not sent (open them in any mail program).")
     console.print(f"Database: {root / 'hubbot.db'}   Config: {root / 'hubbot.toml'}   "
                   f"({time.monotonic() - started:.1f} s)")
     if report.failed_messages or report.mailbox_errors:

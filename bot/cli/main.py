@@ -28,8 +28,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="act as if it were this moment (London time unless an offset is given)")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hubbot")
+    except PackageNotFoundError:  # run from a checkout without installing
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hubbot", description="Maths Hubs application intake bot.")
+    parser.add_argument("--version", action="version", version=f"hubbot {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = commands.add_parser("check", help="assess e-mails as the bot would, with no side effects",
                                 description="Assess .eml files as the bot would: no network, no database.")
@@ -82,10 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write to FILE (default: stdout for csv and json; xlsx needs a file)")
     _common(export)
 
-    from bot.cli import programme
+    from bot.cli import ops, programme
 
     programme.add_parser(commands, _common)
+    _OPS_HANDLERS.update(ops.add_commands(commands, _common))
     return parser
+
+
+_OPS_HANDLERS: dict = {}
 
 
 def _load_config(path_arg: str | None):
@@ -138,13 +152,12 @@ def _clock(now: datetime | None):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import logging
-
+    from bot import logs
     from bot.context import check_settings
     from bot.worker import Worker
     from storage.db import open_database
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     config = _require_config(args.config)
     db = open_database(config.database_url)
     worker = Worker(config, db, check_settings(config), clock=_clock(args.now))
@@ -155,8 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             report = worker.run_once()
         finally:
             worker.close()
-        print(format_cycle(report))
-        return 1 if report.mailbox_errors else 0
+        print(format_cycle(report, smtp=config.smtp is not None or any(h.smtp for h in config.hubs)))
+        return 1 if report.mailbox_errors or report.mailbox_warnings or report.outbox_error else 0
     from bot.scheduler import Service
 
     try:
@@ -322,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"check": cmd_check, "run": cmd_run, "demo": cmd_demo, "export": cmd_export, "digest": cmd_digest, "remind": cmd_remind,
-                "requeue": cmd_requeue, "programme": cmd_programme}
+                "requeue": cmd_requeue, "programme": cmd_programme, **_OPS_HANDLERS}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

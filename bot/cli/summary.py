@@ -65,8 +65,9 @@ def format_summary(name: str, verdict: Verdict) -> str:
     return "\n".join(out) + "\n"
 
 
-def format_cycle(report) -> str:
-    """One line per hub and a count per outcome, for `hubbot run --once`."""
+def format_cycle(report, *, smtp: bool = True) -> str:
+    """One line per hub and a count per outcome, for `hubbot run --once`. Without ``smtp`` (no ``[smtp]`` or
+    ``[hubs.smtp]``) the replies were written to the outbox folder, and the summary must not say they were sent."""
     from collections import Counter
 
     lines = []
@@ -74,11 +75,20 @@ def format_cycle(report) -> str:
         lines.append(f"{hub_id}: {count} new message(s) stored")
     for hub_id, error in report.mailbox_errors.items():
         lines.append(f"{hub_id}: MAILBOX NOT READ: {error}")
+    for hub_id, warning in getattr(report, "mailbox_warnings", {}).items():
+        lines.append(f"{hub_id}: WARNING: {warning}")
     statuses = Counter(o.status.value for o in report.outcomes)
     lines.append("processed: " + (", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "nothing new"))
     if report.failed_messages:
         lines.append(f"failed (will retry): {report.failed_messages}")
     o = report.outbox
-    lines.append(f"replies: {o.sent} sent, {o.retried} to retry, {o.failed} failed"
+    done = f"{o.sent} sent" if smtp else f"{o.sent} written to the outbox folder, not sent"
+    lines.append(f"replies: {done}, {o.retried} to retry, {o.failed} failed"
                  + (f", {o.uncertain} uncertain (check by hand)" if o.uncertain else ""))
+    if getattr(report, "outbox_error", None):
+        lines.append(f"OUTBOX NOT SENT: {report.outbox_error} (see the log)")
+    for key in getattr(report, "incidents_opened", ()):
+        lines.append(f"incident opened: {key} (see `hubbot status`)")
+    for key in getattr(report, "incidents_closed", ()):
+        lines.append(f"incident closed: {key} (recovered)")
     return "\n".join(lines)

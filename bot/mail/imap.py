@@ -2,138 +2,39 @@
 with ``BODY.PEEK[]``, so polling never changes ``\\Seen`` or anything else a person relies on; the bot's memory of
 what it has handled is the (UIDVALIDITY, last UID) cursor in the database, never the server's flags. Sizes and
 INTERNALDATE come first so an oversized message is skipped (and reported) without downloading it; bodies follow
-in small batches. Login is by password or XOAUTH2; the two token providers (Microsoft 365 client credentials via
-MSAL, Google refresh token) read their secrets from environment variables named in the config and take injectable
-callables so they can be tested without the network.
+in small batches. Login is by password or XOAUTH2 with a token provider from ``bot.oauth``; a refused token is
+thrown away and one fresh token tried, because a token the server considers expired is the usual cause. The settings
+are the config's ``ImapSettings``; what exists only at run time (the token provider, a TLS context, the size cap)
+is passed beside them. Every error names the server (host:port) and, where it is about one, the folder.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import socket
 import ssl
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any
 
 import imapclient
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
+from bot.config import ImapSettings, Security
 from bot.mail.source import Cursor, ErrorKind, FetchedMessage, FetchRun, MailSourceError, SkippedMessage, SkipReason
+from bot.oauth import TokenError, TokenProvider, env_secret
 
 log = logging.getLogger(__name__)
 
-TokenProvider = Callable[[], str]
-Security = Literal["tls", "starttls", "none"]
-
-MICROSOFT_IMAP_SCOPE = "https://outlook.office365.com/.default"
-GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 # Errors that mean "the network or server let us down", worth retrying on the next poll.
 _TEMPORARY_ERRORS = (OSError, socket.timeout, ssl.SSLError, imapclient.exceptions.IMAPClientAbortError)
 
 
-@dataclass
-class ImapSettings:
-    host: str
-    username: str
-    port: int = 993
-    security: Security = "tls"
-    password_env: str | None = None             # name of the environment variable, never the password itself
-    folder: str = "INBOX"
-    timeout: float = 60.0
-    max_message_bytes: int = 25 * 1024 * 1024
-    batch_size: int = 20
-    token_provider: TokenProvider | None = None  # set for XOAUTH2; wins over password_env
-    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
-
-
-def _env_secret(name: str | None, what: str) -> str:
-    if not name:
-        raise MailSourceError(f"no environment variable configured for the {what}", ErrorKind.PERMANENT)
-    value = os.environ.get(name)
-    if not value:
-        raise MailSourceError(f"environment variable {name} ({what}) is not set", ErrorKind.PERMANENT)
-    return value
-
-
-# ---- XOAUTH2 token providers ----------------------------------------------------------------------------------
-
-class TokenError(MailSourceError):
-    pass
-
-
-def microsoft_token_provider(*, tenant_id: str, client_id: str, client_secret_env: str,
-                             app_factory: Callable[..., Any] | None = None) -> TokenProvider:
-    """Microsoft 365: app-only (client credentials) token for IMAP. MSAL caches the token and renews it when due,
-    so calling the provider before every login is cheap."""
-    app: Any = None
-
-    def provide() -> str:
-        nonlocal app
-        if app is None:
-            factory = app_factory
-            if factory is None:
-                import msal
-                factory = msal.ConfidentialClientApplication
-            app = factory(client_id, authority=f"https://login.microsoftonline.com/{tenant_id}",
-                          client_credential=_env_secret(client_secret_env, "Microsoft client secret"))
-        result = app.acquire_token_for_client(scopes=[MICROSOFT_IMAP_SCOPE])
-        token = result.get("access_token") if isinstance(result, dict) else None
-        if not token:
-            # error codes only: error_description can echo tenant details, and never the secret.
-            raise TokenError(f"Microsoft token request failed: {result.get('error', 'unknown')}",
-                             ErrorKind.PERMANENT)
-        return str(token)
-
-    return provide
-
-
-def _post_form(url: str, data: dict[str, str], timeout: float) -> dict[str, Any]:
-    body = urllib.parse.urlencode(data).encode()
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (fixed https URL)
-            return dict(json.loads(response.read()))
-    except urllib.error.HTTPError as exc:
-        try:
-            return dict(json.loads(exc.read()))
-        except ValueError:
-            return {"error": f"http_{exc.code}"}
-
-
-def google_token_provider(*, client_id: str, client_secret_env: str, refresh_token_env: str,
-                          post: Callable[[str, dict[str, str], float], dict[str, Any]] = _post_form,
-                          clock: Callable[[], float] = time.monotonic, token_url: str = GOOGLE_TOKEN_URL,
-                          timeout: float = 30.0) -> TokenProvider:
-    """Google: exchange a stored refresh token for an access token, cached until a minute before it expires."""
-    cached: dict[str, Any] = {}
-
-    def provide() -> str:
-        if cached and clock() < cached["expires"]:
-            return str(cached["token"])
-        answer = post(token_url, {
-            "grant_type": "refresh_token",
-            "client_id": client_id,
-            "client_secret": _env_secret(client_secret_env, "Google client secret"),
-            "refresh_token": _env_secret(refresh_token_env, "Google refresh token"),
-        }, timeout)
-        token = answer.get("access_token")
-        if not token:
-            kind = ErrorKind.PERMANENT if answer.get("error") == "invalid_grant" else ErrorKind.TEMPORARY
-            raise TokenError(f"Google token request failed: {answer.get('error', 'unknown')}", kind)
-        cached["token"] = token
-        cached["expires"] = clock() + max(0, int(answer.get("expires_in", 3600)) - 60)
-        return str(token)
-
-    return provide
+def _server_text(exc: BaseException) -> str:
+    # imapclient puts the server's answer in the message ("select failed: Mailbox doesn't exist: X"): keep it short.
+    text = " ".join(str(exc).split())
+    return text[:200]
 
 
 # ---- the mailbox ----------------------------------------------------------------------------------------------
@@ -147,12 +48,18 @@ def _aware(value: Any) -> datetime:
 class ImapSource:
     """One IMAP folder. Connects lazily, reconnects on the next call after a dropped connection."""
 
-    def __init__(self, settings: ImapSettings,
-                 client_factory: Callable[..., IMAPClient] = IMAPClient) -> None:
+    def __init__(self, settings: ImapSettings, *, token_provider: TokenProvider | None = None,
+                 ssl_context: ssl.SSLContext | None = None, max_message_bytes: int = 25 * 1024 * 1024,
+                 batch_size: int = 20, client_factory: Callable[..., IMAPClient] = IMAPClient) -> None:
         self.settings = settings
+        self.token_provider = token_provider    # set for XOAUTH2; wins over password_env
+        self.ssl_context = ssl_context
+        self.max_message_bytes = max_message_bytes
+        self.batch_size = batch_size
         self._client_factory = client_factory
         self._client: IMAPClient | None = None
         self._selected_readonly: bool | None = None
+        self._folders_checked: dict[str, str | None] = {}   # per connection: folder -> problem (None: it exists)
 
     # -- connection --
 
@@ -160,31 +67,57 @@ class ImapSource:
         if self._client is not None:
             return self._client
         s = self.settings
-        context = s.ssl_context or ssl.create_default_context()
+        context = self.ssl_context or ssl.create_default_context()
         try:
-            if s.security == "tls":
+            if s.security is Security.TLS:
                 client = self._client_factory(s.host, port=s.port, ssl=True, ssl_context=context,
-                                              timeout=s.timeout)
+                                              timeout=s.timeout_seconds)
             else:
-                client = self._client_factory(s.host, port=s.port, ssl=False, timeout=s.timeout)
-                if s.security == "starttls":
+                client = self._client_factory(s.host, port=s.port, ssl=False, timeout=s.timeout_seconds)
+                if s.security is Security.STARTTLS:
                     client.starttls(context)
             # Aware datetimes straight from the server instead of imapclient's conversion to local naive time.
             client.normalise_times = False
-            if s.token_provider is not None:
-                client.oauth2_login(s.username, s.token_provider())
-            else:
-                client.login(s.username, _env_secret(s.password_env, "IMAP password"))
+            self._login(client)
         except LoginError as exc:
-            raise MailSourceError("IMAP login refused", ErrorKind.PERMANENT) from exc
+            # Which secret to check, not which account: the message goes to the log and the event log.
+            secret = "the OAuth2 token" if self.token_provider is not None else \
+                f"the username and the password in {s.password_env}"
+            raise MailSourceError(f"IMAP login to {s.where} refused: check {secret}", ErrorKind.PERMANENT) from exc
+        except TokenError as exc:
+            raise MailSourceError(f"IMAP login to {s.where}: no OAuth2 token: {exc}", exc.kind, token=True) from exc
         except _TEMPORARY_ERRORS as exc:
-            raise MailSourceError(f"IMAP connection failed: {type(exc).__name__}") from exc
+            raise MailSourceError(f"IMAP connection to {s.where} failed: {type(exc).__name__}"
+                                  + (f" ({_server_text(exc)})" if str(exc) else "")) from exc
         except IMAPClientError as exc:
             # e.g. the server does not offer STARTTLS: insecure fallback is not an option.
-            raise MailSourceError(f"IMAP setup failed: {exc}", ErrorKind.PERMANENT) from exc
+            raise MailSourceError(f"IMAP setup with {s.where} failed: {_server_text(exc)}",
+                                  ErrorKind.PERMANENT) from exc
         self._client = client
         self._selected_readonly = None
+        self._folders_checked = {}
         return client
+
+    def _login(self, client: IMAPClient) -> None:
+        s = self.settings
+        if self.token_provider is None:
+            client.login(s.username, self._password())
+            return
+        try:
+            client.oauth2_login(s.username, self.token_provider())
+        except LoginError:
+            # The cached token may have expired early or been revoked: one fresh token, one more try.
+            invalidate = getattr(self.token_provider, "invalidate", None)
+            if invalidate is None:
+                raise
+            invalidate()
+            client.oauth2_login(s.username, self.token_provider())
+
+    def _password(self) -> str:
+        try:
+            return env_secret(self.settings.password_env, "IMAP password")
+        except TokenError as exc:
+            raise MailSourceError(f"IMAP login to {self.settings.where}: {exc}", ErrorKind.PERMANENT) from None
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -219,11 +152,18 @@ class ImapSource:
             info = client.select_folder(self.settings.folder, readonly=readonly)
         except _TEMPORARY_ERRORS as exc:
             self._drop()
-            raise MailSourceError(f"IMAP select failed: {type(exc).__name__}") from exc
+            raise MailSourceError(f"IMAP select of folder '{self.settings.folder}' on {self.settings.where} "
+                                  f"failed: {type(exc).__name__}") from exc
         except IMAPClientError as exc:
-            raise MailSourceError("IMAP folder cannot be opened", ErrorKind.PERMANENT) from exc
+            raise MailSourceError(f"IMAP folder '{self.settings.folder}' cannot be opened on {self.settings.where}: "
+                                  f"{_server_text(exc)}", ErrorKind.PERMANENT) from exc
         self._selected_readonly = readonly
         return info
+
+    def examine(self) -> int:
+        """Open the folder read-only and say how many messages it holds (``hubbot doctor``)."""
+        info = self._select(readonly=True)
+        return int(info.get(b"EXISTS", 0))
 
     # -- fetching --
 
@@ -247,14 +187,15 @@ class ImapSource:
                     sizes[int(uid)] = int(data.get(b"RFC822.SIZE", 0))
         except _TEMPORARY_ERRORS as exc:
             self._drop()
-            raise MailSourceError(f"IMAP search failed: {type(exc).__name__}") from exc
+            raise MailSourceError(f"IMAP search in folder '{self.settings.folder}' on {self.settings.where} "
+                                  f"failed: {type(exc).__name__}") from exc
 
         wanted: list[int] = []
         skipped: list[SkippedMessage] = []
         for uid in uids:
             if uid not in sizes:
                 skipped.append(SkippedMessage(uid, 0, SkipReason.VANISHED))
-            elif sizes[uid] > self.settings.max_message_bytes:
+            elif sizes[uid] > self.max_message_bytes:
                 skipped.append(SkippedMessage(uid, sizes[uid], SkipReason.TOO_LARGE))
             else:
                 wanted.append(uid)
@@ -264,7 +205,7 @@ class ImapSource:
                         skipped=skipped, _bodies=lambda ids: self._bodies(uidvalidity, ids))
 
     def _bodies(self, uidvalidity: int, uids: Sequence[int]) -> Iterator[FetchedMessage]:
-        batch = max(1, self.settings.batch_size)
+        batch = max(1, self.batch_size)
         for start in range(0, len(uids), batch):
             chunk = list(uids[start:start + batch])
             try:
@@ -272,11 +213,13 @@ class ImapSource:
                 if self._selected_readonly is None:
                     info = self._select(readonly=True)
                     if int(info[b"UIDVALIDITY"]) != uidvalidity:
-                        raise MailSourceError("UIDVALIDITY changed during fetch")
+                        raise MailSourceError(f"UIDVALIDITY of folder '{self.settings.folder}' on "
+                                              f"{self.settings.where} changed during fetch")
                 response = client.fetch(chunk, ["BODY.PEEK[]", "INTERNALDATE", "RFC822.SIZE"])
             except _TEMPORARY_ERRORS as exc:
                 self._drop()
-                raise MailSourceError(f"IMAP fetch failed: {type(exc).__name__}") from exc
+                raise MailSourceError(f"IMAP fetch from folder '{self.settings.folder}' on {self.settings.where} "
+                                      f"failed: {type(exc).__name__}") from exc
             for uid in chunk:
                 data = response.get(uid)
                 if data is None or b"BODY[]" not in data:
@@ -286,6 +229,27 @@ class ImapSource:
                                      raw=raw, size=len(raw))
 
     # -- after the caller has committed --
+
+    def folder_problem(self, folder: str) -> str | None:
+        """Why ``folder`` cannot take messages (it does not exist), or None when it can. Asked once per connection,
+        so a wrong ``move_to`` is reported at every poll of ``run --once`` and after every reconnect of the worker,
+        without costing a command on every poll of a kept connection."""
+        if folder in self._folders_checked:
+            return self._folders_checked[folder]
+        client = self.connect()
+        try:
+            exists = client.folder_exists(folder)
+        except _TEMPORARY_ERRORS as exc:
+            self._drop()
+            raise MailSourceError(f"IMAP LIST of folder '{folder}' on {self.settings.where} failed: "
+                                  f"{type(exc).__name__}") from exc
+        except IMAPClientError as exc:
+            exists, problem = False, _server_text(exc)
+        else:
+            problem = None if exists else "it does not exist"
+        found = None if exists else f"folder '{folder}' on {self.settings.where} cannot take messages: {problem}"
+        self._folders_checked[folder] = found
+        return found
 
     def move_to(self, uids: Sequence[int], folder: str) -> None:
         """Move handled messages to another folder (optional housekeeping; the cursor already prevents refetch)."""
@@ -305,7 +269,11 @@ class ImapSource:
                     client.expunge()
         except _TEMPORARY_ERRORS as exc:
             self._drop()
-            raise MailSourceError(f"IMAP move failed: {type(exc).__name__}") from exc
+            raise MailSourceError(f"IMAP move to folder '{folder}' on {self.settings.where} failed: "
+                                  f"{type(exc).__name__}") from exc
+        except IMAPClientError as exc:
+            raise MailSourceError(f"IMAP cannot move messages to folder '{folder}' on {self.settings.where}: "
+                                  f"{_server_text(exc)}", ErrorKind.PERMANENT) from exc
         finally:
             self._selected_readonly = None
 
@@ -325,5 +293,5 @@ class ImapSource:
                 client.idle_done()
         except _TEMPORARY_ERRORS as exc:
             self._drop()
-            raise MailSourceError(f"IMAP IDLE failed: {type(exc).__name__}") from exc
+            raise MailSourceError(f"IMAP IDLE on {self.settings.where} failed: {type(exc).__name__}") from exc
         return any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses)

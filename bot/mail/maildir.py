@@ -41,7 +41,7 @@ class MaildirSource:
 
     def _files(self) -> dict[str, Path]:
         if not (self.path / "cur").is_dir() and not (self.path / "new").is_dir():
-            raise MailSourceError("Maildir folder not found")
+            raise MailSourceError(f"Maildir folder {self.path} not found (no cur/ or new/ in it)")
         found: dict[str, Path] = {}
         for sub in ("new", "cur"):  # never tmp: files there are still being written
             directory = self.path / sub
@@ -59,7 +59,7 @@ class MaildirSource:
         except FileNotFoundError:
             return _Ledger(uidvalidity=int(time.time()), next_uid=1, uids={})
         except (ValueError, KeyError, TypeError) as exc:
-            raise MailSourceError("Maildir ledger is damaged; delete it to renumber") from exc
+            raise MailSourceError(f"Maildir ledger {self.ledger_path} is damaged; delete it to renumber") from exc
 
     def _save_ledger(self, ledger: _Ledger) -> None:
         text = json.dumps({"uidvalidity": ledger.uidvalidity, "next_uid": ledger.next_uid, "uids": ledger.uids})

@@ -49,11 +49,14 @@ class ErrorKind(enum.StrEnum):
 
 
 class MailSourceError(Exception):
-    """A mailbox could not be read. The message says what failed without any credentials or addresses."""
+    """A mailbox could not be read. The message names the server (host:port) or folder and what failed, without
+    any credentials or addresses. ``token`` is set when the failure was getting an OAuth2 access token, which the
+    health checks report as such (a person must renew a secret or a consent, not wait for the server)."""
 
-    def __init__(self, message: str, kind: ErrorKind = ErrorKind.TEMPORARY) -> None:
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.TEMPORARY, *, token: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
+        self.token = token
 
 
 @dataclass

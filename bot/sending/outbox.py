@@ -5,7 +5,10 @@ before the SMTP conversation and each outcome straight after it, so at most one 
 row. If a worker dies inside that window we cannot know whether the server accepted the e-mail, so the row is not
 sent again automatically: it becomes UNCERTAIN, the digest asks a person to check, and ``requeue_reply`` sends it
 again. A school is therefore never answered twice; the price is that a crash in the few milliseconds of an SMTP
-conversation delays that one reply until a person looks.
+conversation delays that one reply until a person looks. Which sender takes a row is the caller's choice: one for
+everything, one per hub (``[hubs.smtp]``), or a ``pick`` function that sees the row's hub, kind and key (alerts use
+it to go around a broken server). Each outcome's event names its cause (``FailureCause``) so the health checks can
+tell a broken server from a mistyped address.
 """
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 
-from bot.sending.smtp import SendResult, SendStatus, SmtpConnection, SmtpSettings, write_eml
+from bot.config import SmtpSettings
+from bot.oauth import TokenProvider
+from bot.sending.smtp import SendResult, SendStatus, SmtpConnection, write_eml
 from rules.automatic import LOOP_HEADER
 from storage import repository as repo
 from storage.db import Database
@@ -28,6 +33,18 @@ from storage.models import EventKind, OutboxItem
 log = logging.getLogger(__name__)
 
 Sender = Callable[[EmailMessage], SendResult]
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What a ``pick`` function knows about a row when it chooses its sender."""
+
+    hub_id: str
+    kind: str
+    dedupe_key: str
+
+
+Pick = Callable[[Routing], Sender]
 # Headers the row's free-form ``headers`` may not override: they carry threading and loop protection.
 _PROTECTED = {"from", "to", "cc", "subject", "message-id", "date", "in-reply-to", "references",
               "auto-submitted", LOOP_HEADER.lower(), "mime-version", "content-type",
@@ -89,9 +106,9 @@ def build_email(item: OutboxItem) -> EmailMessage:
     return message
 
 
-def smtp_sender(settings: SmtpSettings) -> Sender:
+def smtp_sender(settings: SmtpSettings, *, token_provider: TokenProvider | None = None) -> Sender:
     """An SMTP sender keeping its connection across a drain (``drain_outbox`` closes it at the end)."""
-    return SmtpConnection(settings)
+    return SmtpConnection(settings, token_provider=token_provider)
 
 
 def eml_sender(directory: str | Path) -> Sender:
@@ -108,14 +125,16 @@ def default_worker_id() -> str:
 
 def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now: datetime | None = None,
                  policy: OutboxPolicy = OutboxPolicy(), max_items: int = 5000,
-                 hub_senders: Mapping[str, Sender] | None = None) -> DrainReport:
+                 hub_senders: Mapping[str, Sender] | None = None, pick: Pick | None = None) -> DrainReport:
     """Send everything due (up to ``max_items`` per call). ``hub_senders`` lets a hub use its own sender; others
-    use ``sender``. ``now`` fixes the clock (tests, ``--now``); otherwise the real time is read at each step.
+    use ``sender``; ``pick``, when given, chooses for every row instead. ``now`` fixes the clock (tests,
+    ``--now``); otherwise the real time is read at each step.
 
     Rows are claimed one at a time, just before their own SMTP conversation: a row marked SENDING is always the
     one being sent, so a crash leaves exactly that row UNCERTAIN and the rest simply PENDING."""
     worker = worker or default_worker_id()
     report = DrainReport()
+    used = {id(one): one for one in (sender, *(hub_senders or {}).values())}
     with db.session() as session:
         for item in repo.park_interrupted_sends(session, now=now or repo.utcnow(), lease=policy.lease):
             report.uncertain += 1
@@ -127,24 +146,28 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
         with db.session() as session:
             items = repo.claim_due_replies(session, worker=worker, now=claim_time, limit=1, lease=policy.lease)
             # Build the e-mails while the rows are loaded; the SMTP work happens outside any transaction.
-            work = [(item.id, item.hub_id, item.attempts, build_email(item)) for item in items]
+            work = [(item.id, Routing(item.hub_id, item.kind, item.dedupe_key), item.attempts, build_email(item))
+                    for item in items]
         if not work:
             break
         report.claimed += len(work)
-        for item_id, hub_id, attempts, message in work:
-            chosen = (hub_senders or {}).get(hub_id, sender)
+        for item_id, routing, attempts, message in work:
+            chosen = pick(routing) if pick else (hub_senders or {}).get(routing.hub_id, sender)
+            used.setdefault(id(chosen), chosen)
             try:
                 result = chosen(message)
             except Exception as exc:  # noqa: BLE001 - a sender bug must not leave the row stuck in SENDING
                 log.exception("sender raised for outbox row %s", item_id)
                 result = SendResult(SendStatus.TEMPORARY, None, f"sender error: {type(exc).__name__}")
             _record(db, item_id, worker, attempts, result, now, policy, report)
-    for used in {sender, *(hub_senders or {}).values()}:
-        close = getattr(used, "close", None)
+    for one in used.values():
+        close = getattr(one, "close", None)
         if close is not None:
             close()
-    log.info("outbox drained: claimed=%d sent=%d retried=%d failed=%d", report.claimed, report.sent,
-             report.retried, report.failed)
+    # Every 30 seconds an empty drain: only worth a line at DEBUG.
+    log.log(logging.INFO if report.claimed or report.uncertain else logging.DEBUG,
+            "outbox drained: claimed=%d sent=%d retried=%d failed=%d", report.claimed, report.sent,
+            report.retried, report.failed)
     return report
 
 
@@ -156,7 +179,8 @@ def _record(db: Database, item_id: int, worker: str, attempts: int, result: Send
         if item is None or item.claimed_by != worker:
             report.lost_claims += 1
             return
-        detail = {"kind": item.kind, "attempt": attempts, "code": result.code}
+        detail = {"kind": item.kind, "attempt": attempts, "code": result.code,
+                  "cause": result.cause.value if result.cause else None}
         if result.status is SendStatus.SENT:
             if repo.mark_sent(session, item, now=at):
                 report.sent += 1

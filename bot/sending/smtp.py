@@ -1,9 +1,13 @@
 """Handing one finished e-mail to the hub's SMTP server with aiosmtplib, or, when the config has no ``[smtp]``
 section, writing it as an ``.eml`` file. ``send_message`` never raises for a delivery problem: it returns a
-``SendResult`` whose status says what the outbox should do next. A 4xx reply, a dropped or timed-out connection,
-a missing STARTTLS and a refused login are TEMPORARY (the message is fine; the server or our config is not, so
-retry later); any other 5xx reply is PERMANENT for that message. Security is explicit: ``starttls`` refuses to send
-over a connection the server will not upgrade, ``tls`` is TLS from the first byte, ``none`` is for loopback tests.
+``SendResult`` whose status says what the outbox should do next and whose cause says whose fault it was. A 4xx reply,
+a dropped or timed-out connection, a missing STARTTLS, a refused login and a missing OAuth2 token are TEMPORARY (the
+message is fine; the server or our config is not, so retry later); any other 5xx reply is PERMANENT for that
+message. Security is explicit: ``starttls`` refuses to send over a connection the server will not upgrade, ``tls`` is
+TLS from the first byte, ``none`` is for loopback tests. Login is by password or XOAUTH2 (``bot.oauth``); a refused
+token is thrown away and one fresh token tried on the same connection. The settings are the config's
+``SmtpSettings``; the token provider and TLS context are passed beside them. ``probe`` logs in and quits without
+sending, for ``hubbot doctor``.
 """
 from __future__ import annotations
 
@@ -14,14 +18,14 @@ import os
 import re
 import ssl
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import aiosmtplib
 
-Security = Literal["starttls", "tls", "none"]
+from bot.config import Security, SmtpSettings
+from bot.mail.source import ErrorKind
+from bot.oauth import TokenError, TokenProvider
 
 
 class SendStatus(enum.StrEnum):
@@ -30,29 +34,35 @@ class SendStatus(enum.StrEnum):
     PERMANENT = "permanent"
 
 
+class FailureCause(enum.StrEnum):
+    """Whose fault a failed send was: the health checks count only the server's and our config's, never a
+    school's mistyped address."""
+
+    CONNECTION = "connection"          # no connection, TLS refused, timeout, dropped mid-way
+    AUTH = "auth"                      # the server refused our login
+    TOKEN = "token"                    # no OAuth2 token this time (the token endpoint failed)
+    TOKEN_REFUSED = "token_refused"    # no OAuth2 token until a person acts (secret wrong, consent withdrawn)
+    CONFIG = "config"                  # the password's environment variable is not set
+    SERVER = "server"                  # the server answered the message itself with 4xx/5xx
+    RECIPIENT = "recipient"            # the server refused the recipients
+
+
+# Causes that say the mail server (or our access to it) is broken rather than one message.
+SERVER_SIDE = frozenset({FailureCause.CONNECTION, FailureCause.AUTH, FailureCause.TOKEN, FailureCause.TOKEN_REFUSED,
+                         FailureCause.CONFIG})
+
+
 @dataclass(frozen=True)
 class SendResult:
     status: SendStatus
     code: int | None = None
     detail: str = ""                 # server text or error class; no addresses (servers echo them, so trimmed)
     refused_recipients: int = 0      # SENT, but this many recipients were refused
+    cause: FailureCause | None = None
 
     @property
     def ok(self) -> bool:
         return self.status is SendStatus.SENT
-
-
-@dataclass
-class SmtpSettings:
-    host: str
-    port: int = 587
-    security: Security = "starttls"
-    username: str | None = None
-    password_env: str | None = None          # the environment variable's name; the file never holds secrets
-    token_provider: Callable[[], str] | None = None   # XOAUTH2 instead of a password
-    timeout: float = 60.0
-    local_hostname: str | None = None
-    tls_context: ssl.SSLContext | None = field(default=None, repr=False)
 
 
 _ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>@]+>?")
@@ -63,63 +73,93 @@ def _clean(text: str) -> str:
     return _ADDRESS.sub("<address>", " ".join(str(text).split()))[:500]
 
 
-def _by_code(code: int | None, detail: str) -> SendResult:
+def _by_code(code: int | None, detail: str, cause: FailureCause = FailureCause.SERVER) -> SendResult:
     text = _clean(f"{code} {detail}" if code is not None else detail)
     if code is not None and 500 <= code < 600:
-        return SendResult(SendStatus.PERMANENT, code, text)
-    return SendResult(SendStatus.TEMPORARY, code, text)
+        return SendResult(SendStatus.PERMANENT, code, text, cause=cause)
+    return SendResult(SendStatus.TEMPORARY, code, text, cause=cause)
 
 
-async def _open(settings: SmtpSettings) -> aiosmtplib.SMTP | SendResult:
+@dataclass(frozen=True)
+class _Runtime:
+    token_provider: TokenProvider | None = None
+    tls_context: ssl.SSLContext | None = None
+    local_hostname: str | None = None
+
+
+async def _open(settings: SmtpSettings, runtime: _Runtime) -> aiosmtplib.SMTP | SendResult:
     """A connected, logged-in client, or the SendResult saying why there is none."""
     password = ""
-    if settings.username and settings.token_provider is None:
+    if settings.username and runtime.token_provider is None:
         password = os.environ.get(settings.password_env or "", "")
         if not password:
             return SendResult(SendStatus.TEMPORARY, None,
-                              f"environment variable {settings.password_env or '(none named)'} is not set")
+                              f"SMTP login to {settings.where}: environment variable "
+                              f"{settings.password_env or '(none named)'} is not set", cause=FailureCause.CONFIG)
     client = aiosmtplib.SMTP(
-        hostname=settings.host, port=settings.port, timeout=settings.timeout,
-        use_tls=settings.security == "tls",
+        hostname=settings.host, port=settings.port, timeout=settings.timeout_seconds,
+        use_tls=settings.security is Security.TLS,
         # True = STARTTLS or fail; False = never (plain "none"). None (opportunistic) is never used: it would
         # silently send in clear text when a server stops offering STARTTLS.
-        start_tls=settings.security == "starttls",
-        tls_context=settings.tls_context, local_hostname=settings.local_hostname)
+        start_tls=settings.security is Security.STARTTLS,
+        tls_context=runtime.tls_context, local_hostname=runtime.local_hostname)
     try:
         await client.connect()
         if settings.username:
-            if settings.token_provider is not None:
-                await client.auth_xoauth2(settings.username, settings.token_provider())
+            if runtime.token_provider is not None:
+                await _xoauth2(client, settings.username, runtime.token_provider)
             else:
                 await client.login(settings.username, password)
         return client
     except BaseException as exc:
         await _quit(client)
+        if isinstance(exc, TokenError):
+            cause = FailureCause.TOKEN_REFUSED if exc.kind is ErrorKind.PERMANENT else FailureCause.TOKEN
+            return SendResult(SendStatus.TEMPORARY, None, f"SMTP login to {settings.where}: no OAuth2 token: "
+                                                          f"{exc}", cause=cause)
         if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
             # The message is not at fault; a wrong password must not fail every queued reply for good.
-            return SendResult(SendStatus.TEMPORARY, exc.code, "authentication failed: " + _clean(exc.message))
+            return SendResult(SendStatus.TEMPORARY, exc.code, f"SMTP login to {settings.where} refused: "
+                                                              + _clean(exc.message), cause=FailureCause.AUTH)
         if isinstance(exc, Exception):
-            return _failure(exc)
+            return _failure(exc, settings)
         raise
 
 
-async def _deliver(client: aiosmtplib.SMTP, message: email.message.EmailMessage) -> SendResult:
+async def _xoauth2(client: aiosmtplib.SMTP, username: str, provider: TokenProvider) -> None:
+    try:
+        await client.auth_xoauth2(username, provider())
+    except aiosmtplib.SMTPAuthenticationError:
+        # 334 with an error, then 535: the token expired early or was revoked. One fresh token, one more try.
+        invalidate = getattr(provider, "invalidate", None)
+        if invalidate is None:
+            raise
+        invalidate()
+        await client.auth_xoauth2(username, provider())
+
+
+async def _deliver(client: aiosmtplib.SMTP, message: email.message.EmailMessage,
+                   settings: SmtpSettings) -> SendResult:
     try:
         errors, response = await client.send_message(message)
         return SendResult(SendStatus.SENT, None, _clean(response), refused_recipients=len(errors))
     except Exception as exc:  # noqa: BLE001 - classified below; anything unknown is temporary
-        return _failure(exc)
+        return _failure(exc, settings)
 
 
-def _failure(exc: Exception) -> SendResult:
+def _failure(exc: Exception, settings: SmtpSettings) -> SendResult:
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         codes = [r.code for r in exc.recipients]
         # Every recipient refused: permanent only if every refusal was permanent.
         code = max(codes) if codes and all(c >= 500 for c in codes) else min(codes, default=None)
-        return _by_code(code, "; ".join(r.message for r in exc.recipients))
+        return _by_code(code, "; ".join(r.message for r in exc.recipients), FailureCause.RECIPIENT)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return _by_code(exc.code, exc.message)
-    return SendResult(SendStatus.TEMPORARY, None, f"{type(exc).__name__}: {_clean(str(exc))}")
+        # 421 is the server closing the session on us: a server problem, not this message's.
+        cause = FailureCause.CONNECTION if exc.code == 421 else FailureCause.SERVER
+        return _by_code(exc.code, exc.message, cause)
+    return SendResult(SendStatus.TEMPORARY, None, f"SMTP connection to {settings.where} failed: "
+                                                  f"{type(exc).__name__}: {_clean(str(exc))}",
+                      cause=FailureCause.CONNECTION)
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:
@@ -130,20 +170,38 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
             client.close()
 
 
-async def send_message_async(settings: SmtpSettings, message: email.message.EmailMessage) -> SendResult:
+async def send_message_async(settings: SmtpSettings, message: email.message.EmailMessage, *,
+                             token_provider: TokenProvider | None = None,
+                             tls_context: ssl.SSLContext | None = None) -> SendResult:
     """Send one message on a connection of its own."""
-    client = await _open(settings)
+    client = await _open(settings, _Runtime(token_provider, tls_context))
     if isinstance(client, SendResult):
         return client
     try:
-        return await _deliver(client, message)
+        return await _deliver(client, message, settings)
     finally:
         await _quit(client)
 
 
-def send_message(settings: SmtpSettings, message: email.message.EmailMessage) -> SendResult:
+def send_message(settings: SmtpSettings, message: email.message.EmailMessage, *,
+                 token_provider: TokenProvider | None = None,
+                 tls_context: ssl.SSLContext | None = None) -> SendResult:
     """Synchronous wrapper for the worker and the command line (no event loop running in this thread)."""
-    return asyncio.run(send_message_async(settings, message))
+    return asyncio.run(send_message_async(settings, message, token_provider=token_provider,
+                                          tls_context=tls_context))
+
+
+def probe(settings: SmtpSettings, *, token_provider: TokenProvider | None = None,
+          tls_context: ssl.SSLContext | None = None) -> SendResult:
+    """Connect, say EHLO (and STARTTLS), log in, and quit: nothing is sent. SENT here means "would be accepted"."""
+    async def run() -> SendResult:
+        client = await _open(settings, _Runtime(token_provider, tls_context))
+        if isinstance(client, SendResult):
+            return client
+        extensions = ", ".join(sorted(client.esmtp_extensions)[:6])
+        await _quit(client)
+        return SendResult(SendStatus.SENT, None, f"EHLO answered ({extensions})")
+    return asyncio.run(run())
 
 
 class SmtpConnection:
@@ -153,8 +211,10 @@ class SmtpConnection:
     have taken it); after any failure the connection is dropped and the next message starts afresh. ``close()``
     ends it."""
 
-    def __init__(self, settings: SmtpSettings) -> None:
+    def __init__(self, settings: SmtpSettings, *, token_provider: TokenProvider | None = None,
+                 tls_context: ssl.SSLContext | None = None, local_hostname: str | None = None) -> None:
         self.settings = settings
+        self._runtime = _Runtime(token_provider, tls_context, local_hostname)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: aiosmtplib.SMTP | None = None
 
@@ -171,11 +231,11 @@ class SmtpConnection:
                 self._client.close()
                 self._client = None
         if self._client is None:
-            opened = await _open(self.settings)
+            opened = await _open(self.settings, self._runtime)
             if isinstance(opened, SendResult):
                 return opened
             self._client = opened
-        result = await _deliver(self._client, message)
+        result = await _deliver(self._client, message, self.settings)
         if not result.ok:
             await _quit(self._client)
             self._client = None

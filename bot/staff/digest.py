@@ -5,7 +5,9 @@ programme, incomplete applications with what is missing and the days to the dead
 confirmation, late and flagged applications, mail that needs a person (not an application, unreadable files,
 quarantined messages), replies that failed, bounced or may not have gone, and the next dates. ``queue_digest``
 writes it to the outbox under the key ``digest:<hub>:<date>``, so a hub gets one digest a day even across restarts
-and with two workers. On a day with nothing new and nothing due no digest is sent, unless the config asks.
+and with two workers. On a day with nothing new and nothing due no digest is sent, unless the config asks; an open
+incident (a mailbox that cannot be read, a mail server failing: ``bot.ops.health``) opens the digest and makes the
+day not quiet, so a broken mailbox is never reported as a quiet day.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from bot.config import Config, HubSettings
+from bot.ops.health import OpenIncident, open_incidents
 from bot.staff.views import ApplicationView, SignatoryView, application_views, bounced_addresses
 from rules.calendar import LONDON, days_until
 from rules.pipeline import CheckSettings
@@ -74,12 +77,14 @@ class Digest:
     reply_problems: list[ReplyProblem] = field(default_factory=list)
     ahead: list[DateAhead] = field(default_factory=list)
     titles: dict[str, str] = field(default_factory=dict)
+    incidents: list[OpenIncident] = field(default_factory=list)
 
     @property
     def quiet(self) -> bool:
         """Nothing new since the last digest and nothing due soon: no digest unless configured."""
         due_soon = any(d.days_left <= DUE_SOON_DAYS for d in self.ahead)
-        return not (self.new or self.needs_person or any(p.new for p in self.reply_problems) or due_soon)
+        return not (self.incidents or self.new or self.needs_person or any(p.new for p in self.reply_problems)
+                    or due_soon)
 
 
 def _last_digest_time(session: Session, hub_id: str) -> datetime | None:
@@ -100,7 +105,8 @@ def _headers(raw: bytes) -> tuple[str, str]:
 def build_digest(session: Session, config: Config, settings: CheckSettings, hub: HubSettings,
                  now: datetime) -> Digest:
     since = _last_digest_time(session, hub.id) or now - timedelta(days=1)
-    digest = Digest(hub=hub, day=now.astimezone(LONDON).date(), since=since)
+    digest = Digest(hub=hub, day=now.astimezone(LONDON).date(), since=since,
+                    incidents=open_incidents(session, hub.id))
     apps = application_views(session, hub_id=hub.id)
     programme_ids = sorted({*hub.programmes, *(a.programme for a in apps)})
     for programme_id in programme_ids:
@@ -186,6 +192,8 @@ def render_digest(digest: Digest) -> RenderedEmail:
                            for p in digest.reply_problems],
         "ahead": [{"day": f"{d.day:%a %-d %b %Y}", "days_left": d.days_left, "programme": d.programme,
                    "what": d.what} for d in digest.ahead],
+        "incidents": [{"title": o.incident.title, "since": f"{o.incident.since.astimezone(LONDON):%a %-d %b %H:%M}",
+                       "detail": o.incident.detail} for o in digest.incidents],
     }
     return render_email(EmailKind.DIGEST, context)
 

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from bot.config import Config
 from bot.staff.digest import Digest, build_digest, digest_queued, queue_digest
 from bot.staff.reminders import DueReminder, due_reminders, queue_reminders
+from rules.calendar import deadline_end
 from rules.pipeline import CheckSettings
 from storage import repository as repo
 from storage.db import Database
@@ -52,12 +53,35 @@ def digests(db: Database, config: Config, settings: CheckSettings, now: datetime
     return runs
 
 
-def apply_retention(db: Database, config: Config, now: datetime) -> repo.RetentionReport | None:
-    """Delete personal data older than ``retention_days`` (nothing when the config keeps everything)."""
+def round_ends(config: Config, settings: CheckSettings) -> dict[tuple[str, str], datetime]:
+    """When each programme's round ends for each hub: the end of its last notification date in force for that hub
+    (the outcome), else of its deadline. Programmes with neither are left out (their data counts from arrival)."""
+    ends: dict[tuple[str, str], datetime] = {}
+    for hub in config.hubs:
+        for programme in settings.registry.programmes:
+            dates = settings.dates(hub.id, programme)
+            last = max((n.date for n in dates.notifications), default=None) or dates.deadline
+            if last is not None:
+                ends[(hub.id, programme.id)] = deadline_end(last)
+    return ends
+
+
+def apply_retention(db: Database, config: Config, now: datetime,
+                    settings: CheckSettings | None = None) -> repo.RetentionReport | None:
+    """Delete personal data ``retention_days`` after each round's last date (nothing when the config keeps
+    everything); see ``repository.delete_expired_rounds``."""
     if config.retention_days is None:
         return None
+    if settings is None:
+        from bot.context import check_settings
+
+        settings = check_settings(config)
+    from bot.ops.health import CLOSED, OPENED
+
     with db.session() as session:
-        report = repo.delete_personal_data(session, older_than=now - timedelta(days=config.retention_days))
+        report = repo.delete_expired_rounds(session, now=now, retention=timedelta(days=config.retention_days),
+                                            round_ends=round_ends(config, settings),
+                                            keep_event_kinds=(OPENED, CLOSED))
         repo.record_event(session, EventKind.RETENTION, detail=vars(report), now=now)
     log.info("retention: deleted %s", vars(report))
     return report

@@ -6,8 +6,15 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
-from rules.definitions import FieldDefinition, HubEligibility, HubInfo, Notification, ProgrammeDefinition, \
-    RegionRule, Signatory
+from rules.definitions import (
+    FieldDefinition,
+    HubEligibility,
+    HubInfo,
+    Notification,
+    ProgrammeDefinition,
+    RegionRule,
+    Signatory,
+)
 from rules.drafting.layout import Slot
 
 
