@@ -15,6 +15,7 @@ from typing import Any
 class Status(StrEnum):
     COMPLETE = "complete"
     INCOMPLETE = "incomplete"
+    REVIEW = "review"            # a person on the hub team must look before the school is told anything specific
     UNREADABLE = "unreadable"
     NO_FORM = "no_form"
     NOT_APPLICATION = "not_application"
@@ -26,6 +27,8 @@ class ReplyKind(StrEnum):
     MISSING_INFORMATION = "missing_information"
     UNREADABLE = "unreadable"
     MISSING_ATTACHMENT = "missing_attachment"
+    RECEIVED = "received"        # to ``review``: a warm receipt, the team will check and be in touch; names nothing
+    WRONG_HUB = "wrong_hub"      # a form for a programme another hub runs: which hub, and its address
 
 
 class FlagCode(StrEnum):
@@ -35,6 +38,9 @@ class FlagCode(StrEnum):
     WRONG_HUB = "wrong_hub"
     RESUBMISSION = "resubmission"
     DUPLICATE = "duplicate"
+    UNKNOWN_FORM = "unknown_form"        # looks like an application form, but no known programme's
+    UNAUTHENTICATED = "unauthenticated"  # (for the authentication work) the sender failed DMARC
+    WITHDRAWAL = "withdrawal"            # (for later) the e-mail asks to withdraw an application
 
 
 class IssueKind(StrEnum):
@@ -58,12 +64,26 @@ class FieldIssue:
 
 
 @dataclass(frozen=True)
+class UnsureField:
+    """A field the bot could not read with certainty (its place on the form not found, or an answer it would have
+    to guess about). Listed to hub staff, never named to the school."""
+
+    field: str
+    label: str
+    section: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class SignatoryState:
     role: str
     title: str            # as printed on the form: "Head Teacher", "TRG Teacher 1"
     name: str | None
     email: str | None     # None when the form has no valid address for them
     copied: bool
+    # False when whether they were copied is not known: a bare form (no e-mail), or an address the bot could not
+    # read with certainty. ``copied`` is then False too, and the signatory is never called "not copied".
+    known: bool = True
 
 
 @dataclass(frozen=True)
@@ -92,12 +112,16 @@ class Verdict:
     school_urn: str | None = None
     fields: dict[str, str | None] = field(default_factory=dict)
     issues: tuple[FieldIssue, ...] = ()
+    unsure: tuple[UnsureField, ...] = ()
     signatories: tuple[SignatoryState, ...] = ()
     late: bool = False
     flags: tuple[Flag, ...] = ()
     problems: tuple[str, ...] = ()
     ignored_because: str | None = None
     reply: Reply | None = None
+    # How the form was recognised and how each field's label was matched, for staff (``to_record``), not schools.
+    recognition: dict[str, Any] | None = None
+    readings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def missing_fields(self) -> list[str]:
@@ -109,7 +133,12 @@ class Verdict:
 
     @property
     def signatories_not_copied(self) -> list[SignatoryState]:
-        return [s for s in self.signatories if not s.copied]
+        """Signatories certainly not copied (an unknown state is never counted)."""
+        return [s for s in self.signatories if s.known and not s.copied]
+
+    @property
+    def unsure_fields(self) -> list[str]:
+        return [u.field for u in self.unsure]
 
     def has_flag(self, code: FlagCode) -> bool:
         return any(f.code is code for f in self.flags)
@@ -119,8 +148,12 @@ class Verdict:
         record = self.to_json()
         record["issues"] = [{"field": i.field, "label": i.label, "section": i.section, "kind": i.kind.value,
                              "reason": i.reason} for i in self.issues]
+        record["unsure"] = [{"field": u.field, "label": u.label, "section": u.section, "reason": u.reason}
+                            for u in self.unsure]
         record["signatory_titles"] = {s.role: s.title for s in self.signatories}
         record["ignored_because"] = self.ignored_because
+        record["recognition"] = self.recognition
+        record["readings"] = self.readings
         if self.reply is not None:
             record["reply"]["html"] = self.reply.html
         return record
@@ -140,8 +173,10 @@ class Verdict:
             "fields": dict(self.fields),
             "missing_fields": self.missing_fields,
             "invalid_fields": [{"field": i.field, "reason": i.reason} for i in self.invalid_fields],
+            "unsure_fields": [{"field": u.field, "reason": u.reason} for u in self.unsure],
             "signatories": [
-                {"role": s.role, "name": s.name, "email": s.email, "copied": s.copied} for s in self.signatories
+                {"role": s.role, "name": s.name, "email": s.email, "copied": s.copied if s.known else None}
+                for s in self.signatories
             ],
             "late": self.late,
             "flags": [{"code": f.code.value, "detail": f.detail} for f in self.flags],
