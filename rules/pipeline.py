@@ -27,7 +27,7 @@ from datetime import date, datetime, timezone
 
 from parsers.email import oversize_attachments, parse_email
 from parsers.errors import UnreadableFile
-from parsers.sniff import looks_like_document, read_form, sniff
+from parsers.sniff import FileKind, looks_like_document, read_form, sniff
 from parsers.types import Attachment, DocumentKind, FormDocument, Limits, ParsedEmail
 from rules.automatic import automatic_reason
 from rules.checks import LONDON, Findings, FormContext, HubView, run_checks
@@ -213,7 +213,7 @@ def assess_document(data: bytes, filename: str, settings: CheckSettings) -> Verd
     received time, every signatory's ``copied`` unknown, and no reply."""
     base = dict(message_id="", received_at=None, sender=None, hub=None)
     kind = sniff(filename, "", data)
-    if not looks_like_document(kind):
+    if kind is FileKind.OTHER:
         return Verdict(status=Status.NOT_APPLICATION, attachment=filename or None,
                        problems=("This file is not a Word document or a PDF.",), **base)
     if len(data) > settings.limits.attachment_bytes:
