@@ -32,6 +32,10 @@ from rules.text import normalise, normalise_keep_case, strip_hints
 
 # After a label typed into its own cell, one of these must come before the answer ("Name of school: St Anne's").
 _SEPARATORS = ":-–—=\n\t (*"
+# How closely a cell must match a label of another section to be taken for that printed label (and so never an
+# answer): a loose likeness to a label that does not belong here is more likely a school's answer.
+_OTHER_SECTION_LABEL = 0.95
+_DIGITS = re.compile(r"\d+")
 
 
 @dataclass(frozen=True)
@@ -184,16 +188,26 @@ def _sections(document: FormDocument, known: _Known) -> list[_Section]:
             if out:
                 out[-1].blocks.append((-1, block))
             continue
-        seen[heading] = seen.get(heading, 0) + 1
-        out.append(_Section(heading, seen[heading], " ".join(block.text.split()), []))
+        if heading:
+            seen[heading] = seen.get(heading, 0) + 1
+        out.append(_Section(heading, seen.get(heading, 0), " ".join(block.text.split()), []))
     return out
 
 
 def _heading(text: str, sections: tuple[str, ...]) -> str | None:
+    """The definition's heading this paragraph is, "" for a heading the definition does not have but that is
+    shaped like one of its own ("Teacher 3" on a form with "Teacher 1" and "Teacher 2": what follows belongs to
+    none of the known sections), or None for ordinary text."""
     if not text.strip() or len(text) > 200:
         return None
-    match = best_match(text.rstrip().rstrip(":"), sections)
-    return sections[match.index] if match else None
+    text = text.rstrip().rstrip(":")
+    match = best_match(text, sections)
+    if match is not None:
+        return sections[match.index]
+    numbered = [_DIGITS.sub("#", s) for s in sections if _DIGITS.search(s)]
+    if numbered and _DIGITS.search(text) and best_match(_DIGITS.sub("#", text), numbered) is not None:
+        return ""
+    return None
 
 
 def map_fields(document: FormDocument, programme: ProgrammeDefinition) -> FormReading:
@@ -313,7 +327,10 @@ def _label_or_printed(text: str, whole: tuple[str, LabelMatch], wanted: frozense
     found_key, match = whole
     if found_key in wanted:
         return _Cell(_Kind.LABEL, found_key, " ".join(text.split()), "", match.score, match.margin)
-    return _Cell(_Kind.PRINTED)   # another section's label: printed text, never an answer
+    if match.score >= _OTHER_SECTION_LABEL:
+        return _Cell(_Kind.PRINTED)   # another section's label: printed text, never an answer
+    # Only loosely like a label this section does not have ("Head of department" beside "Role"): an answer.
+    return _Cell(_Kind.ANSWER)
 
 
 def _whole_label(text: str, known: _Known) -> tuple[str, LabelMatch] | None:
@@ -474,7 +491,7 @@ def _printed_inside(answer: str, f: FieldDefinition, known: _Known) -> str | Non
     for line in lines:
         if len(line) > 200:
             continue
-        match = best_match(line, known.labels)
+        match = best_match(line, known.labels, _OTHER_SECTION_LABEL)
         if match is not None and label_key(known.labels[match.index]) != own:
             return clean_label(known.labels[match.index])
     if f.validator != "statement":
