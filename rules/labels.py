@@ -11,6 +11,7 @@ programme draft`` all compare labels here and nowhere else, so they agree on wha
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
@@ -51,6 +52,8 @@ _LITTLE_WORDS = frozenset({"the", "a", "an", "your", "our", "please", "this"})
 # Teacher", "School URN" / "School URN number", "Email" / "Email address").
 _GENERIC_WORDS = frozenset({"name", "number", "details", "full", "of", "address"})
 _NUMBER = re.compile(r"\d+")
+# Runner-up scores under this are reported as 0 in a margin: "nothing else came near".
+_MARGIN_FLOOR = 0.5
 
 
 @lru_cache(maxsize=16384)
@@ -77,18 +80,37 @@ def _contained(short: list[str], long: list[str]) -> bool:
     return False
 
 
+_MATCHERS = threading.local()
+
+
+def _matcher(expected: str) -> SequenceMatcher:
+    """A SequenceMatcher already indexed on ``expected``: a form's labels are compared with many printed texts,
+    and indexing the label is most of the cost of a comparison. One cache per thread (matchers are stateful)."""
+    cache: dict[str, SequenceMatcher] | None = getattr(_MATCHERS, "cache", None)
+    if cache is None or len(cache) > 4096:
+        cache = _MATCHERS.cache = {}
+    matcher = cache.get(expected)
+    if matcher is None:
+        matcher = cache[expected] = SequenceMatcher(None, "", expected, autojunk=False)
+    return matcher
+
+
 @lru_cache(maxsize=65536)
 def _score_keys(a: str, b: str, floor: float) -> float:
     if a == b:
         return 1.0
     if not a or not b:
         return 0.0
-    words_a, words_b = a.split(), b.split()
-    score = CONTAINED if _contained(words_a, words_b) or _contained(words_b, words_a) else 0.0
-    # A ratio can never exceed 2*min/(sum of lengths): most pairs (an answer against a label) stop here.
+    # Containment needs one key inside the other; a ratio can never exceed 2*min/(sum of lengths). Most pairs (an
+    # answer against a label) stop here, before any word splitting or sequence matching.
     bound = 2 * min(len(a), len(b)) / (len(a) + len(b))
+    inside = a in b or b in a
+    if bound < floor and not inside:
+        return 0.0
+    score = CONTAINED if inside and (_contained(a.split(), b.split()) or _contained(b.split(), a.split())) else 0.0
     if bound > score and bound >= floor:
-        matcher = SequenceMatcher(None, a, b, autojunk=False)
+        matcher = _matcher(b)
+        matcher.set_seq1(a)
         if matcher.quick_ratio() >= floor:
             score = max(score, matcher.ratio())
     if score and sorted(_NUMBER.findall(a)) != sorted(_NUMBER.findall(b)):
@@ -126,16 +148,17 @@ class LabelMatch:
 def best_match(printed: str, expected: Sequence[str], threshold: float = SAME_LABEL) -> LabelMatch | None:
     """The expected label ``printed`` reads as, or None when none reaches ``threshold``. Equal expected labels
     (the same label for two fields) count as one: the caller decides between them by where they are."""
-    scores: dict[str, tuple[float, int]] = {}
+    best: tuple[float, int, str] | None = None
     for index, label in enumerate(expected):
-        key = label_key(label)
-        if key not in scores:
-            scores[key] = (match_score(printed, label, min(threshold, 0.5)), index)
-    ranked = sorted(scores.values(), key=lambda s: -s[0])
-    if not ranked or ranked[0][0] < threshold:
-        return None
-    runner_up = ranked[1][0] if len(ranked) > 1 else 0.0
-    return LabelMatch(ranked[0][1], ranked[0][0], round(ranked[0][0] - runner_up, 3))
+        score = match_score(printed, label, threshold)
+        if score >= threshold and (best is None or score > best[0]):
+            best = (score, index, label_key(label))
+    if best is None:
+        return None   # the usual case for an answer: cheap, every comparison stopped at the threshold
+    # The margin: the next-best distinct label, scored more finely (labels repeat, so this is mostly cached).
+    runner_up = max((match_score(printed, label, _MARGIN_FLOOR) for label in expected
+                     if label_key(label) != best[2]), default=0.0)
+    return LabelMatch(best[1], best[0], round(best[0] - runner_up, 3))
 
 
 def starts_with_label(text: str, expected: str, threshold: float = SAME_LABEL,

@@ -124,6 +124,8 @@ class _Known:
 
     owners: Mapping[str, tuple[str, ...]]    # label key -> field ids with that label
     labels: tuple[str, ...]                  # one label text per key (for fuzzy matching), owners' order
+    keys: tuple[str, ...]                    # their keys, in the same order
+    long_keys: tuple[tuple[str, str], ...]   # (key, label) of labels of two words or more
     printed: tuple[str, ...]                 # other printed text that may sit in a table: headings and prompts
     prompts: Mapping[str, str]               # field id -> prompt
     hints: tuple[str, ...]
@@ -154,7 +156,10 @@ def _known(programme: ProgrammeDefinition) -> _Known:
         by_section: dict[tuple[str, int], list[FieldDefinition]] = {}
         for f in programme.fields:
             by_section.setdefault((f.section, f.section_occurrence), []).append(f)
-        known = _Known({k: tuple(v) for k, v in owners.items()}, tuple(labels), tuple(p for p in printed if p),
+        keys = tuple(label_key(label) for label in labels)
+        known = _Known({k: tuple(v) for k, v in owners.items()}, tuple(labels), keys,
+                       tuple((k, label) for k, label in zip(keys, labels) if len(k.split()) >= 2),
+                       tuple(p for p in printed if p),
                        {f.id: f.prompt for f in programme.fields if f.prompt},
                        tuple(h for h in programme.hints if label_key(h)), sections,
                        {k: tuple(v) for k, v in by_section.items()})
@@ -194,6 +199,7 @@ def _sections(document: FormDocument, known: _Known) -> list[_Section]:
     return out
 
 
+@lru_cache(maxsize=4096)
 def _heading(text: str, sections: tuple[str, ...]) -> str | None:
     """The definition's heading this paragraph is, "" for a heading the definition does not have but that is
     shaped like one of its own ("Teacher 3" on a form with "Teacher 1" and "Teacher 2": what follows belongs to
@@ -294,10 +300,16 @@ def _place(section: _Section, row: _Row, col: int) -> Place:
 
 # ---- classifying cells -------------------------------------------------------------------------------------------
 
+@lru_cache(maxsize=16384)
+def _stripped(text: str, hints: tuple[str, ...]) -> str:
+    """``strip_hints``, remembered: the same printed cells come back in every copy of a form."""
+    return strip_hints(text, hints)
+
+
 def _classify(cell: Cell, wanted: frozenset[str], known: _Known, hints: tuple[str, ...]) -> _Cell:
     text = cell.text
     # Printed hints go first: what is left is what was typed ("(This is not your password...) kwright_maths").
-    stripped = strip_hints(text, hints) if text else ""
+    stripped = _stripped(text, hints) if text else ""
     if not stripped:
         return _Cell(_Kind.EMPTY)
     return _classify_text(stripped, wanted, known)
@@ -470,13 +482,13 @@ def _read_labelled(f: FieldDefinition, at: tuple[int, int], section: _Section, r
             space = list(rows[r + 1].cells)
     base = dict(field=f.id, found=True, printed=label.printed, place=_place(section, row, c), score=label.score,
                 margin=label.margin)
-    values = [v for v in (strip_hints(cell.text, programme.hints) for cell in space) if v]
+    values = [v for v in (_stripped(cell.text, programme.hints) for cell in space) if v]
     if not space and not label.rest:
         return FieldReading(**base, untrusted="no answer space was found next to its label")
     if len(values) > 1:
         return FieldReading(**base, answer="\n".join(values), untrusted=(
             "its answer space holds several separate pieces of text"))
-    answer = values[0] if values else strip_hints(label.rest, programme.hints)
+    answer = values[0] if values else _stripped(label.rest, programme.hints)
     intruder = _printed_inside(answer, f, known) if answer else None
     if intruder:
         return FieldReading(**base, answer=answer, untrusted=f"the answer contains the printed label '{intruder}'")
@@ -484,21 +496,17 @@ def _read_labelled(f: FieldDefinition, at: tuple[int, int], section: _Section, r
 
 
 def _printed_inside(answer: str, f: FieldDefinition, known: _Known) -> str | None:
-    """Another field's label (or a statement's prompt) inside an answer: a line of it, or, in a one-line answer,
-    its last words. Such an answer took in printed text of the form and cannot be trusted."""
+    """Another field's label inside an answer: a whole line of it, or, in a one-line answer, its words. Such an
+    answer took in printed text of the form and cannot be trusted."""
     own = label_key(f.label)
-    lines = [line for line in answer.splitlines() if line.strip()]
-    for line in lines:
-        if len(line) > 200:
-            continue
-        match = best_match(line, known.labels, _OTHER_SECTION_LABEL)
-        if match is not None and label_key(known.labels[match.index]) != own:
-            return clean_label(known.labels[match.index])
+    for line in answer.splitlines():
+        key = label_key(line) if len(line) <= 200 else ""
+        if key and key != own and key in known.owners:
+            return clean_label(known.labels[known.keys.index(key)])
     if f.validator != "statement":
         flat = f" {label_key(answer)} "
-        for label in known.labels:
-            key = label_key(label)
-            if key != own and len(key.split()) >= 2 and f" {key} " in flat:
+        for key, label in known.long_keys:
+            if key != own and f" {key} " in flat:
                 return clean_label(label)
     return None
 
@@ -524,7 +532,7 @@ def _read_statement(f: FieldDefinition, section: _Section, rows: list[_Row], kin
                 cells = rows[later].cells
                 below.append(cells[min(c, len(cells) - 1)].text if cells else "")
             answer = "\n".join(t for t in below if t.strip())
-            if not strip_hints(answer, ()) and same_cell:
+            if not answer.strip() and same_cell:
                 answer = same_cell
             if not below and not same_cell:
                 # The prompt is the last thing in its section's tables: its answer box went over a page break

@@ -78,20 +78,41 @@ class _Text:
     def __init__(self, document: FormDocument) -> None:
         raw = document.all_text()
         self.head = normalise(raw[:_TITLE_ZONE])
-        units = [label_key(line) for line in raw.splitlines() if line.strip() and len(line) < 400]
-        self.keys = [u for u in units if u]
+        # Markers are headings and labels: short. Long lines (statements, notes) can hold one only as a substring.
+        units = (label_key(line) for line in raw.splitlines() if line.strip() and len(line) < 400)
+        self.keys = list(dict.fromkeys(u for u in units if u))
         self.joined = " " + " \n ".join(self.keys) + " "
-        self._fuzzy: dict[str, bool] = {}
+        self._by_word: dict[str, list[str]] | None = None
+        self._loose: dict[str, bool] = {}
 
-    def has(self, marker: str) -> bool:
-        if f" {marker} " in self.joined:
-            return True
-        found = self._fuzzy.get(marker)
+    def exact(self, marker: str) -> bool:
+        return f" {marker} " in self.joined
+
+    def loose(self, marker: str) -> bool:
+        """A text reading as the marker though not equal to it (a typo fixed, a word added)."""
+        found = self._loose.get(marker)
         if found is None:
+            if self._by_word is None:
+                # Word -> the texts holding it: a loose match shares at least one word with the marker, so only
+                # those texts are compared (a one-word label misspelt is left to the other markers).
+                self._by_word = {}
+                for key in self.keys:
+                    for word in set(key.split()):
+                        self._by_word.setdefault(word, []).append(key)
             low, high = len(marker) * _LENGTH_RATIO, len(marker) / _LENGTH_RATIO
-            found = any(low <= len(k) <= high and match_score(k, marker) >= SAME_LABEL for k in self.keys)
-            self._fuzzy[marker] = found
+            candidates = {k for w in marker.split() for k in self._by_word.get(w, ())}
+            found = any(low <= len(k) <= high and match_score(k, marker) >= SAME_LABEL for k in candidates)
+            self._loose[marker] = found
         return found
+
+
+def _share(text: _Text, markers: tuple[str, ...]) -> float:
+    """The share of ``markers`` the text carries, exactly or loosely (only the few not found exactly are compared
+    loosely, which is the costly part)."""
+    if not markers:
+        return 0.0
+    missing = [m for m in markers if not text.exact(m)]
+    return (len(markers) - sum(1 for m in missing if not text.loose(m))) / len(markers)
 
 
 def _title(text: _Text, programme: ProgrammeDefinition) -> tuple[bool, bool]:
@@ -107,13 +128,20 @@ def recognise(document: FormDocument, registry: Registry,
     """The best-matching programme, or None when the document is not one of the known forms. ``hub_programmes``:
     the receiving hub's programmes, which win a tie."""
     text = _Text(document)
+    titled = [(p, *_title(text, p)) for p in registry.programmes]
     candidates: list[Recognition] = []
-    for programme in registry.programmes:
-        title, exact = _title(text, programme)
-        markers = _markers(programme)
-        share = sum(1 for m in markers if text.has(m)) / len(markers) if markers else 0.0
-        if share >= _SHARE_WITHOUT_TITLE or (title and share >= _SHARE_WITH_TITLE):
-            candidates.append(Recognition(programme, title, share, title_exact=exact or not title))
+    # A programme whose title is at the top outscores any without (share + 1 against a share of at most 1), so
+    # the others are read only when no titled programme qualifies.
+    for with_title in (True, False):
+        for programme, title, exact in titled:
+            if title is not with_title:
+                continue
+            need = _SHARE_WITH_TITLE if title else _SHARE_WITHOUT_TITLE
+            share = _share(text, _markers(programme))
+            if share >= need:
+                candidates.append(Recognition(programme, title, share, title_exact=exact or not title))
+        if candidates:
+            break
     if not candidates:
         return None
     candidates.sort(key=lambda c: -c.score)
