@@ -32,7 +32,11 @@ from lxml import etree  # noqa: E402
 
 from rules.pipeline import CheckSettings, assess  # noqa: E402
 from samples.applications import (  # noqa: E402
-    FORM_FILES, LONDON, application_email, complete_answers, fill_form,
+    FORM_FILES,
+    LONDON,
+    application_email,
+    complete_answers,
+    fill_form,
 )
 from samples.forms import FillStyle  # noqa: E402
 from samples.pdf import docx_to_pdf  # noqa: E402

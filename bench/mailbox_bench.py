@@ -30,7 +30,12 @@ sys.path.insert(0, str(REPO))
 
 from samples.applications import LONDON, application_email, complete_answers, fill_form, programme  # noqa: E402
 from samples.mail import (  # noqa: E402
-    bounce_report, build_email, forgot_attachment_email, mailing_list_post, out_of_office, question_email,
+    bounce_report,
+    build_email,
+    forgot_attachment_email,
+    mailing_list_post,
+    out_of_office,
+    question_email,
 )
 from samples.pdf import docx_to_pdf, libreoffice_available  # noqa: E402
 from tests.servers import DOVECOT, DovecotServer, free_port, start_smtp_server  # noqa: E402

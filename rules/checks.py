@@ -4,6 +4,9 @@ Every check sees the same ``FormContext`` and adds its findings (field issues, f
 registered once by name (a name registered twice is an import-time error); the policy is data: ``DEFAULT_POLICY``
 names the checks in order, and a programme definition may name more (``checks = [...]``), which run after them.
 The pipeline runs all of them and decides once, so a school gets one complete reply, never a drip of partial ones.
+A field the reader could not read with certainty (``FieldReading.sure`` false: its label not found, or an
+answer it would have to guess about) is never missing or invalid: it is *unsure*, for hub staff, and nothing about
+it is ever said to the school.
 """
 from __future__ import annotations
 
@@ -15,10 +18,12 @@ from typing import Protocol
 from parsers.errors import ConfigError
 from rules.calendar import LONDON, deadline_end
 from rules.definitions import FieldDefinition, ProgrammeDefinition, WordLimitKind
+from rules.labels import clean_label, label_key
+from rules.mapping import FieldReading, FormReading
 from rules.maths_hubs import MathsHub, match_maths_hub
 from rules.text import is_non_answer, normalise, word_count
 from rules.validators import VALIDATORS, FieldContext
-from rules.verdict import FieldIssue, Flag, FlagCode, IssueKind, SignatoryState
+from rules.verdict import FieldIssue, Flag, FlagCode, IssueKind, SignatoryState, UnsureField
 
 
 @dataclass(frozen=True)
@@ -35,11 +40,21 @@ class HubView:
 @dataclass(frozen=True)
 class FormContext:
     programme: ProgrammeDefinition
-    answers: dict[str, str | None]          # as read from the form, hints removed
-    correspondents: frozenset[str]          # From, To and Cc addresses, lower case
+    reading: FormReading                    # every field as read from the form: found, answer, how sure
+    correspondents: frozenset[str] | None   # From, To and Cc addresses, lower case; None for a bare form
     hub: HubView | None
     received_at: datetime | None
     deadline: date | None
+    pdf: bool = False                       # a PDF's printed labels may be broken over lines
+
+    @property
+    def answers(self) -> dict[str, str | None]:
+        return self.reading.answers
+
+    def trusted(self, field_id: str) -> str | None:
+        """The answer when it was read with certainty, else None."""
+        reading = self.reading.readings.get(field_id)
+        return reading.answer if reading is not None and reading.sure else None
 
 
 @dataclass
@@ -48,6 +63,7 @@ class Findings:
     flags: list[Flag] = field(default_factory=list)
     signatories: list[SignatoryState] = field(default_factory=list)
     values: dict[str, str | None] = field(default_factory=dict)   # normalised answers, for fields and replies
+    unsure: list[UnsureField] = field(default_factory=list)
 
 
 class Check(Protocol):
@@ -75,8 +91,24 @@ def is_answered(value: str | None) -> bool:
     return bool(value and value.strip() and not is_non_answer(value))
 
 
-def _issue(programme: ProgrammeDefinition, f: FieldDefinition, kind: IssueKind, reason: str) -> FieldIssue:
-    return FieldIssue(field=f.id, label=programme.display_label(f), section=f.section, kind=kind, reason=reason)
+def label_as_printed(programme: ProgrammeDefinition, f: FieldDefinition, reading: FieldReading | None,
+                     pdf: bool = False) -> str:
+    """The field's label as the school sees it on the form it sent: the printed label (this year's wording and
+    years), tidied of "*" and a trailing colon, with the person named when the label is printed for several
+    ("Email (Head of department)"). A PDF's label is used only when it reads as the same words as the definition's:
+    its lines may have broken a word in two ("headteacher/sen ior")."""
+    label = f.label
+    printed = reading.printed if reading is not None and reading.found and not f.prompt else None
+    if printed and (not pdf or label_key(printed) == label_key(f.label)):
+        label = printed
+    shown = clean_label(label)
+    display = programme.display_label(f)
+    return shown + display[len(f.label):] if display.startswith(f.label) else shown
+
+
+def _issue(ctx: FormContext, f: FieldDefinition, kind: IssueKind, reason: str) -> FieldIssue:
+    label = label_as_printed(ctx.programme, f, ctx.reading.readings.get(f.id), ctx.pdf)
+    return FieldIssue(field=f.id, label=label, section=f.section, kind=kind, reason=reason)
 
 
 @register
@@ -86,7 +118,17 @@ class FieldValues:
 
     def check(self, ctx: FormContext, findings: Findings) -> None:
         for f in ctx.programme.fields:
-            raw = ctx.answers.get(f.id)
+            reading = ctx.reading.readings.get(f.id)
+            if reading is None or not reading.sure:
+                # Not found, or an answer the reader would have to guess about: neither missing nor invalid.
+                findings.values[f.id] = None
+                if self._required(f, ctx, findings):
+                    doubt = reading.doubt if reading is not None else None
+                    findings.unsure.append(UnsureField(
+                        f.id, label_as_printed(ctx.programme, f, reading, ctx.pdf), f.section,
+                        doubt or "its label was not found on the form"))
+                continue
+            raw = reading.answer
             if not is_answered(raw):
                 findings.values[f.id] = None
                 if self._required(f, ctx, findings):
@@ -94,13 +136,13 @@ class FieldValues:
                     if f.required_when:
                         why = f"this is required when the answer to the question above is " \
                               f"{f.required_when.equals.capitalize()}"
-                    findings.issues.append(_issue(ctx.programme, f, IssueKind.MISSING, why))
+                    findings.issues.append(_issue(ctx, f, IssueKind.MISSING, why))
                 continue
             checked = VALIDATORS[f.validator](raw or "", FieldContext(f.id, ctx.answers, ctx.hub.id if ctx.hub else None,
                                                                       ctx.received_at))
             findings.values[f.id] = checked.value
             if checked.reason:
-                findings.issues.append(_issue(ctx.programme, f, IssueKind.INVALID, checked.reason))
+                findings.issues.append(_issue(ctx, f, IssueKind.INVALID, checked.reason))
 
     @staticmethod
     def _required(f: FieldDefinition, ctx: FormContext, findings: Findings) -> bool:
@@ -124,7 +166,7 @@ class WordLimits:
                 continue
             words = word_count(value)
             if f.words.kind is WordLimitKind.UP_TO and words > f.words.limit:
-                findings.issues.append(_issue(ctx.programme, f, IssueKind.INVALID,
+                findings.issues.append(_issue(ctx, f, IssueKind.INVALID,
                                               f"this should be up to {f.words.limit} words; it has {words}"))
             elif f.words.kind is WordLimitKind.ABOUT and words > 1.5 * f.words.limit:
                 findings.flags.append(Flag(FlagCode.WORD_GUIDANCE,
@@ -139,13 +181,19 @@ class SignatoriesCopied:
     def check(self, ctx: FormContext, findings: Findings) -> None:
         hub_addresses = ctx.hub.addresses if ctx.hub else frozenset({ctx.programme.hub.address})
         issues_by_field = {i.field for i in findings.issues}
+        unsure = {u.field for u in findings.unsure}
         for s in ctx.programme.signatories:
             name = findings.values.get(f"{s.role}.name")
             email = findings.values.get(f"{s.role}.email")
             if f"{s.role}.email" in issues_by_field or not email:
                 email = None
-            copied = bool(email) and email in ctx.correspondents and email not in hub_addresses
-            findings.signatories.append(SignatoryState(s.role, s.label, name, email, copied))
+            # Whether they were copied is unknown for a bare form (no e-mail) and for an address the reader could
+            # not trust: such a signatory is never called "not copied".
+            reading = ctx.reading.readings.get(f"{s.role}.email")
+            known = ctx.correspondents is not None and f"{s.role}.email" not in unsure and \
+                (reading is None or reading.sure)
+            copied = known and bool(email) and email in (ctx.correspondents or ()) and email not in hub_addresses
+            findings.signatories.append(SignatoryState(s.role, s.label, name, email, copied, known))
 
 
 @register
@@ -194,7 +242,7 @@ class HubMatch:
             findings.flags.append(Flag(FlagCode.WRONG_HUB,
                                        f"this is the {programme.short_title} form, which {hub.name} does not run"))
         eligibility = programme.hub_eligibility
-        answer = ctx.answers.get(eligibility.field if eligibility else "maths_hub")
+        answer = ctx.trusted(eligibility.field if eligibility else "maths_hub")
         if not is_answered(answer):
             return
         named = match_maths_hub(answer or "")

@@ -15,7 +15,7 @@ that would take any recipient over the daily cap is held back.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -23,7 +23,7 @@ from rules.checks import HubView
 from rules.definitions import ProgrammeDefinition
 from rules.replies import build_reply
 from rules.settings import CheckSettings
-from rules.verdict import Flag, FlagCode, Reply, SignatoryState, Status, Verdict
+from rules.verdict import FieldIssue, Flag, FlagCode, Reply, SignatoryState, Status, UnsureField, Verdict
 
 
 class Action(StrEnum):
@@ -86,6 +86,22 @@ class Decision:
         return self.verdict.reply
 
 
+# A form of one of this hub's programmes: it becomes (a version of) the school's application. A form under review
+# (something unsure) is recorded too, so staff see it with the school's other versions; another hub's form is
+# ``not_application`` and never recorded.
+_FORM_STATUSES = (Status.COMPLETE, Status.INCOMPLETE, Status.REVIEW)
+
+
+def form_status(issues: Sequence[FieldIssue], unsure: Sequence[UnsureField],
+                signatories: Sequence[SignatoryState]) -> Status:
+    """A recognised form's status, the one place it is worked out (the pipeline for what the e-mail itself shows,
+    ``decide`` again with signatures given earlier). Something certainly missing, invalid or not copied:
+    incomplete. Only unsure fields in the way: review, for a person. Otherwise complete."""
+    if issues or any(s.known and not s.copied for s in signatories):
+        return Status.INCOMPLETE
+    return Status.REVIEW if unsure else Status.COMPLETE
+
+
 def application_key(verdict: Verdict, thread: ApplicationHistory | None, message_key: str) -> str:
     """Which application of the school a form belongs to: its URN when valid; else the URN of the application it
     answers (a school correcting its form in the thread); else a key of its own (``message_key``), so a form
@@ -107,12 +123,13 @@ def decide(verdict: Verdict, history: History, settings: CheckSettings, hub: Hub
     if history.duplicate:
         flags = (*verdict.flags, Flag(FlagCode.DUPLICATE, "delivered more than once"))
         return Decision(Action.DUPLICATE, replace(verdict, flags=flags, reply=None))
-    if history.thread is not None and verdict.status in (Status.NO_FORM, Status.NOT_APPLICATION):
+    if (history.thread is not None and verdict.programme is None
+            and verdict.status in (Status.NO_FORM, Status.NOT_APPLICATION)):
         confirmation = _confirmation(verdict, history.thread, settings, hub)
         if confirmation is not None:
             return _within_cap(confirmation, history)
         # Nobody new confirmed: a question or a note in the thread is for a person, like any other mail.
-    if verdict.status in (Status.COMPLETE, Status.INCOMPLETE) and programme is not None:
+    if verdict.status in _FORM_STATUSES and programme is not None:
         return _within_cap(_form(verdict, history, programme, settings, hub, message_key), history)
     return _within_cap(Decision(Action.NOTE, _with_reply(verdict, programme, settings, hub)), history)
 
@@ -130,8 +147,7 @@ def _form(verdict: Verdict, history: History, programme: ProgrammeDefinition, se
         before = earlier.signatory(state.role) if earlier else None
         same_person = before is not None and bool(state.email) and (before.email or "").lower() == state.email
         states.append(replace(state, copied=state.copied or (same_person and before is not None and before.signed)))
-    complete = not verdict.issues and all(s.copied for s in states)
-    decided = replace(verdict, status=Status.COMPLETE if complete else Status.INCOMPLETE,
+    decided = replace(verdict, status=form_status(verdict.issues, verdict.unsure, states),
                       signatories=tuple(states), flags=tuple(flags))
     return Decision(Action.RECORD, _with_reply(decided, programme, settings, hub), application_key=key,
                     copied_on_this_email=verdict.signatories)
@@ -169,7 +185,8 @@ def _with_reply(verdict: Verdict, programme: ProgrammeDefinition | None, setting
         return replace(verdict, reply=None)
     deadline = settings.deadline(hub, programme) if programme else None
     return replace(verdict, reply=build_reply(verdict, verdict.correspondence, programme=programme, hub=hub,
-                                              deadline=deadline))
+                                              deadline=deadline,
+                                              runs_it=settings.hub_running(programme) if programme else None))
 
 
 def _within_cap(decision: Decision, history: History) -> Decision:

@@ -302,6 +302,6 @@ def _same_titles(programmes: tuple[ProgrammeDefinition, ...],
         else:
             first = group[0]
             warnings.append(f"programmes {', '.join(f'{p.id} ({p.source})' for p in group)} have the same title "
-                            f"'{first.title}' for hub {hub}: a form that reads equally as each goes to {first.id}, "
-                            f"the first by file name")
+                            f"'{first.title}' for hub {hub}: a hub that runs one of them gets that one; otherwise a "
+                            f"form that reads equally as each goes to {first.id}, the first by file name")
     return tuple(overrides), tuple(warnings)

@@ -7,9 +7,21 @@ worker does with a first e-mail.
 
 Order of reading: too large or automatic mail is ``ignored`` (never answered); each attachment's type is sniffed
 from its bytes, documents are read and recognised by content (logos and cover letters fall away); the best
-recognised form is mapped to field ids and every check runs; otherwise an unreadable document gives
-``unreadable``, a text that says a form is attached gives ``no_form``, and anything else is ``not_application``
-for a person to read. Every failure inside one attachment is caught there and becomes a plain-English problem.
+recognised form is mapped to field ids and every check runs; otherwise a document shaped like an application form
+that matches no programme is ``review`` (flag ``unknown_form``: a person reads it, the school gets a ``received``
+receipt, never "no form arrived"), an unreadable document gives ``unreadable``, a text that says a form is
+attached gives ``no_form``, and anything else is ``not_application`` for a person to read. Every failure inside one
+attachment is caught there and becomes a plain-English problem.
+
+A recognised form's status never rests on a guess. ``complete``: nothing missing, invalid or unsure, every
+signatory copied. ``review``: only unsure fields (label not found, an answer the reader would have to guess about)
+stand in the way: the school gets a warm receipt naming nothing. ``incomplete``: something is certainly missing or
+invalid, or a signatory certainly not copied; the reply lists exactly those (they are certain, and the school can
+act on them now) and never an unsure field, and when something was also unsure it says the team will look over
+the rest of the form, so the list does not read as all that is wrong. A form for a programme the receiving hub
+does not run is ``not_application`` flagged ``wrong_hub``: ``not_application`` because the worker records only
+complete and incomplete forms as applications, so nothing is recorded as this hub's, and the reply
+(``wrong_hub``) names the hub that runs it. ``assess_document`` reads a bare form (no e-mail) the same way.
 """
 from __future__ import annotations
 
@@ -17,19 +29,21 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import rules.decision
 from parsers.email import oversize_attachments, parse_email
 from parsers.errors import UnreadableFile
-from parsers.sniff import looks_like_document, read_form, sniff
-from parsers.types import Attachment, FormDocument, ParsedEmail
+from parsers.sniff import FileKind, looks_like_document, read_form, sniff
+from parsers.types import Attachment, DocumentKind, FormDocument, ParsedEmail
 from rules.automatic import LOOP_HEADER, automatic_reason
 from rules.calendar import LONDON
-from rules.checks import FormContext, HubView, run_checks
+from rules.checks import Findings, FormContext, HubView, run_checks
 from rules.decision import History, decide
+from rules.definitions import ProgrammeDefinition
 from rules.mapping import map_fields
-from rules.recognise import Recognition, recognise
+from rules.recognise import Recognition, looks_like_form, recognise
 from rules.replies import correspondence
 from rules.settings import CheckSettings
-from rules.verdict import FlagCode, Status, Verdict
+from rules.verdict import Flag, FlagCode, Status, Verdict
 
 _SAYS_ATTACHED = re.compile(r"\b(attach(ed|ment|ing)?|enclosed|please find|herewith)\b", re.IGNORECASE)
 _SAYS_FORM = re.compile(r"\b(application|form|eoi|expression of interest|declaration)\b", re.IGNORECASE)
@@ -76,6 +90,7 @@ def read_email(email: ParsedEmail, size: int, settings: CheckSettings, *, receiv
     forms: list[_FoundForm] = []
     unreadable: list[tuple[Attachment, str]] = []
     other_files: list[str] = []
+    unknown_forms: list[Attachment] = []
     oversize = oversize_attachments(email)
     for index, attachment in enumerate(email.attachments):
         kind = sniff(attachment.filename, attachment.content_type, attachment.payload)
@@ -91,15 +106,22 @@ def read_email(email: ParsedEmail, size: int, settings: CheckSettings, *, receiv
         except UnreadableFile as exc:
             unreadable.append((attachment, exc.reason))
             continue
-        recognition = recognise(document, settings.registry)
-        if recognition is None:
-            other_files.append(attachment.filename)
-        else:
+        recognition = recognise(document, settings.registry, hub.programmes if hub else ())
+        if recognition is not None:
             forms.append(_FoundForm(attachment, document, recognition))
+        elif looks_like_form(document):
+            unknown_forms.append(attachment)
+        else:
+            other_files.append(attachment.filename)
 
     if forms:
         best = max(forms, key=lambda f: f.recognition.score)
-        return _assess_form(best, email, settings, hub, base)
+        return _form_verdict(best.document, best.recognition, settings, hub, base,
+                             correspondents=frozenset(email.all_recipients_and_sender()),
+                             attachment=best.attachment.filename or None)
+    if unknown_forms:
+        # Shaped like an application form but no programme's: a person must look; "no form arrived" would be false.
+        return _unknown_form(unknown_forms[0].filename, base, problems=tuple(why for _, why in unreadable))
     if unreadable:
         attachment, _ = unreadable[0]
         problems = tuple(f"{a.filename or 'The attachment'}: {why}" if len(unreadable) > 1 else why
@@ -111,21 +133,64 @@ def read_email(email: ParsedEmail, size: int, settings: CheckSettings, *, receiv
     return Verdict(status=Status.NOT_APPLICATION, **base)
 
 
-def _assess_form(found: _FoundForm, email: ParsedEmail, settings: CheckSettings, hub: HubView | None,
-                 base: dict) -> Verdict:
-    programme = found.recognition.programme
-    answers = map_fields(found.document, programme)
-    ctx = FormContext(programme=programme, answers=answers, correspondents=frozenset(email.all_recipients_and_sender()),
-                      hub=hub, received_at=base["received_at"], deadline=settings.deadline(hub, programme))
+def _form_verdict(document: FormDocument, recognition: Recognition, settings: CheckSettings, hub: HubView | None,
+                  base: dict, *, correspondents: frozenset[str] | None, attachment: str | None) -> Verdict:
+    """The verdict on a recognised form, without its reply. ``correspondents`` None: a bare form, not an e-mail."""
+    programme = recognition.programme
+    reading = map_fields(document, programme)
+    ctx = FormContext(programme=programme, reading=reading, correspondents=correspondents, hub=hub,
+                      received_at=base["received_at"], deadline=settings.deadline(hub, programme),
+                      pdf=document.kind is DocumentKind.PDF)
     findings = run_checks(ctx)
-    incomplete = bool(findings.issues) or any(not s.copied for s in findings.signatories)
+    readings = {fid: r.to_record() for fid, r in reading.readings.items()}
+    for unsure in findings.unsure:   # what the reader saw there, for the person who checks
+        readings[unsure.field]["answer"] = reading[unsure.field].answer
     return Verdict(
-        status=Status.INCOMPLETE if incomplete else Status.COMPLETE,
-        programme=programme.id, attachment=found.attachment.filename or None,
+        status=_status(findings, programme, hub),
+        programme=programme.id, attachment=attachment,
         school_name=findings.values.get("school.name"), school_urn=findings.values.get("school.urn"),
-        fields=findings.values, issues=tuple(findings.issues), signatories=tuple(findings.signatories),
-        late=any(f.code is FlagCode.LATE for f in findings.flags), flags=tuple(findings.flags), **base,
+        fields=findings.values, issues=tuple(findings.issues), unsure=tuple(findings.unsure),
+        signatories=tuple(findings.signatories),
+        late=any(f.code is FlagCode.LATE for f in findings.flags), flags=tuple(findings.flags),
+        recognition=recognition.to_record(), readings=readings, **base,
     )
+
+
+def _status(findings: Findings, programme: ProgrammeDefinition, hub: HubView | None) -> Status:
+    if hub is not None and hub.programmes and programme.id not in hub.programmes:
+        return Status.NOT_APPLICATION   # another hub's programme: never recorded as this hub's application
+    return rules.decision.form_status(findings.issues, findings.unsure, findings.signatories)
+
+
+def _unknown_form(filename: str, base: dict, problems: tuple[str, ...] = ()) -> Verdict:
+    return Verdict(status=Status.REVIEW, attachment=filename or None, problems=problems,
+                   flags=(Flag(FlagCode.UNKNOWN_FORM, "looks like an application form, but not one of the "
+                                                      "programmes hubbot knows"),), **base)
+
+
+def assess_document(data: bytes, filename: str, settings: CheckSettings) -> Verdict:
+    """The verdict on a bare form (``hubbot check FORM.docx``), read as if it had come alone: no sender, no hub, no
+    received time, every signatory's ``copied`` unknown, and no reply."""
+    base = dict(message_id="", received_at=None, sender=None, hub=None)
+    kind = sniff(filename, "", data)
+    if kind is FileKind.OTHER:
+        return Verdict(status=Status.NOT_APPLICATION, attachment=filename or None,
+                       problems=("This file is not a Word document or a PDF.",), **base)
+    if len(data) > settings.limits.attachment_bytes:
+        return Verdict(status=Status.UNREADABLE, attachment=filename or None, problems=(
+            f"The file is larger than the {settings.limits.attachment_bytes / 1_048_576:.0f} MB we can accept.",),
+            **base)
+    try:
+        document = read_form(kind, data, settings.limits)
+    except UnreadableFile as exc:
+        return Verdict(status=Status.UNREADABLE, attachment=filename or None, problems=(exc.reason,), **base)
+    recognition = recognise(document, settings.registry)
+    if recognition is None:
+        if looks_like_form(document):
+            return _unknown_form(filename, base)
+        return Verdict(status=Status.NOT_APPLICATION, attachment=filename or None, **base)
+    return _form_verdict(document, recognition, settings, None, base, correspondents=None,
+                         attachment=filename or None)
 
 
 def _says_form_attached(email: ParsedEmail) -> bool:

@@ -3,7 +3,11 @@
 Replies go to the sender, copied to the signatories whose addresses were already on the school's e-mail: an
 address that appears only on the form is never mailed (the bot must not be a way to send mail to anyone a form
 names), and the reply repeats names and addresses from the form, which are personal data. Nothing is sent for
-``ignored`` and ``not_application``. Threading headers point at the school's message.
+``ignored`` and ``not_application`` (except a form for another hub's programme, which gets ``wrong_hub``). Nothing
+the bot is unsure of is ever named: a ``review`` gets ``received``, and a ``missing_information`` reply lists only
+what is certainly missing or invalid, saying the team will look over the rest when something else was unsure.
+Labels are named as printed on the school's form and the programme by the year of the deadline in force. Threading
+headers point at the school's message.
 """
 from __future__ import annotations
 
@@ -13,9 +17,11 @@ from itertools import groupby
 from typing import Any
 
 from parsers.types import ParsedEmail
+from rules.calendar import title_in_force
 from rules.checks import HubView
 from rules.definitions import ProgrammeDefinition
-from rules.verdict import Correspondence, Reply, Status, Verdict
+from rules.labels import clean_label
+from rules.verdict import Correspondence, FlagCode, Reply, Status, Verdict
 from templates import EmailKind, render_email
 
 _KIND_FOR_STATUS = {
@@ -23,6 +29,7 @@ _KIND_FOR_STATUS = {
     Status.INCOMPLETE: EmailKind.MISSING_INFORMATION,
     Status.UNREADABLE: EmailKind.UNREADABLE,
     Status.NO_FORM: EmailKind.MISSING_ATTACHMENT,
+    Status.REVIEW: EmailKind.RECEIVED,
 }
 
 
@@ -53,14 +60,24 @@ def issues_by_section(issues: Iterable[Any], section_order: Sequence[str] = ()) 
     """Field problems (anything with ``section``, ``label`` and ``reason``) grouped under their section heading in
     the order of the form, as every e-mail listing them (replies, reminders) presents them."""
     ordered = sorted(issues, key=lambda i: section_order.index(i.section) if i.section in section_order else 0)
-    return [{"name": name, "issues": [{"label": _clean(i.label), "reason": i.reason} for i in group]}
+    return [{"name": name, "issues": [{"label": clean_label(i.label), "reason": i.reason} for i in group]}
             for name, group in groupby(ordered, key=lambda i: i.section)]
 
 
+def reply_kind(verdict: Verdict) -> EmailKind | None:
+    """The reply a verdict calls for, or None. A form for another hub's programme is ``not_application`` (it is
+    not this hub's application) flagged ``wrong_hub``: it gets the ``wrong_hub`` reply."""
+    if verdict.status is Status.NOT_APPLICATION and verdict.programme and verdict.has_flag(FlagCode.WRONG_HUB):
+        return EmailKind.WRONG_HUB
+    return _KIND_FOR_STATUS.get(verdict.status)
+
+
 def build_reply(verdict: Verdict, mail: Correspondence, *, programme: ProgrammeDefinition | None,
-                hub: HubView | None, deadline: date | None) -> Reply | None:
-    """The reply ``verdict`` calls for to the e-mail ``mail`` describes, or None when it calls for none."""
-    kind = _KIND_FOR_STATUS.get(verdict.status)
+                hub: HubView | None, deadline: date | None, runs_it: tuple[str, str] | None = None) -> Reply | None:
+    """The reply ``verdict`` calls for to the e-mail ``mail`` describes, or None when it calls for none.
+    ``runs_it``: the (name, address) of the hub that runs the programme, for a ``wrong_hub`` reply (else the
+    programme's own hub)."""
+    kind = reply_kind(verdict)
     if kind is None or not mail.sender:
         return None
     hub_name, hub_address = _hub_identity(mail, hub, programme)
@@ -72,16 +89,21 @@ def build_reply(verdict: Verdict, mail: Correspondence, *, programme: ProgrammeD
         if (s.email and s.email in on_the_email and s.email != sender and s.email not in hub_addresses
                 and s.email not in cc):
             cc.append(s.email)
+    other_hub_name, other_hub_address = runs_it or ((programme.hub.name, programme.hub.address) if programme
+                                                   else ("", ""))
     context = {
         "hub_name": hub_name,
         "hub_address": hub_address,
-        "programme_title": programme.title if programme else "",
+        "programme_title": title_in_force(programme, deadline) if programme else "",
+        "other_hub_name": other_hub_name,
+        "other_hub_address": other_hub_address,
+        "also_checking": bool(verdict.unsure),
         "school_name": _clean(verdict.school_name or ""),
         "original_subject": _clean(mail.subject)[:120],
         "attachment": _clean(verdict.attachment or ""),
         "problems": list(verdict.problems),
         "sections": issues_by_section(verdict.issues, programme.sections if programme else ()),
-        "not_copied": [s for s in verdict.signatories if not s.copied and s.email],
+        "not_copied": [s for s in verdict.signatories if s.known and not s.copied and s.email],
         "late": verdict.late,
         "deadline": f"{deadline:%-d %B %Y}" if deadline else "",
         "other_files": [_clean(f)[:120] for f in verdict.other_files[:10]],

@@ -42,3 +42,12 @@ class CheckSettings:
     def dates(self, hub_id: str, programme: ProgrammeDefinition) -> ProgrammeDates:
         return programme_dates(programme, deadline=self.deadlines.get((hub_id, programme.id)),
                                notifications=self.notifications.get((hub_id, programme.id)))
+
+    def hub_running(self, programme: ProgrammeDefinition) -> tuple[str, str]:
+        """The name and address of the hub that runs ``programme``: a configured hub listing it, else the hub its
+        definition names. A ``wrong_hub`` reply sends the school there."""
+        for hub in self.hubs.hubs:
+            if programme.id in hub.programmes and hub.addresses:
+                address = programme.hub.address if programme.hub.address in hub.addresses else sorted(hub.addresses)[0]
+                return hub.name, address
+        return programme.hub.name, programme.hub.address

@@ -18,6 +18,7 @@ from templates import EmailKind
 class Status(StrEnum):
     COMPLETE = "complete"
     INCOMPLETE = "incomplete"
+    REVIEW = "review"            # a person on the hub team must look before the school is told anything specific
     UNREADABLE = "unreadable"
     NO_FORM = "no_form"
     NOT_APPLICATION = "not_application"
@@ -31,6 +32,9 @@ class FlagCode(StrEnum):
     WRONG_HUB = "wrong_hub"
     RESUBMISSION = "resubmission"
     DUPLICATE = "duplicate"
+    UNKNOWN_FORM = "unknown_form"        # looks like an application form, but no known programme's
+    UNAUTHENTICATED = "unauthenticated"  # (for the authentication work) the sender failed DMARC
+    WITHDRAWAL = "withdrawal"            # (for later) the e-mail asks to withdraw an application
 
 
 class IssueKind(StrEnum):
@@ -54,12 +58,26 @@ class FieldIssue:
 
 
 @dataclass(frozen=True)
+class UnsureField:
+    """A field the bot could not read with certainty (its place on the form not found, or an answer it would have
+    to guess about). Listed to hub staff, never named to the school."""
+
+    field: str
+    label: str
+    section: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class SignatoryState:
     role: str
     title: str            # as printed on the form: "Head Teacher", "TRG Teacher 1"
     name: str | None
     email: str | None     # None when the form has no valid address for them
     copied: bool
+    # False when whether they were copied is not known: a bare form (no e-mail), or an address the bot could not
+    # read with certainty. ``copied`` is then False too, and the signatory is never called "not copied".
+    known: bool = True
 
 
 @dataclass(frozen=True)
@@ -102,6 +120,7 @@ class Verdict:
     school_urn: str | None = None
     fields: dict[str, str | None] = field(default_factory=dict)
     issues: tuple[FieldIssue, ...] = ()
+    unsure: tuple[UnsureField, ...] = ()
     signatories: tuple[SignatoryState, ...] = ()
     late: bool = False
     flags: tuple[Flag, ...] = ()
@@ -110,6 +129,9 @@ class Verdict:
     other_files: tuple[str, ...] = ()      # attachments that were not a form (named in a missing-attachment reply)
     correspondence: Correspondence | None = None
     reply: Reply | None = None
+    # How the form was recognised and how each field's label was matched, for staff (``to_record``), not schools.
+    recognition: dict[str, Any] | None = None
+    readings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def missing_fields(self) -> list[str]:
@@ -121,7 +143,12 @@ class Verdict:
 
     @property
     def signatories_not_copied(self) -> list[SignatoryState]:
-        return [s for s in self.signatories if not s.copied]
+        """Signatories certainly not copied (an unknown state is never counted)."""
+        return [s for s in self.signatories if s.known and not s.copied]
+
+    @property
+    def unsure_fields(self) -> list[str]:
+        return [u.field for u in self.unsure]
 
     def has_flag(self, code: FlagCode) -> bool:
         return any(f.code is code for f in self.flags)
@@ -141,8 +168,10 @@ class Verdict:
             "fields": dict(self.fields),
             "missing_fields": self.missing_fields,
             "invalid_fields": [{"field": i.field, "reason": i.reason} for i in self.invalid_fields],
+            "unsure_fields": [{"field": u.field, "reason": u.reason} for u in self.unsure],
             "signatories": [
-                {"role": s.role, "name": s.name, "email": s.email, "copied": s.copied} for s in self.signatories
+                {"role": s.role, "name": s.name, "email": s.email, "copied": s.copied if s.known else None}
+                for s in self.signatories
             ],
             "late": self.late,
             "flags": [{"code": f.code.value, "detail": f.detail} for f in self.flags],
@@ -163,8 +192,12 @@ class Verdict:
         record["fields"] = dict(self.fields)
         record["issues"] = [{"field": i.field, "label": i.label, "section": i.section, "kind": i.kind.value,
                              "reason": i.reason} for i in self.issues]
+        record["unsure"] = [{"field": u.field, "label": u.label, "section": u.section, "reason": u.reason}
+                            for u in self.unsure]
         record["signatories"] = [{"role": s.role, "title": s.title, "name": s.name, "email": s.email,
-                                  "copied": s.copied} for s in self.signatories]
+                                  "copied": s.copied, "known": s.known} for s in self.signatories]
+        record["recognition"] = self.recognition
+        record["readings"] = self.readings
         record["ignored_because"] = self.ignored_because
         record["other_files"] = list(self.other_files)
         c = self.correspondence
@@ -201,14 +234,19 @@ class Verdict:
             issues=tuple(FieldIssue(i["field"], i.get("label", i["field"]), i.get("section", ""),
                                     IssueKind(i["kind"]), i.get("reason", "")) for i in record.get("issues") or ()
                          if "kind" in i),
+            unsure=tuple(UnsureField(u["field"], u.get("label", u["field"]), u.get("section", ""), u.get("reason", ""))
+                         for u in record.get("unsure") or ()),
             signatories=tuple(SignatoryState(s["role"], s.get("title") or titles.get(s["role"], s["role"]),
-                                             s.get("name"), s.get("email"), bool(s.get("copied")))
+                                             s.get("name"), s.get("email"), bool(s.get("copied")),
+                                             s.get("known", s.get("copied") is not None))
                               for s in record.get("signatories") or ()),
             late=bool(record.get("late")),
             flags=tuple(Flag(FlagCode(f["code"]), f.get("detail", "")) for f in record.get("flags") or ()),
             problems=tuple(record.get("problems") or ()),
             ignored_because=record.get("ignored_because"),
             other_files=tuple(record.get("other_files") or ()),
+            recognition=record.get("recognition"),
+            readings=dict(record.get("readings") or {}),
             correspondence=None if not c else Correspondence(
                 sender=c.get("sender"), message_id=c.get("message_id", ""), subject=c.get("subject", ""),
                 references=tuple(c.get("references") or ()), addressed_to=tuple(c.get("addressed_to") or ()),
@@ -221,5 +259,5 @@ class Verdict:
         )
 
 
-# Version 2: signatories carry their titles, the correspondence is kept, the reply is whole.
+# Version 2: signatories carry their titles, the correspondence is kept, the reply is whole, unsure fields are kept.
 RECORD_VERSION = 2

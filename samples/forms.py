@@ -78,8 +78,10 @@ class FormFiller:
     """A blank form being filled in. Sections are the plain heading paragraphs printed on the form; labels are the
     printed text of a table cell; answers go where a person would type them."""
 
-    def __init__(self, blank_path: str | Path) -> None:
-        self._doc = docx.Document(str(blank_path))
+    def __init__(self, blank_path: str | Path | bytes) -> None:
+        # Bytes are a form built in code (``samples.variants``): next year's edits of a blank, never saved to disk.
+        source = io.BytesIO(blank_path) if isinstance(blank_path, bytes) else str(blank_path)
+        self._doc = docx.Document(source)
         self._body = self._doc.element.body
         self._ids = itertools.count(1000)
         self._printed: dict[etree._Element, str] = {}

@@ -117,6 +117,7 @@ class EventKind(enum.StrEnum):
 class ApplicationStatus(enum.StrEnum):
     COMPLETE = "complete"
     INCOMPLETE = "incomplete"
+    REVIEW = "review"            # something on the form could not be read with certainty: a person looks first
     UNREADABLE = "unreadable"
     WITHDRAWN = "withdrawn"
 

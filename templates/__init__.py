@@ -21,6 +21,8 @@ class EmailKind(StrEnum):
     MISSING_INFORMATION = "missing_information"
     UNREADABLE = "unreadable"
     MISSING_ATTACHMENT = "missing_attachment"
+    RECEIVED = "received"            # to ``review``: a warm receipt; the hub team will check; names nothing
+    WRONG_HUB = "wrong_hub"          # a form for a programme another hub runs: which hub, and its address
     # Reminders, queued by the calendar.
     REMINDER = "reminder"
     SIGNATORY_REMINDER = "signatory_reminder"
@@ -37,7 +39,7 @@ class EmailKind(StrEnum):
 
 
 _REPLIES = frozenset({EmailKind.ACKNOWLEDGEMENT, EmailKind.MISSING_INFORMATION, EmailKind.UNREADABLE,
-                      EmailKind.MISSING_ATTACHMENT})
+                      EmailKind.MISSING_ATTACHMENT, EmailKind.RECEIVED, EmailKind.WRONG_HUB})
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,10 @@ def test_same_title_twice_in_programmes_dir_is_a_warning_line_not_a_crash(capsys
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="hubbot.programmes"):
         code, out, err = run(capsys, "check", str(eml), "--config", str(config))
-    assert code == 0 and "complete" in out
+    # The hub runs the new id: last year's form is read as that programme (interface.md: same title wins for its
+    # hub), and what the new definition asks that the old form lacks is unsure, never "missing" to the school.
+    assert code == 0 and f"Programme: {new} " in out
+    assert "Status:    complete" in out or ("Status:    review" in out and "Reply:     received" in out)
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [warnings[0][len("warning: "):]]
 
 
@@ -229,8 +232,10 @@ def test_a_definition_that_would_take_other_forms_fails(capsys, tmp_path) -> Non
     assert code == 1
     assert "FAIL  secondary-tfm-wg-2016's filled form: taken for school-details-only: make [recognise] " \
            "title_patterns match only this form's title" in out
-    # Reading its own form is fine: only recognition fails.
-    assert "pass  docx typed in the answer cells" in out
+    # Naming one section of a form with several, the definition cannot tell the head's "Name" from the teachers'
+    # further down: reading its own form, the bot is unsure (review, a person looks) and never calls it missing.
+    own = [line for line in out.splitlines() if line.lstrip().startswith("FAIL  docx")]
+    assert own and all("status review" in line and "missing" not in line for line in own)
 
 
 def test_test_without_a_findable_form_exits_2(capsys, tmp_path) -> None:

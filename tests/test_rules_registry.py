@@ -14,6 +14,7 @@ import pytest
 from parsers.errors import ConfigError
 from rules.checks import CHECKS, DEFAULT_POLICY, Findings, FormContext, HubView, policy_for, register
 from rules.definitions import load_registry
+from rules.mapping import FieldReading, FormReading
 from rules.maths_hubs import match_maths_hub
 from rules.validators import VALIDATORS, FieldContext, validator
 from rules.verdict import FlagCode, IssueKind
@@ -31,7 +32,9 @@ def context(programme_id: str = P24, *, change: dict[str, str | None] | None = N
     answers.update(complete_answers(programme_id))
     answers.update(change or {})
     people = {v.lower() for k, v in answers.items() if k.endswith(".email") and v} if copied else set()
-    return FormContext(programme=programme, answers=answers, correspondents=frozenset(people), hub=hub,
+    # Every label found where the form prints it, so each check is tested on what it decides, not on reading.
+    reading = FormReading({fid: FieldReading(fid, True, value, score=1.0) for fid, value in answers.items()})
+    return FormContext(programme=programme, reading=reading, correspondents=frozenset(people), hub=hub,
                        received_at=received or datetime(2024, 6, 1, 12, tzinfo=timezone.utc),
                        deadline=date(2024, 6, 28))
 
@@ -124,7 +127,7 @@ def test_a_validator_sees_its_fields_context() -> None:
                        for f in programme.fields)
         patched = type(programme)(**{**programme.__dict__, "fields": fields})
         ctx = context()
-        CHECKS["field-values"].check(FormContext(patched, ctx.answers, ctx.correspondents, ctx.hub, ctx.received_at,
+        CHECKS["field-values"].check(FormContext(patched, ctx.reading, ctx.correspondents, ctx.hub, ctx.received_at,
                                                  ctx.deadline), Findings())
         (seen_context,) = seen
         assert seen_context.field_id == "school.name"

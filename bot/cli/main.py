@@ -41,9 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hubbot", description="Maths Hubs application intake bot.")
     parser.add_argument("--version", action="version", version=f"hubbot {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    check = commands.add_parser("check", help="assess e-mails as the bot would, with no side effects",
-                                description="Assess .eml files as the bot would: no network, no database.")
-    check.add_argument("files", nargs="+", metavar="FILE.eml")
+    check = commands.add_parser("check", help="assess e-mails (or bare forms) as the bot would, with no side effects",
+                                description="Assess .eml files as the bot would: no network, no database. A bare "
+                                            "form (.docx or .pdf) is read as if it came alone: signatories' "
+                                            "copies unknown, no reply.")
+    check.add_argument("files", nargs="+", metavar="FILE", help="an e-mail (.eml), or a form (.docx, .pdf)")
     check.add_argument("--json", action="store_true", help="one JSON object per file (an array for several)")
     _common(check)
 
@@ -112,7 +114,8 @@ def _load_config(path_arg: str | None):
 def cmd_check(args: argparse.Namespace) -> int:
     from bot.cli.summary import format_summary
     from bot.context import check_settings
-    from rules.pipeline import assess
+    from parsers.sniff import FileKind, sniff
+    from rules.pipeline import assess, assess_document
 
     settings = check_settings(_load_config(args.config))
     outputs = []
@@ -123,7 +126,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"hubbot check: cannot read {name}: {exc.strerror}", file=sys.stderr)
             return 2
-        verdict = assess(raw, settings)
+        # A form's bytes say what it is (a zip or a PDF, whatever its name); anything else is an e-mail.
+        if sniff(path.name, "", raw) is not FileKind.OTHER:
+            verdict = assess_document(raw, path.name, settings)
+        else:
+            verdict = assess(raw, settings)
         if args.json:
             outputs.append(verdict.to_json(file=name))
         else:

@@ -1,5 +1,6 @@
-"""The readable summary ``hubbot check`` prints for hub staff: status, the fields with what is wrong, the
-signatories, the flags and the reply that would be sent."""
+"""The readable summary ``hubbot check`` prints for hub staff: status, the fields with what is wrong (and what the
+bot was unsure of, which it never tells the school), how the form was recognised and how loosely its labels
+matched, the signatories, the flags and the reply that would be sent."""
 from __future__ import annotations
 
 import shutil
@@ -27,8 +28,9 @@ def format_summary(name: str, verdict: Verdict) -> str:
     width = min(shutil.get_terminal_size((110, 24)).columns, 140)
     out = [f"== {name}", f"Status:    {verdict.status.value}"]
     if verdict.programme:
-        out.append(f"Programme: {verdict.programme}")
-    out.append(f"Hub:       {verdict.hub or '(not one of our mailboxes)'}")
+        out.append(f"Programme: {verdict.programme}" + _recognition_note(verdict))
+    bare = not verdict.message_id and verdict.sender is None and verdict.attachment is not None
+    out.append(f"Hub:       {verdict.hub or ('(a form on its own: no e-mail)' if bare else '(not one of our mailboxes)')}")
     out.append(f"From:      {verdict.sender or '(none)'}")
     if verdict.received_at:
         out.append(f"Received:  {verdict.received_at:%d %b %Y %H:%M %Z}" + ("  (LATE)" if verdict.late else ""))
@@ -40,16 +42,21 @@ def format_summary(name: str, verdict: Verdict) -> str:
         out.append(f"Problem:   {problem}")
     if verdict.fields:
         issues = {i.field: i for i in verdict.issues}
+        unsure = {u.field: u for u in verdict.unsure}
         rows = []
         for field_id, value in verdict.fields.items():
             issue = issues.get(field_id)
             what = "" if issue is None else ("MISSING" if issue.kind is IssueKind.MISSING else "INVALID: ") + (
                 "" if issue.kind is IssueKind.MISSING else issue.reason)
+            if field_id in unsure:
+                what = f"UNSURE (not told to the school): {unsure[field_id].reason}"
+            elif not what:
+                what = _loose_label(verdict.readings.get(field_id))
             rows.append((field_id, " ".join((value or "").split()) or "-", what))
         out += ["", "Fields:"] + ["  " + r for r in _table(rows, ("field", "answer", "problem"), width - 2)]
     if verdict.signatories:
-        rows = [(s.title, s.name or "-", s.email or "-", "copied" if s.copied else "NOT COPIED")
-                for s in verdict.signatories]
+        rows = [(s.title, s.name or "-", s.email or "-",
+                 "unknown" if not s.known else "copied" if s.copied else "NOT COPIED") for s in verdict.signatories]
         out += ["", "Signatories:"] + ["  " + r for r in _table(rows, ("role", "name", "email", "state"), width - 2)]
     if verdict.flags:
         out += ["", "Flags:"] + [f"  {f.code.value}: {f.detail}" for f in verdict.flags]
@@ -63,6 +70,28 @@ def format_summary(name: str, verdict: Verdict) -> str:
             out.append(f"  Cc:      {', '.join(r.cc)}")
         out += [f"  Subject: {r.subject}", ""] + ["    " + line for line in r.text.splitlines()]
     return "\n".join(out) + "\n"
+
+
+def _recognition_note(verdict: Verdict) -> str:
+    r = verdict.recognition or {}
+    if not r:
+        return ""
+    note = f"  (title {'found' if r.get('title') else 'not found'}"
+    if r.get("title") and not r.get("title_exact"):
+        note += " with another year"
+    note += f", {r.get('label_share', 0):.0%} of labels"
+    if r.get("runner_up"):
+        note += f"; next {r['runner_up']}, margin {r.get('margin', 0):.2f}"
+        if r.get("tie_broken_by_hub"):
+            note += ", a tie: chosen as this hub's programme"
+    return note + ")"
+
+
+def _loose_label(reading: dict | None) -> str:
+    """A label matched loosely (reworded, a typo): say how it was printed and how sure the match was."""
+    if not reading or not reading.get("found") or reading.get("score", 1.0) >= 1.0:
+        return ""
+    return f"label read as '{reading.get('printed')}' ({reading['score']:.2f}, margin {reading.get('margin', 0):.2f})"
 
 
 def format_cycle(report, *, smtp: bool = True) -> str:

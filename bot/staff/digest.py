@@ -32,7 +32,7 @@ from templates import EmailKind, RenderedEmail, render_email
 
 UPCOMING_DAYS = 60
 DUE_SOON_DAYS = 7
-NEEDS_PERSON = (Status.NOT_APPLICATION, Status.UNREADABLE, Status.NO_FORM)
+NEEDS_PERSON = (Status.NOT_APPLICATION, Status.UNREADABLE, Status.NO_FORM, Status.REVIEW)
 STAFF_FLAGS = ("late", "region", "wrong_hub", "word_guidance", "resubmission", "duplicate")
 
 
@@ -140,12 +140,12 @@ def build_digest(session: Session, config: Config, settings: CheckSettings, hub:
         sender, subject = _headers(message.raw)
         if message.state is MessageState.QUARANTINED:
             status, note = "quarantined", "hubbot could not process this message; please read it"
-        elif message.application_id is not None:
+        elif message.application_id is not None and message.verdict_status is not Status.REVIEW:
             continue   # a signatory's reply in an application's thread: already handled
         else:
             verdict = Verdict.from_record(message.verdict) if message.verdict else None
             status = message.verdict_status.value if message.verdict_status else ""
-            note = "; ".join(verdict.problems if verdict else ()) or {
+            note = "; ".join(verdict.problems if verdict else ()) or _review_note(verdict) or {
                 Status.NOT_APPLICATION: "a question or a note for you",
                 Status.NO_FORM: "says a form is attached, but none was"}.get(message.verdict_status, "")
         digest.needs_person.append(MailForStaff(message.received_at, sender, subject, status, note))
@@ -170,6 +170,15 @@ def build_digest(session: Session, config: Config, settings: CheckSettings, hub:
         digest.reply_problems.append(ReplyProblem(item.id, item.kind.replace("_", " "), ", ".join(item.to), state,
                                                   item.last_error or "", new))
     return digest
+
+
+def _review_note(verdict: Verdict | None) -> str:
+    """What a person must look at on a form the bot was not sure of (the school was told only that it arrived)."""
+    if verdict is None or verdict.status is not Status.REVIEW:
+        return ""
+    if verdict.unsure:
+        return "please check the form: " + "; ".join(f"{u.label}: {u.reason}" for u in verdict.unsure)
+    return "; ".join(f.detail for f in verdict.flags) or "please check the form"
 
 
 def render_digest(digest: Digest) -> RenderedEmail:

@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from rules.definitions import WordLimit, WordLimitKind
 from rules.drafting.layout import FULL_DATE, MONTHS, one_line
-from rules.labels import label_key, similarity
+from rules.labels import label_key, label_words, similarity
 from rules.maths_hubs import all_hubs
 from rules.text import normalise
 
@@ -97,7 +97,7 @@ class Part:
 
 def label_part(label: str) -> Part:
     """What a label asks for, and the validator that checks it."""
-    key = label_key(label)
+    key = label_words(label)
     if re.search(r"\burn\b", key):
         return Part("urn", "urn", "URN in the label")
     if re.search(r"\btrn\b|\bteacher\s+ref|\bteacher\s+reference", key):
