@@ -2,12 +2,14 @@
 password-protected exports, and hostile files (cut short, absurdly long).
 
 LibreOffice takes about two seconds a conversion, so results are cached on disk (``CACHE_DIR``) keyed by the
-SHA-256 of the input's contents and the export options; writes are atomic and every process uses its own
-LibreOffice profile, so parallel test runs neither clash nor corrupt the cache.
+SHA-256 of the input's contents, the export options, the font asked for and the fonts installed (the same form lays
+out differently on a machine with other fonts); writes are atomic and every process uses its own LibreOffice
+profile, so parallel test runs neither clash nor corrupt the cache.
 """
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import io
 import os
@@ -19,7 +21,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-__all__ = ["CACHE_DIR", "docx_to_pdf", "libreoffice_available", "encrypted_pdf", "scanned_pdf", "text_pdf", "many_page_pdf", "stream_bomb_pdf", "truncated_pdf"]
+__all__ = ["CACHE_DIR", "docx_to_pdf", "pdf_font_names", "libreoffice_available", "encrypted_pdf", "scanned_pdf", "text_pdf", "many_page_pdf", "stream_bomb_pdf", "truncated_pdf"]
 
 # LibreOffice takes seconds per file: conversions are kept, keyed by content, in the user's cache folder.
 CACHE_DIR = Path(os.environ.get("HUBBOT_PDF_CACHE") or Path.home() / ".cache" / "hubbot" / "pdf")
@@ -33,9 +35,23 @@ def libreoffice_available() -> bool:
     return shutil.which("soffice") is not None or shutil.which("libreoffice") is not None
 
 
-def docx_to_pdf(docx_bytes: bytes) -> bytes:
-    """The form as Word's "Save as PDF" would give it (LibreOffice's writer_pdf_Export)."""
-    return _convert(docx_bytes, "pdf:writer_pdf_Export")
+def docx_to_pdf(docx_bytes: bytes, font: str | None = None) -> bytes:
+    """The form as Word's "Save as PDF" would give it (LibreOffice's writer_pdf_Export); with ``font``, the form
+    rewritten to use that font throughout first (``samples.forms.with_font``)."""
+    if font is not None:
+        from samples.forms import with_font  # python-docx and lxml only when a font is asked for
+
+        docx_bytes = with_font(docx_bytes, font)
+    return _convert(docx_bytes, "pdf:writer_pdf_Export", font or "")
+
+
+def pdf_font_names(pdf_bytes: bytes) -> set[str]:
+    """The fonts a PDF's text is drawn in, without subset prefixes ("BAAAAA+Carlito-Bold" is "Carlito-Bold"), as
+    ``pdffonts`` lists them: for checking that LibreOffice really used the font asked for."""
+    import pdfplumber
+
+    with pdfplumber.open(io.BytesIO(pdf_bytes)) as pdf:
+        return {str(char["fontname"]).split("+")[-1] for page in pdf.pages for char in page.chars}
 
 
 def encrypted_pdf(docx_bytes: bytes) -> bytes:
@@ -47,8 +63,8 @@ def encrypted_pdf(docx_bytes: bytes) -> bytes:
     return _convert(docx_bytes, options)
 
 
-def _convert(docx_bytes: bytes, filter_spec: str) -> bytes:
-    key = _content_key(filter_spec, docx_bytes)
+def _convert(docx_bytes: bytes, filter_spec: str, font: str = "") -> bytes:
+    key = _content_key(f"{filter_spec}\0{font}\0{_installed_fonts()}", docx_bytes)
     cached = CACHE_DIR / f"{key}.pdf"
     if cached.exists():
         return cached.read_bytes()
@@ -87,6 +103,18 @@ def _content_key(filter_spec: str, docx_bytes: bytes) -> str:
     except (zipfile.BadZipFile, OSError, ValueError):
         digest.update(docx_bytes)
     return digest.hexdigest()
+
+
+@functools.cache
+def _installed_fonts() -> str:
+    """A digest of the fonts fontconfig offers LibreOffice: a PDF made before a font was installed was drawn in a
+    fallback, and must not be taken from the cache for one that would now use the real font."""
+    try:
+        listed = subprocess.run(["fc-list", "--format", "%{family}|%{style}|%{file}\n"], capture_output=True,
+                                check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "no-fontconfig"
+    return hashlib.sha256(b"\n".join(sorted(listed.splitlines()))).hexdigest()
 
 
 def _profile() -> Path:
