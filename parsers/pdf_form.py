@@ -63,8 +63,13 @@ _ERRORS: dict[str, tuple[type[UnreadableFile], str]] = {
 
 # Upper bound on what the child may send back: far more than any form's text, far less than a worker's memory.
 _MAX_RESULT_BYTES = 32 * 1024 * 1024
-# Readers tolerate a little junk after %%EOF; more than this and the end of the file is most likely missing.
+# Readers tolerate a little junk after %%EOF; more than this (unless it is only padding) and what follows the end
+# marker is most likely a later revision of the file that was cut short.
 _EOF_WINDOW = 4096
+_EOF = b"%%EOF"
+_PADDING = b"\x00\t\n\x0c\r "
+# What a further revision (an incremental update: a PDF reader saving filled-in fields) starts with.
+_REVISION_MARKS = (b" obj", b"xref", b"trailer", b"stream")
 
 
 class _Refused(Exception):
@@ -93,10 +98,22 @@ def read_pdf(data: bytes, limits: Limits) -> FormDocument:
         raise UnreadableFile(_CORRUPT)
     # pdfminer quietly rebuilds a cut-off file from whatever objects survive, which would turn a half-sent form
     # into a form with missing answers; a missing end marker means the rest never arrived.
-    if b"%%EOF" not in data[-_EOF_WINDOW:]:
+    if not _ends_whole(data):
         raise UnreadableFile(_CORRUPT)
     payload = _run_bounded(lambda: _extract_to_json(data, limits), limits)
     return _from_json(payload, limits)
+
+
+def _ends_whole(data: bytes) -> bool:
+    """Whether the file ends where a PDF ends: at its last %%EOF, give or take padding (some scanners and mail
+    gateways add kilobytes of zeros or blank lines) or a little junk that doesn't start another revision."""
+    end = data.rfind(_EOF)
+    if end < 0:
+        return False
+    tail = data[end + len(_EOF):]
+    if not tail.translate(None, _PADDING):
+        return True
+    return len(tail) <= _EOF_WINDOW and not any(mark in tail for mark in _REVISION_MARKS)
 
 
 # ---- the bounded child -------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-__all__ = ["CACHE_DIR", "docx_to_pdf", "pdf_font_names", "libreoffice_available", "encrypted_pdf", "scanned_pdf", "text_pdf", "many_page_pdf", "stream_bomb_pdf", "truncated_pdf"]
+__all__ = ["CACHE_DIR", "docx_to_pdf", "pdf_font_names", "libreoffice_available", "encrypted_pdf", "scanned_pdf", "text_pdf", "many_page_pdf", "stream_bomb_pdf", "truncated_pdf", "padded_pdf"]
 
 # LibreOffice takes seconds per file: conversions are kept, keyed by content, in the user's cache folder.
 CACHE_DIR = Path(os.environ.get("HUBBOT_PDF_CACHE") or Path.home() / ".cache" / "hubbot" / "pdf")
@@ -218,3 +218,8 @@ def stream_bomb_pdf(inflated_bytes: int = 200 * 1024 * 1024) -> bytes:
 def truncated_pdf(pdf_bytes: bytes, keep: float = 0.6) -> bytes:
     """The first part of a PDF, as left by a transfer that stopped early."""
     return pdf_bytes[: int(len(pdf_bytes) * keep)]
+
+
+def padded_pdf(pdf_bytes: bytes, padding: bytes) -> bytes:
+    """A PDF with bytes after its %%EOF, as some scanners and mail gateways leave it (zeros, blank lines)."""
+    return pdf_bytes + padding

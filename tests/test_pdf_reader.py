@@ -15,7 +15,9 @@ from parsers.errors import ScannedDocument, UnreadableFile, UnsafeFile
 from parsers.pdf_form import read_pdf
 from parsers.types import DocumentKind, FormDocument, Limits, Paragraph, Table
 from samples.forms import FORMS_DIR, FillStyle, FormFiller, form_path
-from samples.pdf import docx_to_pdf, encrypted_pdf, many_page_pdf, scanned_pdf, stream_bomb_pdf, text_pdf, truncated_pdf
+from samples.pdf import (
+    docx_to_pdf, encrypted_pdf, many_page_pdf, padded_pdf, scanned_pdf, stream_bomb_pdf, text_pdf, truncated_pdf,
+)
 
 LIMITS = Limits()
 BLANKS = sorted(FORMS_DIR.glob("*.docx"))
@@ -134,6 +136,15 @@ def test_long_statement_runs_onto_another_page_in_reading_order() -> None:
     text = _norm(doc.all_text())
     assert text.index("First Teacher") < text.index("Sentence 0 ") < text.index("Sentence 119 ")
     assert text.index("Sentence 119 ") < text.index("Confirmation of school commitment")
+
+
+# ---- what some PDF writers do ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("padding", [bytes(4096), bytes(64 * 1024), b"\r\n" * 3000, b" " * 10_000 + b"\n"],
+                         ids=["4k-zeros", "64k-zeros", "blank-lines", "spaces"])
+def test_padding_after_the_end_marker_is_ignored(padding: bytes) -> None:
+    whole = text_pdf([["School details", "Name of school St Anne's"]] * 2)
+    assert read_pdf(padded_pdf(whole, padding), LIMITS) == read_pdf(whole, LIMITS)
 
 
 # ---- refused PDFs ------------------------------------------------------------------------------------------------
