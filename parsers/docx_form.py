@@ -29,6 +29,8 @@ from parsers.types import (
 __all__ = ["read_docx"]
 
 W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+# Word's "Strict Open XML Document" format: the same WordprocessingML under ISO's namespace.
+STRICT_W = "http://purl.oclc.org/ooxml/wordprocessingml/main"
 MC = "http://schemas.openxmlformats.org/markup-compatibility/2006"
 PKG_REL = "http://schemas.openxmlformats.org/package/2006/relationships"
 OFFICE_DOCUMENT = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument"
@@ -97,6 +99,8 @@ def read_docx(data: bytes, limits: Limits) -> FormDocument:
         main_name = _main_part_name(archive, limits)
         xml = _read_member(archive, main_name, limits)
     root = _parse(xml)
+    if root.tag == f"{{{STRICT_W}}}document":
+        _strict_to_transitional(root)
     body = root.find(_w("body"))
     if root.tag != _w("document") or body is None:
         raise UnreadableFile(_NOT_A_FORM)
@@ -173,6 +177,19 @@ def _parse(xml: bytes) -> etree._Element:
         # Word never writes a DTD; one in a document part is there to play entity games with the parser.
         raise UnsafeFile(_CORRUPT)
     return root
+
+
+def _strict_to_transitional(root: etree._Element) -> None:
+    """Rename Strict WordprocessingML elements and attributes to the transitional names the walk looks for. The
+    two differ in namespace, and (in what the walk reads) in nothing else."""
+    strict, transitional = f"{{{STRICT_W}}}", f"{{{W}}}"
+    cut = len(strict)
+    for element in root.iter():
+        tag = element.tag
+        if isinstance(tag, str) and tag.startswith(strict):
+            element.tag = transitional + tag[cut:]
+        for name in [name for name in element.attrib if name.startswith(strict)]:
+            element.attrib[transitional + name[cut:]] = element.attrib.pop(name)
 
 
 # ---- WordprocessingML walk ---------------------------------------------------------------------------------------

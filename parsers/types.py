@@ -15,18 +15,37 @@ from enum import StrEnum
 @dataclass(frozen=True)
 class Cell:
     """One logical table cell (a horizontally merged cell appears once). ``lines`` are its paragraphs (docx) or
-    text lines (PDF) in order, already stripped of tracked deletions and with content-control text included."""
+    text lines (PDF) in order, already stripped of tracked deletions and with content-control text included.
+
+    ``runs_on`` (PDF only) holds the index of each line whose last word carries on at the start of the next line:
+    a word the layout cut because the column was too narrow for it ("headteacher/sen" + "ior leader"), one
+    hyphenated at the line's end ("small-" + "step"), an address broken over lines. The lines stay as laid out;
+    ``text`` joins those two with nothing between, so the cell reads as it was typed."""
 
     lines: tuple[str, ...]
+    runs_on: tuple[int, ...] = ()
 
     @property
     def text(self) -> str:
-        return "\n".join(self.lines).strip()
+        if not self.runs_on:
+            return "\n".join(self.lines).strip()
+        parts: list[str] = []
+        last = len(self.lines) - 1
+        for index, line in enumerate(self.lines):
+            parts.append(line)
+            if index < last:
+                parts.append("" if index in self.runs_on else "\n")
+        return "".join(parts).strip()
 
 
 @dataclass(frozen=True)
 class Table:
+    """Rows of cells. ``page_starts`` (PDF only) holds the index of each row that begins a new page without being
+    joined to the row before it: if the page break cut a row in two and the reader could not tell, the two halves
+    are those two rows, so a label or answer there may be incomplete."""
+
     rows: tuple[tuple[Cell, ...], ...]
+    page_starts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

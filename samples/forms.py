@@ -23,6 +23,7 @@ from lxml import etree
 __all__ = [
     "FORMS_DIR", "FillStyle", "FormFiller", "DELETED_TEXT", "PLACEHOLDER_TEXT", "form_path", "minimal_docx",
     "zip_bomb_docx", "ratio_bomb_docx", "many_members_docx", "truncated", "legacy_doc", "entity_bomb_docx",
+    "with_font", "strict_docx",
 ]
 
 # Unchanged copies of shared/forms (tests/test_samples.py checks they match), shipped for the demo.
@@ -301,6 +302,74 @@ def minimal_docx(body_xml: str) -> bytes:
     out = io.BytesIO()
     document.save(out)
     return out.getvalue()
+
+
+# ---- the same form in another font ------------------------------------------------------------------------------
+
+_A_NS = "http://schemas.openxmlformats.org/drawingml/2006/main"
+# Bullets and check boxes are drawn from these fonts' own code points: in another font they would be other glyphs.
+_SYMBOL_FONTS = frozenset({"Symbol", "Wingdings", "Wingdings 2", "Wingdings 3", "Webdings", "OpenSymbol", "MS Gothic"})
+_TEXT_PARTS = re.compile(r"word/(document|styles|stylesWithEffects|header\d*|footer\d*|footnotes|endnotes)\.xml")
+
+
+def with_font(docx_bytes: bytes, font: str) -> bytes:
+    """The same document with every run in ``font``: each w:rFonts of the text parts names it outright (theme
+    references removed, since they win over named fonts) and the theme's major and minor Latin fonts are it too, so
+    whatever a style or run asked for, Word or LibreOffice really lays the form out in ``font``."""
+    replace: dict[str, bytes] = {}
+    with zipfile.ZipFile(io.BytesIO(docx_bytes)) as archive:
+        for name in archive.namelist():
+            if _TEXT_PARTS.fullmatch(name):
+                root = etree.fromstring(archive.read(name))
+                for fonts in root.iter(_w("rFonts")):
+                    if fonts.get(_w("ascii")) in _SYMBOL_FONTS:
+                        continue
+                    fonts.attrib.clear()
+                    for attribute in ("ascii", "hAnsi", "cs", "eastAsia"):
+                        fonts.set(_w(attribute), font)
+                replace[name] = etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True)
+            elif name.startswith("word/theme/") and name.endswith(".xml"):
+                root = etree.fromstring(archive.read(name))
+                for latin in root.iter(f"{{{_A_NS}}}latin"):
+                    latin.set("typeface", font)
+                replace[name] = etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True)
+    return _rezip(docx_bytes, replace=replace)
+
+
+# ---- Strict Open XML --------------------------------------------------------------------------------------------
+
+# Transitional namespace -> ISO 29500 Strict namespace, as Word's "Strict Open XML Document" writes them. Prefix
+# matches, so the relationship types (the relationships namespace followed by "/officeDocument", "/styles", ...)
+# move with it; the package parts (content types, package relationships) are the same in both.
+_STRICT_NAMESPACES = {
+    f"{R_NS}/extended-properties": "http://purl.oclc.org/ooxml/officeDocument/relationships/extendedProperties",
+    W_NS: "http://purl.oclc.org/ooxml/wordprocessingml/main",
+    R_NS: "http://purl.oclc.org/ooxml/officeDocument/relationships",
+    "http://schemas.openxmlformats.org/drawingml/2006/main": "http://purl.oclc.org/ooxml/drawingml/main",
+    "http://schemas.openxmlformats.org/drawingml/2006/wordprocessingDrawing":
+        "http://purl.oclc.org/ooxml/drawingml/wordprocessingDrawing",
+    "http://schemas.openxmlformats.org/drawingml/2006/picture": "http://purl.oclc.org/ooxml/drawingml/picture",
+    "http://schemas.openxmlformats.org/officeDocument/2006/math": "http://purl.oclc.org/ooxml/officeDocument/math",
+    "http://schemas.openxmlformats.org/officeDocument/2006/extended-properties":
+        "http://purl.oclc.org/ooxml/officeDocument/extendedProperties",
+}
+
+
+def strict_docx(docx_bytes: bytes) -> bytes:
+    """The same document saved as Word's "Strict Open XML Document": every part's namespaces (and relationship
+    types) moved to ISO's, and the main part marked ``w:conformance="strict"``."""
+    replace: dict[str, bytes] = {}
+    with zipfile.ZipFile(io.BytesIO(docx_bytes)) as archive:
+        for name in archive.namelist():
+            if not name.endswith((".xml", ".rels")) or name == "[Content_Types].xml":
+                continue
+            data = archive.read(name)
+            for transitional, strict in _STRICT_NAMESPACES.items():
+                data = data.replace(transitional.encode(), strict.encode())
+            if name == "word/document.xml":
+                data = re.sub(rb"<w:document\b", b'<w:document w:conformance="strict"', data, count=1)
+            replace[name] = data
+    return _rezip(docx_bytes, replace=replace)
 
 
 # ---- hostile files -----------------------------------------------------------------------------------------------

@@ -12,7 +12,11 @@ from hypothesis import strategies as st
 
 from parsers.docx_form import read_docx
 from parsers.errors import UnreadableFile, UnsafeFile
+from parsers.sniff import FileKind, read_form, sniff
 from parsers.types import Cell, DocumentKind, FormDocument, Limits, Paragraph, Table
+from rules.definitions import load_registry
+from rules.mapping import map_fields
+from samples.applications import DOCX_TYPE, FORM_FILES, complete_answers, fill_form
 from samples.forms import (
     DELETED_TEXT,
     FillStyle,
@@ -22,6 +26,7 @@ from samples.forms import (
     many_members_docx,
     minimal_docx,
     ratio_bomb_docx,
+    strict_docx,
     truncated,
     zip_bomb_docx,
 )
@@ -283,6 +288,55 @@ def test_several_paragraphs_in_a_cell_are_lines_and_blank_ones_dropped() -> None
     body = _tbl("<w:tr>" + _tc(_p("one") + "<w:p/>" + _p("  two  ")) + "</w:tr>")
     (table,) = _blocks(body)
     assert table.rows[0][0].lines == ("one", "two")
+
+
+# ---- Strict Open XML ---------------------------------------------------------------------------------------------
+
+STRICT_W = b"http://purl.oclc.org/ooxml/wordprocessingml/main"
+
+
+def _part(docx_bytes: bytes, name: str) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(docx_bytes)) as archive:
+        return archive.read(name)
+
+
+@pytest.mark.parametrize("programme_id", list(FORM_FILES))
+def test_strict_open_xml_form_reads_as_the_transitional_one(programme_id: str) -> None:
+    """Word's "Strict Open XML Document" is the same WordprocessingML under ISO's namespaces: sniffed as a Word
+    form by its bytes alone, read to the same blocks, and so to the same answers."""
+    transitional = fill_form(programme_id, complete_answers(programme_id))
+    strict = strict_docx(transitional)
+    assert STRICT_W in _part(strict, "word/document.xml")
+    assert b"schemas.openxmlformats.org/wordprocessingml" not in _part(strict, "word/document.xml")
+    assert b"purl.oclc.org/ooxml/officeDocument/relationships/officeDocument" in _part(strict, "_rels/.rels")
+    assert sniff("", "", strict) is FileKind.DOCX
+    assert sniff("Application form.docx", DOCX_TYPE, strict) is FileKind.DOCX
+    doc = read_form(FileKind.DOCX, strict, LIMITS)
+    assert doc == read_docx(transitional, LIMITS)
+    definition = load_registry().get(programme_id)
+    answers = map_fields(doc, definition)
+    assert answers == map_fields(read_docx(transitional, LIMITS), definition)
+    assert all(answers[field_id] for field_id in complete_answers(programme_id))
+
+
+@pytest.mark.parametrize("how", list(FillStyle))
+def test_strict_open_xml_in_every_fill_style(how: FillStyle) -> None:
+    # Merged cells, tracked changes, content controls and hyperlinks carry namespaced attributes (w:val, w:id).
+    form, section, label, _, nth = CASES[0]
+    value = MULTILINE if how in (FillStyle.MULTI_PARAGRAPH, FillStyle.SOFT_BREAKS) else VALUE
+    transitional = FormFiller(form_path(form)).fill(section, label, value, how, label_occurrence=nth).to_docx()
+    assert read_docx(strict_docx(transitional), LIMITS) == read_docx(transitional, LIMITS)
+
+
+def test_strict_open_xml_structures() -> None:
+    body = _tbl(
+        "<w:tr>" + _tc(_p("Address"), "<w:vMerge w:val=\"restart\"/>") + _tc(_p("1 High St")) + "</w:tr>"
+        "<w:tr>" + _tc("<w:p/>", "<w:vMerge/>") + _tc(_p("Town")) + "</w:tr>"
+        "<w:tr><w:trPr><w:del w:id=\"1\" w:author=\"x\"/></w:trPr>" + _tc(_p("Deleted row")) + "</w:tr>"
+    )
+    transitional = minimal_docx(body)
+    (table,) = read_docx(strict_docx(transitional), LIMITS).blocks
+    assert table.rows == ((Cell(("Address",)), Cell(("1 High St",))), (Cell(("Town",)),))
 
 
 # ---- hostile and broken packages ---------------------------------------------------------------------------------
