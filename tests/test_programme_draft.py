@@ -38,11 +38,6 @@ ID_DIFFERENCES = {
                               "specialist.details": "specialist.name_mastery_specialist"},
     "primary-mastery-readiness-2018": {},
 }
-# The PDF of these forms, as cached on a machine before its fonts were installed, is read with "small-step" split at a
-# line end ("small- step"): the known PDF font problem (tests/test_check_pipeline.py::test_complete_pdf fails the same
-# way). Fresh conversions (an empty HUBBOT_PDF_CACHE) pass, so these are not strict.
-PDF_READER_KNOWN = {"primary-trg-pilot-2019", "secondary-tfm-wg-2016"}
-
 
 def _document(name: str):
     return read_docx(form_path(name).read_bytes(), Limits())
@@ -136,10 +131,7 @@ def test_fresh_draft_passes_programme_test_in_every_docx_style(programme_id: str
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("programme_id", [
-    pytest.param(pid, marks=pytest.mark.xfail(reason="PDF read as 'small- step' (known PDF font problem; passes "
-                                                     "with freshly converted PDFs)", strict=False))
-    if pid in PDF_READER_KNOWN else pid for pid in PROGRAMMES])
+@pytest.mark.parametrize("programme_id", PROGRAMMES)
 def test_fresh_draft_reads_its_form_saved_as_pdf(programme_id: str) -> None:
     proof = prove(fresh(programme_id).definition, form_path(FORM_FILES[programme_id]), load_registry())
     pdf = [c for c in proof.checks if c.name.startswith("PDF")]
