@@ -22,6 +22,7 @@ class Status(StrEnum):
     NO_FORM = "no_form"
     NOT_APPLICATION = "not_application"
     IGNORED = "ignored"
+    REVIEW = "review"
 
 
 class FlagCode(StrEnum):
@@ -31,6 +32,7 @@ class FlagCode(StrEnum):
     WRONG_HUB = "wrong_hub"
     RESUBMISSION = "resubmission"
     DUPLICATE = "duplicate"
+    WITHDRAWAL = "withdrawal"
 
 
 class IssueKind(StrEnum):
