@@ -15,7 +15,8 @@ from typing import Any
 from parsers.types import ParsedEmail
 from rules.checks import HubView
 from rules.definitions import ProgrammeDefinition
-from rules.verdict import Correspondence, Reply, Status, Verdict
+from rules.outcomes import Announcement
+from rules.verdict import Correspondence, FlagCode, IssueKind, Reply, Status, Verdict
 from templates import EmailKind, render_email
 
 _KIND_FOR_STATUS = {
@@ -49,18 +50,44 @@ def _hub_identity(mail: Correspondence, hub: HubView | None,
     return "The Maths Hub team", mail.addressed_to[0] if mail.addressed_to else ""
 
 
-def issues_by_section(issues: Iterable[Any], section_order: Sequence[str] = ()) -> list[dict[str, Any]]:
+VALUE_SHOWN_CHARS = 80
+
+
+def shown_value(value: object) -> str:
+    """What the bot read, as a reply quotes it back: one line, a long statement cut short."""
+    text = _clean(str(value or ""))
+    return text if len(text) <= VALUE_SHOWN_CHARS else text[:VALUE_SHOWN_CHARS - 1].rstrip() + "…"
+
+
+def issues_by_section(issues: Iterable[Any], section_order: Sequence[str] = (),
+                      values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Field problems (anything with ``section``, ``label`` and ``reason``) grouped under their section heading in
-    the order of the form, as every e-mail listing them (replies, reminders) presents them."""
+    the order of the form, as every e-mail listing them (replies, reminders) presents them. An invalid answer's
+    line carries the value the bot read (from the issue's own ``value``, or ``values`` by field id), so the school
+    sees what to correct ("0121 496 0000 ext")."""
+    def value(issue: Any) -> str:
+        if getattr(issue, "kind", None) is IssueKind.MISSING or getattr(issue, "missing", False):
+            return ""
+        found = getattr(issue, "value", None)
+        if found is None and values is not None and hasattr(issue, "field"):
+            found = values.get(issue.field)
+        return shown_value(found)
+
     ordered = sorted(issues, key=lambda i: section_order.index(i.section) if i.section in section_order else 0)
-    return [{"name": name, "issues": [{"label": _clean(i.label), "reason": i.reason} for i in group]}
+    return [{"name": name, "issues": [{"label": _clean(i.label), "reason": i.reason, "value": value(i)}
+                                      for i in group]}
             for name, group in groupby(ordered, key=lambda i: i.section)]
 
 
 def build_reply(verdict: Verdict, mail: Correspondence, *, programme: ProgrammeDefinition | None,
-                hub: HubView | None, deadline: date | None) -> Reply | None:
-    """The reply ``verdict`` calls for to the e-mail ``mail`` describes, or None when it calls for none."""
+                hub: HubView | None, deadline: date | None, next_date: Announcement | None = None,
+                templates_dir: str | None = None, school_name: str | None = None) -> Reply | None:
+    """The reply ``verdict`` calls for to the e-mail ``mail`` describes, or None when it calls for none.
+    ``deadline`` is the one in force for the hub; ``next_date`` the shortlist or outcome date an acknowledgement
+    announces; ``school_name`` names the school when the verdict itself has none (a withdrawal request)."""
     kind = _KIND_FOR_STATUS.get(verdict.status)
+    if verdict.has_flag(FlagCode.WITHDRAWAL):
+        kind = EmailKind.WITHDRAWAL_RECEIVED
     if kind is None or not mail.sender:
         return None
     hub_name, hub_address = _hub_identity(mail, hub, programme)
@@ -76,19 +103,34 @@ def build_reply(verdict: Verdict, mail: Correspondence, *, programme: ProgrammeD
         "hub_name": hub_name,
         "hub_address": hub_address,
         "programme_title": programme.title if programme else "",
-        "school_name": _clean(verdict.school_name or ""),
+        "school_name": _clean(verdict.school_name or school_name or ""),
         "original_subject": _clean(mail.subject)[:120],
         "attachment": _clean(verdict.attachment or ""),
         "problems": list(verdict.problems),
-        "sections": issues_by_section(verdict.issues, programme.sections if programme else ()),
+        "sections": issues_by_section(verdict.issues, programme.sections if programme else (), verdict.fields),
         "not_copied": [s for s in verdict.signatories if not s.copied and s.email],
         "late": verdict.late,
         "deadline": f"{deadline:%-d %B %Y}" if deadline else "",
+        "next_date": f"{next_date.day:%-d %B %Y}" if next_date else "",
+        "next_what": next_date.what if next_date else "",
         "other_files": [_clean(f)[:120] for f in verdict.other_files[:10]],
     }
-    rendered = render_email(kind, context)
+    rendered = render_email(kind, context, templates_dir=templates_dir)
     references = tuple(r for r in (*mail.references, mail.message_id) if r)
     return Reply(kind=kind, to=(sender,), cc=tuple(cc), subject=rendered.subject, text=rendered.text,
                  html=rendered.html, in_reply_to=mail.message_id, references=references[-10:],
                  from_address=hub_address)
 
+
+
+def staff_reply(kind: EmailKind, mail: Correspondence, *, hub: HubView | None, context: dict[str, Any],
+                templates_dir: str | None = None) -> Reply:
+    """An answer to a hub staff member's own e-mail (their decisions file): to them alone, threaded, from the hub
+    address they wrote to."""
+    hub_name, hub_address = _hub_identity(mail, hub, None)
+    rendered = render_email(kind, {"hub_name": hub_name, "hub_address": hub_address, **context},
+                            templates_dir=templates_dir)
+    references = tuple(r for r in (*mail.references, mail.message_id) if r)
+    return Reply(kind=kind, to=(mail.sender or "",), cc=(), subject=rendered.subject, text=rendered.text,
+                 html=rendered.html, in_reply_to=mail.message_id, references=references[-10:],
+                 from_address=hub_address)
