@@ -134,3 +134,22 @@ def staff_reply(kind: EmailKind, mail: Correspondence, *, hub: HubView | None, c
     return Reply(kind=kind, to=(mail.sender or "",), cc=(), subject=rendered.subject, text=rendered.text,
                  html=rendered.html, in_reply_to=mail.message_id, references=references[-10:],
                  from_address=hub_address)
+
+
+_TITLES = frozenset({"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "professor", "sir", "dame", "rev", "revd",
+                     "reverend", "fr", "father", "sister"})
+
+
+def greeting_name(name: str | None) -> str:
+    """How to greet a person named on a form, as a letter would: a title with the surname ("Mr Sam Reid" is
+    greeted "Mr Reid"; a title typed twice counts once), or the name as written when it has no title; "" when
+    there is no name (the template then greets "colleague")."""
+    words = _clean(name or "").split()
+    titles = []
+    while words and words[0].lower().rstrip(".") in _TITLES:
+        titles.append(words.pop(0))
+    if not words:
+        return ""
+    if not titles:
+        return " ".join(words)
+    return f"{titles[0]} {words[-1]}"
