@@ -117,18 +117,17 @@ def _framed(page: str, width: int, height: int) -> str:
             "</script></body></html>")
 
 
-@pytest.mark.parametrize("width", [390, 1000], ids=["phone", "desktop"])
-def test_the_digest_reads_on_a_phone_and_a_desktop(rendered: RenderedEmail, tmp_path: Path, width: int) -> None:
+def assert_reads_at(page: str, width: int, tmp_path: Path, height: int = 1600) -> None:
+    """Draw ``page`` ``width`` px wide in headless Chromium: not blank, and nothing sticks out sideways."""
     chromium = _chromium()
     from PIL import Image
 
-    height = 1600
     wrapper = tmp_path / f"framed-{width}.html"
-    wrapper.write_text(_framed(rendered.html, width, height), encoding="utf-8")
+    wrapper.write_text(_framed(page, width, height), encoding="utf-8")
     window = f"--window-size={max(width, 500)},{height}"
     base = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}", window]
+            f"--user-data-dir={tmp_path / f'profile-{width}'}", window]
     dom = subprocess.run([*base, "--virtual-time-budget=5000", "--dump-dom", wrapper.as_uri()],
                          capture_output=True, text=True, timeout=120)
     found = re.search(r"<title>(\d+),(\d+),(\d+)</title>", dom.stdout)
@@ -151,3 +150,8 @@ def test_the_digest_reads_on_a_phone_and_a_desktop(rendered: RenderedEmail, tmp_
         # Drawn across the frame, not squeezed into a strip: text reaches beyond the middle.
         right = frame.crop((width // 2, 0, width, height)).getcolors(maxcolors=1 << 20) or []
         assert len(right) > 10
+
+
+@pytest.mark.parametrize("width", [390, 1000], ids=["phone", "desktop"])
+def test_the_digest_reads_on_a_phone_and_a_desktop(rendered: RenderedEmail, tmp_path: Path, width: int) -> None:
+    assert_reads_at(rendered.html, width, tmp_path)

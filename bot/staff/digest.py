@@ -107,9 +107,10 @@ class Digest:
     def quiet(self) -> bool:
         """Nothing new since the last digest and nothing due soon: no digest unless configured."""
         due_soon = any(d.days_left <= DUE_SOON_DAYS for d in self.ahead)
-        new_withdrawals = any(w.received is None or w.received >= self.since for w in self.withdrawals)
+        new_withdrawals = any(w.received is None or w.received > self.since for w in self.withdrawals)
+        newly_changed = any(c.changed_at is None or c.changed_at > self.since for c in self.changed)
         return not (self.new or self.needs_person or any(p.new for p in self.reply_problems) or due_soon
-                    or new_withdrawals)
+                    or new_withdrawals or newly_changed)
 
 
 def _last_digest_time(session: Session, hub_id: str) -> datetime | None:
@@ -129,6 +130,8 @@ def _headers(raw: bytes) -> tuple[str, str]:
 
 def build_digest(session: Session, config: Config, settings: CheckSettings, hub: HubSettings,
                  now: datetime) -> Digest:
+    # Strictly after the last digest: what happened in the same moment (one ``run --once`` polls, then queues the
+    # digest, all at one ``now``) was in that digest already.
     since = _last_digest_time(session, hub.id) or now - timedelta(days=1)
     digest = Digest(hub=hub, day=now.astimezone(LONDON).date(), since=since)
     apps = application_views(session, hub_id=hub.id)
@@ -151,7 +154,7 @@ def build_digest(session: Session, config: Config, settings: CheckSettings, hub:
             digest.undecided.extend(undecided(mine))
         left = days_until(dates.deadline, now) if dates.deadline else None
         for app in mine:
-            if app.created_at >= since or (app.received_at and app.received_at >= since):
+            if app.created_at > since or (app.received_at and app.received_at > since):
                 digest.new.append(app)
             if app.status is not ApplicationStatus.COMPLETE:
                 digest.incomplete.append((app, left))
@@ -165,7 +168,7 @@ def build_digest(session: Session, config: Config, settings: CheckSettings, hub:
                 digest.ahead.append(DateAhead(day, left_days, programme_id, what))
     digest.ahead.sort(key=lambda d: d.day)
 
-    needing = select(Message).where(Message.hub_id == hub.id, Message.stored_at >= since, or_(
+    needing = select(Message).where(Message.hub_id == hub.id, Message.stored_at > since, or_(
         Message.verdict_status.in_(NEEDS_PERSON), Message.state == MessageState.QUARANTINED)).order_by(Message.id)
     for message in session.scalars(needing):
         sender, subject = _headers(message.raw)
@@ -189,7 +192,7 @@ def build_digest(session: Session, config: Config, settings: CheckSettings, hub:
     # A problem is reported the first time in the digest after it happened; an uncertain send stays on the list
     # until a person requeues it, but only a new problem makes a day not quiet.
     recent = set(session.scalars(select(Event.outbox_id).where(
-        Event.hub_id == hub.id, Event.at >= since, Event.outbox_id.is_not(None),
+        Event.hub_id == hub.id, Event.at > since, Event.outbox_id.is_not(None),
         Event.kind.in_([EventKind.REPLY_FAILED, EventKind.REPLY_UNCERTAIN, EventKind.REPLY_RETRY]))))
     problems = select(OutboxItem).where(OutboxItem.hub_id == hub.id, OutboxItem.kind != EmailKind.DIGEST, or_(
         OutboxItem.state.in_([OutboxState.FAILED, OutboxState.UNCERTAIN]),

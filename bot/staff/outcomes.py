@@ -126,21 +126,22 @@ class ChangedAfterSent:
     sent: StaffDecision
     sent_at: datetime
     now: StaffDecision | None
+    changed_at: datetime | None = None     # when the decision was last recorded
 
 
 def changed_after_sent(session: Session, hub_id: str) -> list[ChangedAfterSent]:
     """Applications whose final outcome e-mail announced a decision they no longer have (one query)."""
     rows = session.execute(
         select(Application.id, Application.school_name, Application.programme, Application.decision,
-               OutboxItem.kind, OutboxItem.sent_at, OutboxItem.created_at)
+               Application.decided_at, OutboxItem.kind, OutboxItem.sent_at, OutboxItem.created_at)
         .join(OutboxItem, OutboxItem.application_id == Application.id)
         .where(Application.hub_id == hub_id, OutboxItem.kind.in_(list(_FINAL_KINDS)))
         .order_by(OutboxItem.id))
     latest: dict[int, ChangedAfterSent] = {}
-    for app_id, name, programme, decision, kind, sent_at, created_at in rows:
+    for app_id, name, programme, decision, decided_at, kind, sent_at, created_at in rows:
         sent = _FINAL_KINDS[EmailKind(kind)]
         latest[app_id] = ChangedAfterSent(app_id, name or "school not named", programme, sent,
-                                          sent_at or created_at, decision)
+                                          sent_at or created_at, decision, decided_at)
     return [c for c in latest.values() if c.now is not c.sent]
 
 
