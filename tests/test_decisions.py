@@ -507,3 +507,46 @@ def test_the_outcome_emails_are_in_the_eml_outbox_as_real_mail(bot: Bot, tmp_pat
     assert sent["Auto-Submitted"] == "auto-replied" and HUB_ADDRESS in sent["From"]
     assert "waiting list" in body_text(sent) and sent.get_body(("html",)) is not None
     assert str(sent["In-Reply-To"]).strip() == f"<form-{STANNES.urn}-06201001@{STANNES.domain}>"
+
+
+# ---- config and the scheduled jobs ----------------------------------------------------------------------------
+
+def test_the_new_config_keys_are_checked(tmp_path: Path) -> None:
+    from bot.config import load_config
+    from parsers.errors import ConfigError
+
+    good = central(tmp_path, extra='templates_dir = "shared-templates"\n[schedule]\nworking_days = ["Mon", "tue"]\n')
+    try:
+        assert good.config.schedule.working_days == ("mon", "tue")
+        assert good.config.templates_dir == tmp_path / "shared-templates"
+        assert good.config.templates_dir_for(good.config.hubs[0]) == tmp_path / "shared-templates"
+        assert good.config.attach_export_for(good.config.hubs[0]) is False
+    finally:
+        good.close()
+    bad_days = tmp_path / "days.toml"
+    bad_days.write_text('[schedule]\nworking_days = ["monday", "someday"]\n')
+    with pytest.raises(ConfigError, match="working_days"):
+        load_config(bad_days)
+    bad_target = tmp_path / "target.toml"
+    bad_target.write_text(hub_block() + f'[hubs.targets]\n"{PID}" = -3\n')
+    with pytest.raises(ConfigError, match="targets"):
+        load_config(bad_target)
+
+
+def test_run_due_runs_each_job_once_a_day(tmp_path: Path) -> None:
+    b = central(tmp_path, extra="retention_days = 400\n")
+    try:
+        four_schools(b, tmp_path)
+        early = datetime(2024, 6, 21, 7, 0, tzinfo=LONDON)        # before the digest time and after 03:15
+        with frozen(early):
+            first = jobs.run_due(b.db, b.config, b.settings, early)
+        assert first.digests == [] and first.retention is not None
+        later = datetime(2024, 6, 21, 9, 30, tzinfo=LONDON)
+        with frozen(later):
+            second = jobs.run_due(b.db, b.config, b.settings, later)
+            third = jobs.run_due(b.db, b.config, b.settings, later)
+        assert [r.queued for r in second.digests] == [True] and second.retention is None
+        assert [r.queued for r in third.digests] == [False] and third.reminders == []
+        assert len(b.events("retention")) == 1 and len(b.events("digest_queued")) == 1
+    finally:
+        b.close()

@@ -233,7 +233,8 @@ def test_a_staff_decisions_file_is_planned_and_answered() -> None:
     assert decision.action is Action.DECISIONS and decision.actor == "staff:e-mail #1 (central)"
     assert decision.plan is not None and [c.number for c in decision.plan.changes] == [1]
     reply = decision.reply
-    assert reply is not None and reply.kind is EmailKind.DECISIONS_RECORDED and reply.to == ("lead@central.example.org",)
+    assert reply is not None and reply.kind is EmailKind.DECISIONS_RECORDED
+    assert reply.to == ("lead@central.example.org",) and reply.cc == ()
     assert "1 changed, 1 refused" in reply.subject and "no application has the number 99" in reply.text
     unreadable = decide(read(raw), History(staff_file=replace(staff, problem="it is not a spreadsheet")), SETTINGS,
                         None)

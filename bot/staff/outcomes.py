@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import formataddr
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,7 +23,7 @@ from sqlalchemy.orm import Session
 from bot.config import Config, HubSettings
 from bot.staff.reminders import DueReminder
 from bot.staff.views import ApplicationView, application_views, bounced_addresses
-from rules.calendar import LONDON, at_nine
+from rules.calendar import at_nine
 from rules.definitions import Notification
 from rules.outcomes import Announcement, StaffDecision, announcements, outcome_notification, outcome_send_day
 from rules.pipeline import CheckSettings
@@ -183,11 +182,3 @@ def announcement_for(settings: CheckSettings, hub: HubSettings, programme_id: st
                      notification: Notification) -> Announcement | None:
     """The shortlist or outcome announcement a notification date is, if it is one."""
     return next((a for a in _announcements(settings, hub, programme_id) if a.day == notification.date), None)
-
-
-def when_text(moment: datetime | None) -> str:
-    return f"{moment.astimezone(LONDON):%-d %b %Y %H:%M}" if moment else ""
-
-
-def from_address(hub: HubSettings) -> str:
-    return formataddr((hub.name, hub.address))
