@@ -26,7 +26,7 @@ from enum import StrEnum
 
 from rules.checks import HubView
 from rules.definitions import ProgrammeDefinition
-from rules.outcomes import DecisionPlan, DecisionRow, KnownApplication, next_announcement, plan_decisions
+from rules.outcomes import Announcement, DecisionPlan, DecisionRow, KnownApplication, next_announcement, plan_decisions
 from rules.replies import build_reply, staff_reply
 from rules.settings import CheckSettings
 from rules.text import normalise
@@ -299,7 +299,8 @@ def _with_reply(verdict: Verdict, programme: ProgrammeDefinition | None, setting
                                               templates_dir=settings.templates_dir(hub)))
 
 
-def _next_date(verdict: Verdict, programme: ProgrammeDefinition, settings: CheckSettings, hub: HubView | None):
+def _next_date(verdict: Verdict, programme: ProgrammeDefinition, settings: CheckSettings,
+               hub: HubView | None) -> Announcement | None:
     """The shortlist or outcome date (as in force for the hub) still to come when the form arrived."""
     if verdict.received_at is None:
         return None

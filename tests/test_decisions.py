@@ -156,7 +156,7 @@ def test_import_is_a_dry_run_unless_apply(bot: Bot, tmp_path: Path, suffix: str)
                           ids[HILLSIDE.name]: "perhaps"})
     dry = decide(bot, "--import", str(path))
     assert dry.returncode == 2, dry.stderr            # one row refused
-    assert "2 decision(s) would record" in dry.stdout and "Nothing has been recorded" in dry.stdout
+    assert "2 decision(s) would be recorded" in dry.stdout and "Nothing has been recorded" in dry.stdout
     assert '"perhaps" is not a decision' in dry.stdout
     assert set(decisions(bot).values()) == {None} and bot.events("decision_recorded") == []
 

@@ -156,7 +156,7 @@ def test_a_whole_round(tmp_path: Path, dovecot, smtp_server) -> None:
         with filled.open("w", newline="", encoding="utf-8") as out:
             csv.writer(out).writerows(rows)
         dry = cli(config, "decide", "--import", str(filled), now=decided)
-        assert dry.returncode == 0 and "1 decision(s) would record" in dry.stdout
+        assert dry.returncode == 0 and "1 decision(s) would be recorded" in dry.stdout
         assert bot.applications()[ids[STANNES.name] - 1].decision is None
         applied = cli(config, "decide", "--import", str(filled), "--apply", now=decided)
         assert applied.returncode == 0 and "1 decision(s) recorded" in applied.stdout

@@ -243,7 +243,7 @@ def staff_file(session: Session, email: ParsedEmail, hub: HubSettings, limits: L
         return None
     known = known_applications(session, hub.id)
     files = [a for a in email.attachments if a.payload and (
-        a.payload[:4] == b"PK\x03\x04" or a.filename.lower().endswith((".csv", ".xlsx", ".txt")))]
+        a.payload[:4] == b"PK\x03\x04" or a.filename.lower().endswith((".csv", ".xlsx")))]
     if not files:
         return StaffFile("", (), known, actor, problem="no XLSX or CSV file was attached")
     rows: list[DecisionRow] = []
@@ -281,7 +281,7 @@ def decide_numbers(session: Session, numbers: Sequence[str], word: str, *, note:
 
 def describe_plan(plan: DecisionPlan, *, applied: bool) -> str:
     """What ``hubbot decide`` prints: each change, then each refusal with its reason."""
-    verb = "recorded" if applied else "would record"
+    verb = "recorded" if applied else "would be recorded"
     lines = [f"{len(plan.changes)} decision(s) {verb}" + (f", {plan.unchanged} already so" if plan.unchanged else "")
              + (f", {len(plan.refused)} refused" if plan.refused else "") + ":"]
     for change in plan.changes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from email.utils import formataddr
 
 from sqlalchemy.orm import Session
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 from bot.config import Config, HubSettings
 from bot.staff.views import ApplicationView, application_views, bounced_addresses
 from rules.calendar import LONDON, days_until, due_reminder_point, due_staff_notices
+from rules.outcomes import StaffDecision
 from rules.pipeline import CheckSettings
 from rules.replies import greeting_name, issues_by_section
 from storage import repository as repo
@@ -89,8 +91,8 @@ def due_reminders(session: Session, config: Config, settings: CheckSettings, now
                            "flagged": flagged, "total": len(mine),
                            "announces": sorted(d.value for d in announcement.decisions) if announcement else [],
                            "undecided": [_notice_row(a) for a in undecided(mine)] if announcement else [],
-                           "still_shortlisted": [_notice_row(a) for a in mine if a.decision is not None
-                                                 and a.decision.value == "shortlisted"]
+                           "still_shortlisted": [_notice_row(a) for a in mine
+                                                 if a.decision is StaffDecision.SHORTLISTED]
                            if announcement and not announcement.shortlist else [],
                            "changed": [{"number": c.application_id, "school": c.school, "sent": c.sent.value,
                                         "now": c.now.value if c.now else "no decision"} for c in changed],
@@ -110,7 +112,7 @@ def _notice_row(app: ApplicationView) -> dict:
 
 def _for_application(app: ApplicationView, hub: HubSettings, days_before: int, days_left: int, base: dict,
                      bounced: frozenset[str], section_order: tuple[str, ...],
-                     templates_dir=None) -> list[DueReminder]:
+                     templates_dir: Path | None = None) -> list[DueReminder]:
     out: list[DueReminder] = []
     school = app.display_name
     context = {**base, "school_name": school, "days_left": days_left,
