@@ -20,6 +20,8 @@ from parsers.errors import ConfigError
 from parsers.toml_table import TomlTable
 from parsers.types import Limits
 
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
 
 class Security(enum.StrEnum):
     TLS = "tls"                 # TLS from the first byte (IMAP 993, SMTP 465)
@@ -91,6 +93,9 @@ class HubSettings:
     maildir: Path | None = None
     dates: dict[str, HubDates] = field(default_factory=dict)
     smtp: SmtpSettings | None = None        # [hubs.smtp] over [smtp]: this hub sends through its own server
+    targets: dict[str, int] = field(default_factory=dict)    # programme id -> places the hub means to fill
+    templates_dir: Path | None = None        # the hub's own e-mail templates, searched before the built-ins
+    attach_export: bool | None = None        # attach the XLSX export to the digest (None: as [schedule] says)
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,8 @@ class ScheduleSettings:
     reminder_days_before: tuple[int, ...] = (7, 2)
     outbox_every_seconds: float = 30
     digest_when_quiet: bool = False
+    working_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri")   # reminders and outcome e-mails
+    attach_export: bool = False             # attach the XLSX export to each hub's digest
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,13 @@ class Config:
     max_replies_per_address_per_day: int = 5
     retention_days: int | None = None
     alerts: AlertSettings = AlertSettings()
+    templates_dir: Path | None = None        # e-mail templates replacing the built-ins, for every hub
+
+    def templates_dir_for(self, hub: HubSettings) -> Path | None:
+        return hub.templates_dir or self.templates_dir
+
+    def attach_export_for(self, hub: HubSettings) -> bool:
+        return self.schedule.attach_export if hub.attach_export is None else hub.attach_export
 
     def smtp_for(self, hub: HubSettings) -> SmtpSettings | None:
         """The mail server a hub's replies go through: its own ``[hubs.smtp]``, else ``[smtp]``, else none (the
@@ -232,7 +246,8 @@ def _imap(t: TomlTable) -> ImapSettings:
 
 
 def _hub(t: TomlTable, base: Path, smtp_defaults: dict[str, Any] | None) -> HubSettings:
-    t.only("id", "name", "address", "aliases", "staff", "programmes", "imap", "maildir", "dates", "smtp")
+    t.only("id", "name", "address", "aliases", "staff", "programmes", "imap", "maildir", "dates", "smtp", "targets",
+           "templates_dir", "attach_export")
     dates: dict[str, HubDates] = {}
     if (dates_table := t.table("dates")) is not None:
         for programme_id, value in dates_table.data.items():
@@ -244,6 +259,14 @@ def _hub(t: TomlTable, base: Path, smtp_defaults: dict[str, Any] | None) -> HubS
                 nt.only("date", "what")
                 notes.append((nt.date("date"), nt.get("what", str)))
             dates[programme_id] = HubDates(d.date("deadline"), tuple(notes))
+    targets: dict[str, int] = {}
+    if (targets_table := t.table("targets")) is not None:
+        for programme_id in targets_table.data:
+            places = targets_table.get(programme_id, int)
+            if places < 0:
+                raise targets_table.fail(programme_id, "should be a number of places (0 or more)")
+            targets[programme_id] = places
+    templates_dir = t.get("templates_dir", str, None)
     imap = t.table("imap")
     maildir = t.get("maildir", str, None)
     smtp = None
@@ -256,13 +279,15 @@ def _hub(t: TomlTable, base: Path, smtp_defaults: dict[str, Any] | None) -> HubS
         staff=tuple(t.get("staff", list, [])), programmes=tuple(t.get("programmes", list, [])),
         imap=_imap(imap) if imap else None, maildir=(base / maildir) if maildir else None, dates=dates,
         smtp=smtp,
+        targets=targets, templates_dir=(base / templates_dir) if templates_dir else None,
+        attach_export=t.get("attach_export", bool, None),
     )
 
 
 def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
     top = TomlTable(data, source)
     top.only("timezone", "database", "smtp", "outbox", "schedule", "hubs", "limits", "programmes_dir",
-             "max_replies_per_address_per_day", "retention_days", "alerts")
+             "max_replies_per_address_per_day", "retention_days", "alerts", "templates_dir")
     database = top.table("database")
     db_url = "sqlite:///hubbot.db"
     if database:
@@ -279,7 +304,7 @@ def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
     schedule = ScheduleSettings()
     if (sc := top.table("schedule")) is not None:
         sc.only("poll_every_minutes", "digest_at", "reminder_days_before", "outbox_every_seconds",
-                "digest_when_quiet")
+                "digest_when_quiet", "working_days", "attach_export")
         try:
             digest_at = time.fromisoformat(sc.get("digest_at", str, "07:30"))
         except ValueError:
@@ -287,11 +312,15 @@ def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
         days = sc.get("reminder_days_before", list, [7, 2])
         if not all(isinstance(d, int) and d >= 0 for d in days):
             raise sc.fail("reminder_days_before", "should be a list of whole numbers of days")
+        working = [str(d).lower()[:3] for d in sc.get("working_days", list, list(ScheduleSettings.working_days))]
+        if not working or not all(d in _WEEKDAYS for d in working):
+            raise sc.fail("working_days", 'should list days like ["mon", "tue", "wed", "thu", "fri"]')
         schedule = ScheduleSettings(
             poll_every_minutes=float(sc.get("poll_every_minutes", (int, float), 5)), digest_at=digest_at,
             reminder_days_before=tuple(days),
             outbox_every_seconds=float(sc.get("outbox_every_seconds", (int, float), 30)),
-            digest_when_quiet=sc.get("digest_when_quiet", bool, False))
+            digest_when_quiet=sc.get("digest_when_quiet", bool, False),
+            working_days=tuple(dict.fromkeys(working)), attach_export=sc.get("attach_export", bool, False))
     limits = Limits()
     if (lt := top.table("limits")) is not None:
         known = set(Limits.__dataclass_fields__)
@@ -318,11 +347,13 @@ def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
             if value < 1:
                 raise al.fail(key, "should be 1 or more")
         alerts = AlertSettings(to=tuple(to), **counts)
+    templates_dir = top.get("templates_dir", str, None)
     return Config(path=Path(source), timezone=top.get("timezone", str, "Europe/London"), database_url=db_url,
                   smtp=smtp, outbox_path=outbox_path, schedule=schedule, hubs=tuple(hubs), limits=limits,
                   programmes_dir=(base / programmes_dir) if programmes_dir else None,
                   max_replies_per_address_per_day=top.get("max_replies_per_address_per_day", int, 5),
-                  retention_days=retention, alerts=alerts)
+                  retention_days=retention, alerts=alerts,
+                  templates_dir=(base / templates_dir) if templates_dir else None)
 
 
 def load_config(path: Path) -> Config:

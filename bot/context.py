@@ -54,5 +54,6 @@ def check_settings(config: Config | None) -> CheckSettings:
                  for h in config.hubs for programme_id, d in h.dates.items() if d.deadline}
     notifications = {(h.id, programme_id): tuple(Notification(day, what) for day, what in d.notifications)
                      for h in config.hubs for programme_id, d in h.dates.items() if d.notifications}
+    templates = {h.id: str(folder) for h in config.hubs if (folder := config.templates_dir_for(h)) is not None}
     return CheckSettings(registry=registry, hubs=hubs, limits=config.limits, deadlines=deadlines,
-                         notifications=notifications)
+                         notifications=notifications, templates_dirs=templates)

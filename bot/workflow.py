@@ -1,10 +1,12 @@
 """The workflow: what the bot does with one stored message, in one database transaction.
 
 It reads the stored bytes (``rules.pipeline.read_email``), loads the history that matters to the decision (an earlier
-copy of the same e-mail, the application the message answers, the school's application, what each correspondent
-was sent today), asks ``rules.decision.decide`` what to do, and carries that out: the message's verdict, the
-application and its version and signatories, confirmations, the reply in the outbox and the event, all in the
-caller's transaction, so a crash leaves either all of it or none. It decides nothing itself.
+copy of the same e-mail, the application the message answers, the school's application, the applications whose
+forms came from the sender's domain, a staff member's decisions file read into rows, what each correspondent was
+sent today), asks ``rules.decision.decide`` what to do, and carries that out: the message's verdict, the
+application and its version and signatories (and its key, when a corrected URN names it for the first time),
+confirmations, staff decisions, the reply in the outbox and the event, all in the caller's transaction, so a crash
+leaves either all of it or none. It decides nothing itself.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.config import Config
+from bot.staff.decisions import Authenticator, apply_plan, default_authenticator, staff_file
 from parsers.email import parse_email
 from parsers.types import ParsedEmail
 from rules.decision import Action, ApplicationHistory, Decision, History, SignatoryHistory, application_key, decide
@@ -43,7 +46,10 @@ _EVENT_FOR_ACTION = {
     Action.RECORD: EventKind.APPLICATION_VERSION,
     Action.CONFIRM: EventKind.THREAD_REPLY,
     Action.NOTE: EventKind.PROCESSED,
+    Action.WITHDRAW: EventKind.PROCESSED,
+    Action.DECISIONS: EventKind.PROCESSED,
 }
+CANDIDATES = 20     # applications from one sender domain looked at per message (a trust's schools, at most)
 
 
 @dataclass(frozen=True)
@@ -59,11 +65,14 @@ class Outcome:
 
 
 class Workflow:
-    def __init__(self, config: Config, settings: CheckSettings, *, worker: str = "hubbot") -> None:
+    def __init__(self, config: Config, settings: CheckSettings, *, worker: str = "hubbot",
+                 staff_authenticated: Authenticator | None = None) -> None:
         self.config = config
         self.settings = settings
         self.worker = worker
         self.hub_settings = {h.id: h for h in config.hubs}
+        # Whether a staff member's decisions e-mail is really from them (see bot.staff.decisions).
+        self.staff_authenticated = staff_authenticated or default_authenticator(config)
 
     def process(self, session: Session, message: Message, now: datetime) -> Outcome:
         """Read, decide and record ``message``; the caller commits. Nothing here talks to a network."""
@@ -82,18 +91,42 @@ class Workflow:
             return History()   # nothing about the past changes what happens to automatic mail
         thread = self._application_in_thread(session, message.hub_id, email)
         school = None
-        if verdict.programme and verdict.status in (Status.COMPLETE, Status.INCOMPLETE):
+        candidates: list[Application] = []
+        form = bool(verdict.programme) and verdict.status in (Status.COMPLETE, Status.INCOMPLETE)
+        if form:
             key = application_key(verdict, _history_of(thread) if thread else None, _message_key(message))
             school = session.scalar(select(Application).where(
                 Application.hub_id == message.hub_id, Application.programme == verdict.programme,
                 Application.school_urn == key))
+        if form or verdict.has_flag(FlagCode.WITHDRAWAL):
+            candidates = self._same_domain(session, message.hub_id, verdict.sender,
+                                           verdict.programme if form else None,
+                                           exclude={a.id for a in (thread, school) if a is not None})
+        hub = self.hub_settings.get(message.hub_id)
+        decisions = (staff_file(session, email, hub, self.settings.limits, self.staff_authenticated)
+                     if hub is not None and hub.staff else None)
         return History(
             duplicate=self._is_duplicate(session, message),
             thread=_history_of(thread) if thread else None,
             school=_history_of(school) if school else None,
+            candidates=tuple(_history_of(a) for a in candidates),
+            staff_file=decisions,
             sent_today=self._sent_today(session, email.all_recipients_and_sender(), now),
             daily_cap=self.config.max_replies_per_address_per_day,
         )
+
+    def _same_domain(self, session: Session, hub_id: str, sender: str | None, programme: str | None,
+                     exclude: set[int]) -> list[Application]:
+        """Applications of this hub (and programme) whose latest form came from the sender's domain."""
+        domain = _domain(sender)
+        if not domain:
+            return []
+        query = select(Application).where(Application.hub_id == hub_id, Application.sender_domain == domain)
+        if programme is not None:
+            query = query.where(Application.programme == programme)
+        if exclude:
+            query = query.where(Application.id.not_in(exclude))
+        return list(session.scalars(query.order_by(Application.id).limit(CANDIDATES)))
 
     def _is_duplicate(self, session: Session, message: Message) -> bool:
         if not message.message_id:
@@ -139,6 +172,14 @@ class Workflow:
             detail = {"confirmed": list(decision.confirmed)}
         elif decision.action is Action.IGNORE:
             detail = {"because": verdict.ignored_because}
+        elif decision.action is Action.WITHDRAW:
+            # Only linked: the decision changes when staff record it, never because a school asked.
+            application = session.get(Application, decision.application_id) if decision.application_id else None
+            detail = {"withdrawal_request": True}
+        elif decision.action is Action.DECISIONS and decision.plan is not None:
+            recorded = apply_plan(session, decision.plan, actor=decision.actor or "staff:e-mail", route="e-mail",
+                                  now=now)
+            detail = {"decisions": recorded, "refused": len(decision.plan.refused)}
         if decision.held_back is not None:
             record_event(session, EventKind.REPLY_SUPPRESSED, hub_id=message.hub_id, actor=self.worker,
                          message_id=message.id,
@@ -162,10 +203,18 @@ class Workflow:
     def _record_form(self, session: Session, message: Message, decision: Decision,
                      now: datetime) -> tuple[Application, dict]:
         verdict = decision.verdict
-        application, created = get_or_create_application(
-            session, hub_id=message.hub_id, programme=verdict.programme or "",
-            school_urn=decision.application_key or _message_key(message), school_name=verdict.school_name,
-            status=ApplicationStatus.INCOMPLETE, now=now)
+        key = decision.application_key or _message_key(message)
+        existing = session.get(Application, decision.application_id) if decision.application_id else None
+        if existing is not None:
+            application, created = existing, False
+            if existing.school_urn != key and not _key_taken(session, existing, key):
+                # The school corrected its URN: the application now goes by it (one application per school).
+                existing.school_urn = key
+        else:
+            application, created = get_or_create_application(
+                session, hub_id=message.hub_id, programme=verdict.programme or "", school_urn=key,
+                school_name=verdict.school_name, status=ApplicationStatus.INCOMPLETE, now=now)
+        application.sender_domain = _domain(verdict.sender) or application.sender_domain
         for state in decision.copied_on_this_email:
             upsert_signatory(session, application, role=state.role, name=state.name, email=state.email,
                              copied=state.copied)
@@ -197,6 +246,16 @@ class Workflow:
             subject=reply.subject, text=reply.text, html=reply.html, source_message_id=message.id,
             application_id=application.id if application else None, in_reply_to=reply.in_reply_to or None,
             references=" ".join(reply.references) or None, now=now)
+
+
+def _domain(address: str | None) -> str | None:
+    return address.rpartition("@")[2].lower() if address and "@" in address else None
+
+
+def _key_taken(session: Session, application: Application, key: str) -> bool:
+    return session.scalar(select(Application.id).where(
+        Application.hub_id == application.hub_id, Application.programme == application.programme,
+        Application.school_urn == key, Application.id != application.id).limit(1)) is not None
 
 
 def _message_key(message: Message) -> str:

@@ -12,6 +12,7 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from rules.definitions import Notification, ProgrammeDefinition
+from rules.outcomes import reminder_send_day
 
 LONDON = ZoneInfo("Europe/London")   # every date a hub or a school reads is a London date
 REMINDER_HOUR = time(9, 0)
@@ -47,12 +48,18 @@ def at_nine(day: date) -> datetime:
     return datetime.combine(day, REMINDER_HOUR, tzinfo=LONDON)
 
 
-def due_reminder_point(deadline: date | None, days_before: tuple[int, ...], now: datetime) -> ReminderPoint | None:
+def due_reminder_point(deadline: date | None, days_before: tuple[int, ...], now: datetime,
+                       working_days: tuple[str, ...] | None = None) -> ReminderPoint | None:
     """The reminder point due at ``now``: the latest one whose day has come, while the deadline has not passed.
-    When a worker was down across two points, only the later one is due: a school gets one reminder, not two."""
+    When a worker was down across two points, only the later one is due: a school gets one reminder, not two.
+    With ``working_days`` a point falling on another day moves to a working day (``rules.outcomes``)."""
     if deadline is None or now > deadline_end(deadline):
         return None
-    due = [ReminderPoint(n, at_nine(deadline - timedelta(days=n))) for n in sorted(set(days_before), reverse=True)]
+
+    def day(n: int) -> date:
+        due_day = deadline - timedelta(days=n)
+        return due_day if working_days is None else reminder_send_day(due_day, deadline, working_days)
+    due = [ReminderPoint(n, at_nine(day(n))) for n in sorted(set(days_before), reverse=True)]
     reached = [p for p in due if now >= p.due_from]
     return reached[-1] if reached else None
 

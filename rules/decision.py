@@ -8,10 +8,15 @@ loads the history, calls this, and carries the decision out in one transaction; 
 empty history, so what ``check`` prints is what the worker does with a first e-mail.
 
 The cases, in order: automatic mail is stored and never answered; the same e-mail delivered twice is recorded and
-not answered again; a reply in an application's thread that confirms signatories is recorded against it (and, when
-it completes the application, acknowledged); a form becomes a new application or a new version of the school's
-application, keeping signatures already given; anything else keeps the reply its verdict calls for. Last, a reply
-that would take any recipient over the daily cap is held back.
+not answered again; a hub staff member's filled export (subject "Decisions ...", read by the bot beforehand into a
+``StaffFile``) has its decisions checked and the staff member is told what changed and what was refused; a request
+to withdraw is tied to the school's application (the thread, else the one application of the sender's address or
+domain), flagged for staff and acknowledged, and changes no decision; a reply in an application's thread that
+confirms signatories is recorded against it (and, when it completes the application, acknowledged); a form becomes
+a new application or a new version of the school's application (the one its e-mail answers, the one its URN names,
+or one from the same sender address or domain with the same school name or URN as written, even when the URN was
+corrected since), keeping signatures already given; anything else keeps the reply its verdict calls for. Last, a
+reply that would take any recipient over the daily cap is held back.
 """
 from __future__ import annotations
 
@@ -21,9 +26,12 @@ from enum import StrEnum
 
 from rules.checks import HubView
 from rules.definitions import ProgrammeDefinition
-from rules.replies import build_reply
+from rules.outcomes import Announcement, DecisionPlan, DecisionRow, KnownApplication, next_announcement, plan_decisions
+from rules.replies import build_reply, staff_reply
 from rules.settings import CheckSettings
+from rules.text import normalise
 from rules.verdict import FieldIssue, Flag, FlagCode, Reply, SignatoryState, Status, UnsureField, Verdict
+from templates import EmailKind
 
 
 class Action(StrEnum):
@@ -34,6 +42,8 @@ class Action(StrEnum):
     RECORD = "record"          # a form: a new application, or a new version of the school's application
     CONFIRM = "confirm"        # a reply in an application's thread in which signatories confirm
     NOTE = "note"              # unreadable, no form, not an application: the verdict's own reply (if any)
+    WITHDRAW = "withdraw"      # a request to withdraw: tied to the school's application, flagged, acknowledged
+    DECISIONS = "decisions"    # a staff member's filled export: the decisions to record, and the answer to them
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,10 @@ class ApplicationHistory:
     signatories: tuple[SignatoryHistory, ...]
     latest: Verdict | None                      # the verdict of its latest form e-mail
 
+    @property
+    def school_name(self) -> str | None:
+        return self.latest.school_name if self.latest else None
+
     def signatory(self, role: str) -> SignatoryHistory | None:
         return next((s for s in self.signatories if s.role == role), None)
 
@@ -66,8 +80,26 @@ class History:
     duplicate: bool = False                      # an earlier message in this hub has the same Message-ID
     thread: ApplicationHistory | None = None     # the application whose e-mails this one answers
     school: ApplicationHistory | None = None     # the application ``application_key`` names, if stored
+    # Applications of this hub whose latest form came from the sender's address or domain: the school's own
+    # application when its URN was wrong before (or is now), and the application a withdrawal request is about.
+    candidates: tuple[ApplicationHistory, ...] = ()
+    staff_file: StaffFile | None = None          # a staff member's decisions file (see ``StaffFile``)
     sent_today: Mapping[str, int] = field(default_factory=dict)   # address -> e-mails sent to it in 24 hours
     daily_cap: int | None = None                 # at most this many e-mails to one address a day
+
+
+@dataclass(frozen=True)
+class StaffFile:
+    """A decisions file e-mailed by one of the hub's staff (subject starting "Decisions", sender on the hub's
+    ``staff`` list and, where the config trusts authentication results, authenticated), read by the bot before
+    deciding: its rows as written, and the hub's applications they may name. ``problem`` says why the file could
+    not be read (then nothing is recorded). ``actor`` names the staff member in the event log without an address."""
+
+    filename: str
+    rows: tuple[DecisionRow, ...]
+    known: Mapping[int, KnownApplication]
+    actor: str
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,10 +108,13 @@ class Decision:
     verdict: Verdict                             # final: status, flags, signatories and reply as decided
     application_key: str | None = None           # RECORD: which of the school's applications
     copied_on_this_email: tuple[SignatoryState, ...] = ()   # RECORD: signatories as this e-mail copied them
-    application_id: int | None = None            # CONFIRM: the application the thread belongs to
+    application_id: int | None = None            # CONFIRM: the application the thread belongs to; RECORD: the
+                                                 # school's existing application; WITHDRAW: the one it is about
     confirmed: tuple[str, ...] = ()              # CONFIRM: the roles that confirmed
     completes_application: bool = False          # CONFIRM: the last signature arrived; the application is complete
     held_back: Reply | None = None               # the reply the daily cap stopped
+    plan: DecisionPlan | None = None             # DECISIONS: what to record, and what was refused
+    actor: str | None = None                     # DECISIONS: who made them (no address)
 
     @property
     def reply(self) -> Reply | None:
@@ -123,6 +158,10 @@ def decide(verdict: Verdict, history: History, settings: CheckSettings, hub: Hub
     if history.duplicate:
         flags = (*verdict.flags, Flag(FlagCode.DUPLICATE, "delivered more than once"))
         return Decision(Action.DUPLICATE, replace(verdict, flags=flags, reply=None))
+    if history.staff_file is not None:
+        return _within_cap(_staff_decisions(verdict, history.staff_file, settings, hub), history)
+    if verdict.has_flag(FlagCode.WITHDRAWAL):
+        return _within_cap(_withdrawal(verdict, history, settings, hub), history)
     if (history.thread is not None and verdict.programme is None
             and verdict.status in (Status.NO_FORM, Status.NOT_APPLICATION)):
         confirmation = _confirmation(verdict, history.thread, settings, hub)
@@ -138,7 +177,9 @@ def _form(verdict: Verdict, history: History, programme: ProgrammeDefinition, se
           hub: HubView | None, message_key: str) -> Decision:
     """A form: signatures given earlier to the same person carry over, and the status follows from both."""
     key = application_key(verdict, history.thread, message_key)
-    earlier = history.school if history.school is not None and history.school.key == key else None
+    earlier = school_application(verdict, history, key)
+    if earlier is not None and not _valid_urn(verdict):
+        key = earlier.key    # a form without a usable URN keeps the application's key (a URN, or its own)
     flags = list(verdict.flags)
     if earlier is not None and earlier.versions:
         flags.append(Flag(FlagCode.RESUBMISSION, f"version {earlier.versions + 1} of this application"))
@@ -150,7 +191,89 @@ def _form(verdict: Verdict, history: History, programme: ProgrammeDefinition, se
     decided = replace(verdict, status=form_status(verdict.issues, verdict.unsure, states),
                       signatories=tuple(states), flags=tuple(flags))
     return Decision(Action.RECORD, _with_reply(decided, programme, settings, hub), application_key=key,
-                    copied_on_this_email=verdict.signatories)
+                    copied_on_this_email=verdict.signatories, application_id=earlier.id if earlier else None)
+
+
+def _valid_urn(verdict: Verdict) -> bool:
+    return bool(verdict.school_urn) and not any(i.field == "school.urn" for i in verdict.issues)
+
+
+def _domain(address: str | None) -> str:
+    return (address or "").rpartition("@")[2].lower()
+
+
+def school_application(verdict: Verdict, history: History, key: str) -> ApplicationHistory | None:
+    """The school's existing application a form belongs to, if any: the one its e-mail answers (same programme);
+    else the one its key names; else a candidate of the same programme from the same sender address or domain
+    whose school name or URN as written matches, unless both carry valid URNs that differ (two schools of one
+    trust writing from one domain are two applications)."""
+    thread = history.thread
+    if thread is not None and thread.programme == verdict.programme:
+        return thread
+    if history.school is not None and history.school.key == key:
+        return history.school
+    sender = (verdict.sender or "").lower()
+    for candidate in history.candidates:
+        latest = candidate.latest
+        if candidate.programme != verdict.programme or latest is None or not sender:
+            continue
+        their_sender = (latest.sender or "").lower()
+        if their_sender != sender and _domain(their_sender) != _domain(sender):
+            continue
+        if _valid_urn(verdict) and not candidate.key.startswith("?") and candidate.key != verdict.school_urn:
+            continue
+        same_name = bool(verdict.school_name and latest.school_name
+                         and normalise(verdict.school_name) == normalise(latest.school_name))
+        same_urn = bool(verdict.school_urn and verdict.school_urn in (latest.school_urn, candidate.key))
+        if same_name or same_urn:
+            return candidate
+    return None
+
+
+def _withdrawal(verdict: Verdict, history: History, settings: CheckSettings, hub: HubView | None) -> Decision:
+    """A request to withdraw: the application it is about is the one the e-mail answers, else the only one whose
+    forms came from the same address, else the only one from the same domain (none when it is ambiguous: staff
+    see the request either way). Acknowledged briefly; the decision changes only when staff record it."""
+    application = history.thread
+    if application is None:
+        sender = (verdict.sender or "").lower()
+        same_address = [c for c in history.candidates if c.latest and (c.latest.sender or "").lower() == sender]
+        same_domain = [c for c in history.candidates
+                       if c.latest and sender and _domain(c.latest.sender) == _domain(sender)]
+        for group in (same_address, same_domain):
+            if len(group) == 1:
+                application = group[0]
+                break
+    programme = settings.registry.get(application.programme) if application else None
+    reply = None
+    if verdict.correspondence is not None:
+        reply = build_reply(verdict, verdict.correspondence, programme=programme, hub=hub, deadline=None,
+                            templates_dir=settings.templates_dir(hub),
+                            school_name=application.school_name if application else None)
+    return Decision(Action.WITHDRAW, replace(verdict, reply=reply),
+                    application_id=application.id if application else None)
+
+
+def _staff_decisions(verdict: Verdict, staff_file: StaffFile, settings: CheckSettings,
+                     hub: HubView | None) -> Decision:
+    """A staff member's filled export: the decisions to record, and one answer to them saying what changed and
+    what was refused. A file that could not be read records nothing and the answer says why."""
+    plan = DecisionPlan() if staff_file.problem else plan_decisions(staff_file.rows, dict(staff_file.known))
+    reply = None
+    mail = verdict.correspondence
+    if mail is not None and mail.sender:
+        context = {
+            "filename": staff_file.filename, "problem": staff_file.problem or "",
+            "changes": [{"number": c.number, "school": c.school, "before": c.before.value if c.before else "",
+                         "after": c.after.value} for c in plan.changes],
+            "unchanged": plan.unchanged,
+            "refused": [{"where": r.where, "number": r.number, "word": r.word, "reason": r.reason}
+                        for r in plan.refused],
+        }
+        reply = staff_reply(EmailKind.DECISIONS_RECORDED, mail, hub=hub, context=context,
+                            templates_dir=settings.templates_dir(hub))
+    status = Status.NOT_APPLICATION if verdict.status is not Status.IGNORED else verdict.status
+    return Decision(Action.DECISIONS, replace(verdict, status=status, reply=reply), plan=plan, actor=staff_file.actor)
 
 
 def _confirmation(verdict: Verdict, application: ApplicationHistory, settings: CheckSettings,
@@ -174,7 +297,9 @@ def _confirmation(verdict: Verdict, application: ApplicationHistory, settings: C
         acknowledged = replace(latest, status=Status.COMPLETE, signatories=signed)
         if programme is not None:
             reply = build_reply(acknowledged, latest.correspondence, programme=programme, hub=hub,
-                                deadline=settings.deadline(hub, programme))
+                                deadline=settings.deadline(hub, programme),
+                                next_date=_next_date(acknowledged, programme, settings, hub),
+                                templates_dir=settings.templates_dir(hub))
     return Decision(Action.CONFIRM, replace(verdict, reply=reply), application_id=application.id,
                     confirmed=confirmed, completes_application=completes)
 
@@ -184,9 +309,21 @@ def _with_reply(verdict: Verdict, programme: ProgrammeDefinition | None, setting
     if verdict.correspondence is None:
         return replace(verdict, reply=None)
     deadline = settings.deadline(hub, programme) if programme else None
+    next_date = _next_date(verdict, programme, settings, hub) if programme else None
     return replace(verdict, reply=build_reply(verdict, verdict.correspondence, programme=programme, hub=hub,
-                                              deadline=deadline,
-                                              runs_it=settings.hub_running(programme) if programme else None))
+                                              deadline=deadline, next_date=next_date,
+                                              runs_it=settings.hub_running(programme) if programme else None,
+                                              templates_dir=settings.templates_dir(hub)))
+
+
+def _next_date(verdict: Verdict, programme: ProgrammeDefinition, settings: CheckSettings,
+               hub: HubView | None) -> Announcement | None:
+    """The shortlist or outcome date (as in force for the hub) still to come when the form arrived."""
+    if verdict.received_at is None:
+        return None
+    notifications = (settings.dates(hub.id, programme).notifications if hub is not None
+                     else programme.notifications)
+    return next_announcement(notifications, verdict.received_at.date())
 
 
 def _within_cap(decision: Decision, history: History) -> Decision:

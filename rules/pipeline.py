@@ -44,6 +44,7 @@ from rules.recognise import Recognition, looks_like_form, recognise
 from rules.replies import correspondence
 from rules.settings import CheckSettings
 from rules.verdict import Flag, FlagCode, Status, Verdict
+from rules.withdrawal import asks_to_withdraw
 
 _SAYS_ATTACHED = re.compile(r"\b(attach(ed|ment|ing)?|enclosed|please find|herewith)\b", re.IGNORECASE)
 _SAYS_FORM = re.compile(r"\b(application|form|eoi|expression of interest|declaration)\b", re.IGNORECASE)
@@ -127,6 +128,10 @@ def read_email(email: ParsedEmail, size: int, settings: CheckSettings, *, receiv
         problems = tuple(f"{a.filename or 'The attachment'}: {why}" if len(unreadable) > 1 else why
                          for a, why in unreadable)
         return Verdict(status=Status.UNREADABLE, attachment=attachment.filename or None, problems=problems, **base)
+    if _asks_to_withdraw(email):
+        # For the hub team to act on: the decision changes only when staff record it.
+        return Verdict(status=Status.REVIEW, flags=(Flag(FlagCode.WITHDRAWAL, "asks to withdraw an application"),),
+                       **base)
     if _says_form_attached(email):
         return Verdict(status=Status.NO_FORM, problems=("No application form was attached.",),
                        other_files=tuple(f for f in other_files if f), **base)
@@ -196,6 +201,15 @@ def assess_document(data: bytes, filename: str, settings: CheckSettings) -> Verd
 def _says_form_attached(email: ParsedEmail) -> bool:
     text = f"{email.subject}\n{email.text_body or email.html_body}"[:20_000]
     return bool(_SAYS_ATTACHED.search(text) and _SAYS_FORM.search(text))
+
+
+def _asks_to_withdraw(email: ParsedEmail) -> bool:
+    body = email.text_body
+    if not body.strip() and email.html_body:
+        # HTML-only mail: what is quoted sits in a blockquote; drop it, then the tags.
+        html = re.sub(r"(?is)<blockquote.*?</blockquote>", " ", email.html_body[:200_000])
+        body = re.sub(r"(?s)<[^>]+>", "\n", html)
+    return asks_to_withdraw(email.subject, body)
 
 
 def _london(moment: datetime | None) -> datetime | None:

@@ -21,7 +21,8 @@ from rules.calendar import title_in_force
 from rules.checks import HubView
 from rules.definitions import ProgrammeDefinition
 from rules.labels import clean_label
-from rules.verdict import Correspondence, FlagCode, Reply, Status, Verdict
+from rules.outcomes import Announcement
+from rules.verdict import Correspondence, FlagCode, IssueKind, Reply, Status, Verdict
 from templates import EmailKind, render_email
 
 _KIND_FOR_STATUS = {
@@ -56,26 +57,54 @@ def _hub_identity(mail: Correspondence, hub: HubView | None,
     return "The Maths Hub team", mail.addressed_to[0] if mail.addressed_to else ""
 
 
-def issues_by_section(issues: Iterable[Any], section_order: Sequence[str] = ()) -> list[dict[str, Any]]:
+VALUE_SHOWN_CHARS = 80
+
+
+def shown_value(value: object) -> str:
+    """What the bot read, as a reply quotes it back: one line, a long statement cut short."""
+    text = _clean(str(value or ""))
+    return text if len(text) <= VALUE_SHOWN_CHARS else text[:VALUE_SHOWN_CHARS - 1].rstrip() + "…"
+
+
+def issues_by_section(issues: Iterable[Any], section_order: Sequence[str] = (),
+                      values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Field problems (anything with ``section``, ``label`` and ``reason``) grouped under their section heading in
-    the order of the form, as every e-mail listing them (replies, reminders) presents them."""
+    the order of the form, as every e-mail listing them (replies, reminders) presents them. An invalid answer's
+    line carries the value the bot read (from the issue's own ``value``, or ``values`` by field id), so the school
+    sees what to correct ("0121 496 0000 ext")."""
+    def value(issue: Any) -> str:
+        if getattr(issue, "kind", None) is IssueKind.MISSING or getattr(issue, "missing", False):
+            return ""
+        found = getattr(issue, "value", None)
+        if found is None and values is not None and hasattr(issue, "field"):
+            found = values.get(issue.field)
+        return shown_value(found)
+
     ordered = sorted(issues, key=lambda i: section_order.index(i.section) if i.section in section_order else 0)
-    return [{"name": name, "issues": [{"label": clean_label(i.label), "reason": i.reason} for i in group]}
+    return [{"name": name, "issues": [{"label": clean_label(i.label), "reason": i.reason, "value": value(i)}
+                                      for i in group]}
             for name, group in groupby(ordered, key=lambda i: i.section)]
 
 
 def reply_kind(verdict: Verdict) -> EmailKind | None:
     """The reply a verdict calls for, or None. A form for another hub's programme is ``not_application`` (it is
-    not this hub's application) flagged ``wrong_hub``: it gets the ``wrong_hub`` reply."""
+    not this hub's application) flagged ``wrong_hub``: it gets the ``wrong_hub`` reply; a request to withdraw gets a
+    short receipt."""
+    if verdict.has_flag(FlagCode.WITHDRAWAL):
+        return EmailKind.WITHDRAWAL_RECEIVED
     if verdict.status is Status.NOT_APPLICATION and verdict.programme and verdict.has_flag(FlagCode.WRONG_HUB):
         return EmailKind.WRONG_HUB
     return _KIND_FOR_STATUS.get(verdict.status)
 
 
 def build_reply(verdict: Verdict, mail: Correspondence, *, programme: ProgrammeDefinition | None,
-                hub: HubView | None, deadline: date | None, runs_it: tuple[str, str] | None = None) -> Reply | None:
+                hub: HubView | None, deadline: date | None, next_date: Announcement | None = None,
+                templates_dir: str | None = None, school_name: str | None = None,
+                runs_it: tuple[str, str] | None = None) -> Reply | None:
     """The reply ``verdict`` calls for to the e-mail ``mail`` describes, or None when it calls for none.
-    ``runs_it``: the (name, address) of the hub that runs the programme, for a ``wrong_hub`` reply (else the
+    ``deadline`` is the one in force for the hub; ``next_date`` the shortlist or outcome date an acknowledgement
+    announces; ``school_name`` names the school when the verdict itself has none (a withdrawal request);
+    ``runs_it`` the (name, address) of the hub that runs the programme, for a ``wrong_hub`` reply (else the
     programme's own hub)."""
     kind = reply_kind(verdict)
     if kind is None or not mail.sender:
@@ -98,19 +127,53 @@ def build_reply(verdict: Verdict, mail: Correspondence, *, programme: ProgrammeD
         "other_hub_name": other_hub_name,
         "other_hub_address": other_hub_address,
         "also_checking": bool(verdict.unsure),
-        "school_name": _clean(verdict.school_name or ""),
+        "school_name": _clean(verdict.school_name or school_name or ""),
         "original_subject": _clean(mail.subject)[:120],
         "attachment": _clean(verdict.attachment or ""),
         "problems": list(verdict.problems),
-        "sections": issues_by_section(verdict.issues, programme.sections if programme else ()),
+        "sections": issues_by_section(verdict.issues, programme.sections if programme else (), verdict.fields),
         "not_copied": [s for s in verdict.signatories if s.known and not s.copied and s.email],
         "late": verdict.late,
         "deadline": f"{deadline:%-d %B %Y}" if deadline else "",
+        "next_date": f"{next_date.day:%-d %B %Y}" if next_date else "",
+        "next_what": next_date.what if next_date else "",
         "other_files": [_clean(f)[:120] for f in verdict.other_files[:10]],
     }
-    rendered = render_email(kind, context)
+    rendered = render_email(kind, context, templates_dir=templates_dir)
     references = tuple(r for r in (*mail.references, mail.message_id) if r)
     return Reply(kind=kind, to=(sender,), cc=tuple(cc), subject=rendered.subject, text=rendered.text,
                  html=rendered.html, in_reply_to=mail.message_id, references=references[-10:],
                  from_address=hub_address)
 
+
+
+def staff_reply(kind: EmailKind, mail: Correspondence, *, hub: HubView | None, context: dict[str, Any],
+                templates_dir: str | None = None) -> Reply:
+    """An answer to a hub staff member's own e-mail (their decisions file): to them alone, threaded, from the hub
+    address they wrote to."""
+    hub_name, hub_address = _hub_identity(mail, hub, None)
+    rendered = render_email(kind, {"hub_name": hub_name, "hub_address": hub_address, **context},
+                            templates_dir=templates_dir)
+    references = tuple(r for r in (*mail.references, mail.message_id) if r)
+    return Reply(kind=kind, to=(mail.sender or "",), cc=(), subject=rendered.subject, text=rendered.text,
+                 html=rendered.html, in_reply_to=mail.message_id, references=references[-10:],
+                 from_address=hub_address)
+
+
+_TITLES = frozenset({"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "professor", "sir", "dame", "rev", "revd",
+                     "reverend", "fr", "father", "sister"})
+
+
+def greeting_name(name: str | None) -> str:
+    """How to greet a person named on a form, as a letter would: a title with the surname ("Mr Sam Reid" is
+    greeted "Mr Reid"; a title typed twice counts once), or the name as written when it has no title; "" when
+    there is no name (the template then greets "colleague")."""
+    words = _clean(name or "").split()
+    titles = []
+    while words and words[0].lower().rstrip(".") in _TITLES:
+        titles.append(words.pop(0))
+    if not words:
+        return ""
+    if not titles:
+        return " ".join(words)
+    return f"{titles[0]} {words[-1]}"

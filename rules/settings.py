@@ -22,6 +22,8 @@ class CheckSettings:
     # (hub id, programme id) -> deadline / notification dates, from the config's [hubs.dates."<programme>"].
     deadlines: Mapping[tuple[str, str], date] = field(default_factory=dict)
     notifications: Mapping[tuple[str, str], tuple[Notification, ...]] = field(default_factory=dict)
+    # hub id -> the hub's own templates folder (config ``templates_dir``), searched before the built-ins.
+    templates_dirs: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A programme naming a check that does not exist fails here, when the settings are made, not on a school's
@@ -38,6 +40,10 @@ class CheckSettings:
         if hub is not None and (hub.id, programme.id) in self.deadlines:
             return self.deadlines[(hub.id, programme.id)]
         return programme.deadline
+
+    def templates_dir(self, hub: HubView | str | None) -> str | None:
+        hub_id = hub if isinstance(hub, str) or hub is None else hub.id
+        return self.templates_dirs.get(hub_id) if hub_id else None
 
     def dates(self, hub_id: str, programme: ProgrammeDefinition) -> ProgrammeDates:
         return programme_dates(programme, deadline=self.deadlines.get((hub_id, programme.id)),

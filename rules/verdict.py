@@ -34,7 +34,7 @@ class FlagCode(StrEnum):
     DUPLICATE = "duplicate"
     UNKNOWN_FORM = "unknown_form"        # looks like an application form, but no known programme's
     UNAUTHENTICATED = "unauthenticated"  # (for the authentication work) the sender failed DMARC
-    WITHDRAWAL = "withdrawal"            # (for later) the e-mail asks to withdraw an application
+    WITHDRAWAL = "withdrawal"            # the e-mail asks to withdraw an application
 
 
 class IssueKind(StrEnum):

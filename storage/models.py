@@ -28,6 +28,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from rules.outcomes import StaffDecision
 from rules.verdict import Status
 from templates import EmailKind
 
@@ -112,6 +113,9 @@ class EventKind(enum.StrEnum):
     REMINDER_QUEUED = "reminder_queued"
     DIGEST_QUEUED = "digest_queued"
     RETENTION = "retention"
+    # Staff decisions and the outcome e-mails that announce them.
+    DECISION_RECORDED = "decision_recorded"
+    OUTCOME_QUEUED = "outcome_queued"
 
 
 class ApplicationStatus(enum.StrEnum):
@@ -185,6 +189,7 @@ class Application(Base):
     __tablename__ = "applications"
     __table_args__ = (
         UniqueConstraint("hub_id", "programme", "school_urn", name="uq_applications_hub_programme_urn"),
+        Index("ix_applications_hub_sender_domain", "hub_id", "sender_domain"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -200,6 +205,13 @@ class Application(Base):
     )
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # The staff decision (migration 0004_decisions): NULL until staff decide; who (an actor label such as
+    # "staff:cli", never an address) and when; and the domain the school's forms come from.
+    decision: Mapped[StaffDecision | None] = mapped_column(_enum(StaffDecision, "staff_decision"))
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    decision_note: Mapped[str | None] = mapped_column(Text)
+    sender_domain: Mapped[str | None] = mapped_column(String(255))
 
     versions: Mapped[list[ApplicationVersion]] = relationship(
         back_populates="application", foreign_keys="ApplicationVersion.application_id",
@@ -284,6 +296,8 @@ class OutboxItem(Base):
     claimed_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+    # Files to attach (migration 0004_decisions): [{"filename", "content_type", "data" (base64)}], or NULL.
+    attachments: Mapped[list[Any] | None] = mapped_column(JSON)
 
 
 class Event(Base):

@@ -320,9 +320,11 @@ def enqueue_reply(session: Session, *, hub_id: str, kind: EmailKind, from_addr: 
                   source_message_id: int | None = None, application_id: int | None = None,
                   dedupe_key: str | None = None, headers: dict[str, str] | None = None,
                   in_reply_to: str | None = None, references: str | None = None,
-                  message_id: str | None = None, now: datetime | None = None) -> EnqueueResult:
+                  message_id: str | None = None, now: datetime | None = None,
+                  attachments: Sequence[dict[str, str]] | None = None) -> EnqueueResult:
     """Queue one e-mail, once. The key defaults to "<source message row id>:<kind>", i.e. one reply of each kind
-    per received message; jobs with no source message (reminders, digests) must pass ``dedupe_key``."""
+    per received message; jobs with no source message (reminders, digests) must pass ``dedupe_key``.
+    ``attachments`` are {"filename", "content_type", "data" (base64)} dicts (the digest's export)."""
     if dedupe_key is None:
         if source_message_id is None:
             raise ValueError("enqueue_reply needs source_message_id or an explicit dedupe_key")
@@ -338,7 +340,7 @@ def enqueue_reply(session: Session, *, hub_id: str, kind: EmailKind, from_addr: 
                      subject=subject, text=text, html=html, headers=dict(headers or {}),
                      message_id=message_id or new_message_id(domain),
                      in_reply_to=in_reply_to, references=references, state=OutboxState.PENDING, attempts=0,
-                     next_attempt_at=now, created_at=now)
+                     next_attempt_at=now, created_at=now, attachments=list(attachments) if attachments else None)
     item, created = _insert_or_get(session, row, lookup)
     return EnqueueResult(item, created)
 
@@ -394,10 +396,12 @@ def park_interrupted_sends(session: Session, *, now: datetime | None = None,
 
 
 def requeue_reply(session: Session, item: OutboxItem, *, now: datetime | None = None) -> bool:
-    """Send an UNCERTAIN or FAILED reply again (a person checked it was not delivered)."""
+    """Send an UNCERTAIN or FAILED reply again (a person checked it was not delivered), or one the digest lists as
+    retrying (PENDING after a failed attempt) now instead of after its backoff."""
     result = session.execute(
-        update(OutboxItem).where(OutboxItem.id == item.id,
-                                 OutboxItem.state.in_([OutboxState.UNCERTAIN, OutboxState.FAILED]))
+        update(OutboxItem).where(OutboxItem.id == item.id, or_(
+            OutboxItem.state.in_([OutboxState.UNCERTAIN, OutboxState.FAILED]),
+            and_(OutboxItem.state == OutboxState.PENDING, OutboxItem.attempts > 0)))
         .values(state=OutboxState.PENDING, next_attempt_at=now or utcnow(), claimed_by=None, claimed_at=None)
         .execution_options(synchronize_session=False))
     session.refresh(item)

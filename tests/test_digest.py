@@ -223,8 +223,12 @@ def test_both_renderings_contain_every_item(day: Bot) -> None:
         "Mastery Advocate Teacher 2 to confirm", "passed",
         # awaiting
         person(OAKFIELD, "teacher2")[0], person(OAKFIELD, "teacher2")[1],
-        # flags
-        "resubmission", "region", "late",
+        # flags, in words with their detail
+        "Sent again: version 2 of this application",
+        "Outside the area: address is not in Birmingham, Sandwell or Dudley",
+        "Late: received 29 June 2024 at 00:15 (London), after the deadline of 28 June 2024",
+        # numbers staff can use with decide, and what the bot last sent each school
+        *(f"No. {n}" for n in range(1, 7)), "Last sent: acknowledgement, 28 Jun 2024 09:10",
         # mail for a person
         "Can two teachers from one school join?", "Application form (scanned)", SCANNER, "not application",
         "unreadable",
@@ -236,11 +240,16 @@ def test_both_renderings_contain_every_item(day: Bot) -> None:
     for item in items:
         assert item in text, f"text digest lacks {item!r}"
         assert item in page, f"HTML digest lacks {item!r}"
+    for code in ("word_guidance", "wrong_hub", "resubmission"):
+        assert code not in text and code not in page       # flags are told in words, not codes
+    assert "hubbot " not in text and "hubbot " not in page  # no shell commands told to staff
     for label, n in (("NEW SINCE THE LAST DIGEST", 6), ("INCOMPLETE", 2), ("SIGNATORIES AWAITING CONFIRMATION", 1),
-                     ("LATE AND FLAGGED", 3), ("MAIL THAT NEEDS A PERSON", 2), ("REPLIES THAT FAILED OR BOUNCED", 2)):
+                     ("LATE AND FLAGGED", 3), ("MAIL THAT NEEDS A PERSON", 2), ("REPLIES THAT FAILED OR BOUNCED", 2),
+                     ("NO DECISION YET", 6)):   # before the outcome date, every school still undecided
         assert f"{label} ({n})" in text
     for label, n in (("New since the last digest", 6), ("Incomplete", 2), ("Signatories awaiting confirmation", 1),
-                     ("Late and flagged", 3), ("Mail that needs a person", 2), ("Replies that failed or bounced", 2)):
+                     ("Late and flagged", 3), ("Mail that needs a person", 2), ("Replies that failed or bounced", 2),
+                     ("No decision yet", 6)):
         assert f"{label} <span" in rendered.html and f"({n})</span>" in rendered.html.split(f"{label} <span")[1][:80]
 
 

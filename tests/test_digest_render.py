@@ -1,7 +1,11 @@
 """The HTML digest as a mail client shows it: the realistic day of ``test_digest`` rendered to HTML and drawn by
-headless Chromium into a PNG, which must exist, be a valid PNG of the requested size and not be blank. The HTML
-itself must suit e-mail clients: no scripts, no <style> blocks or external stylesheets (inline styles only),
-tables for layout, and a school name containing markup shown as text.
+headless Chromium into a PNG, which must exist, be a valid PNG of the requested size and not be blank. It must read
+on a phone and on a desktop: drawn 390 px wide and 1000 px wide, the page is not blank and nothing sticks out
+sideways (``document.documentElement.scrollWidth <= innerWidth``). Chromium will not make a window narrower than
+500 px, so the page is measured inside an iframe of the exact width (``srcdoc``, same origin, so the wrapper's
+script can measure it; the digest itself carries no script). The HTML itself must suit e-mail clients: no
+scripts, no <style> blocks or external stylesheets (inline styles only), tables for layout, and a school name
+containing markup shown as text.
 """
 from __future__ import annotations
 
@@ -90,3 +94,64 @@ def test_chromium_draws_the_digest(rendered: RenderedEmail, tmp_path: Path) -> N
         # Something is drawn well down the page: the sections below the first few.
         lower = rgb.crop((0, HEIGHT // 2 - 400, WIDTH, HEIGHT // 2))
         assert len(lower.getcolors(maxcolors=1 << 20) or []) > 5
+
+
+def _chromium() -> str:
+    if Path(CHROMIUM).exists():
+        return CHROMIUM
+    found = shutil.which("chromium")
+    if found is None:
+        pytest.skip(f"{CHROMIUM} is not installed (scripts/test installs it)")
+    return found
+
+
+def _framed(page: str, width: int, height: int) -> str:
+    """A wrapper page showing ``page`` in an iframe exactly ``width`` px wide, whose title becomes the measures."""
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>waiting</title></head>'
+            f'<body style="margin:0;background:#000;"><iframe id="f" style="border:0;display:block;width:{width}px;'
+            f'height:{height}px" srcdoc="{html.escape(page, quote=True)}"></iframe><script>'
+            "const f = document.getElementById('f');"
+            "f.addEventListener('load', () => { const d = f.contentDocument;"
+            "document.title = [d.documentElement.scrollWidth, f.contentWindow.innerWidth,"
+            " d.documentElement.scrollHeight].join(','); });"
+            "</script></body></html>")
+
+
+def assert_reads_at(page: str, width: int, tmp_path: Path, height: int = 1600) -> None:
+    """Draw ``page`` ``width`` px wide in headless Chromium: not blank, and nothing sticks out sideways."""
+    chromium = _chromium()
+    from PIL import Image
+
+    wrapper = tmp_path / f"framed-{width}.html"
+    wrapper.write_text(_framed(page, width, height), encoding="utf-8")
+    window = f"--window-size={max(width, 500)},{height}"
+    base = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / f'profile-{width}'}", window]
+    dom = subprocess.run([*base, "--virtual-time-budget=5000", "--dump-dom", wrapper.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    found = re.search(r"<title>(\d+),(\d+),(\d+)</title>", dom.stdout)
+    assert found, f"no measurements (exit {dom.returncode}): {dom.stderr[-2000:]}"
+    scroll_width, inner_width, scroll_height = map(int, found.groups())
+    assert inner_width == width
+    assert scroll_width <= inner_width, f"{scroll_width - inner_width} px stick out sideways at {width} px"
+    assert scroll_height > 1000                     # the whole digest is there, not an empty frame
+
+    png = tmp_path / f"digest-{width}.png"
+    subprocess.run([*base, f"--screenshot={png}", wrapper.as_uri()], capture_output=True, timeout=120)
+    assert png.exists()
+    with Image.open(png) as image:
+        frame = image.convert("RGB").crop((0, 0, width, height))
+        colours = frame.getcolors(maxcolors=1 << 20)
+        assert colours is not None and len(colours) > 20, "blank or nearly so"
+        assert any(c[:3] == (0x1d, 0x35, 0x57) for _, c in colours)          # the header bar
+        text = sum(n for n, c in colours if sum(c) < 200 and c != (0x1d, 0x35, 0x57))   # not the header bar
+        assert text > 2000, "hardly any text drawn"
+        # Drawn across the frame, not squeezed into a strip: text reaches beyond the middle.
+        right = frame.crop((width // 2, 0, width, height)).getcolors(maxcolors=1 << 20) or []
+        assert len(right) > 10
+
+
+@pytest.mark.parametrize("width", [390, 1000], ids=["phone", "desktop"])
+def test_the_digest_reads_on_a_phone_and_a_desktop(rendered: RenderedEmail, tmp_path: Path, width: int) -> None:
+    assert_reads_at(rendered.html, width, tmp_path)

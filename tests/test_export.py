@@ -159,8 +159,9 @@ def test_one_sheet_per_programme_one_row_per_application(exported: Exported) -> 
     assert [r.get("school_name") for r in p24.rows] == [FORMULA_NAME, "Hillside Academy",
                                                          "Riverside Community School", ACCENTED_NAME, "Valley School"]
     keys = [c.key for c in p24.columns]
-    assert keys[:9] == [c.key for c in META_COLUMNS]
-    assert keys[9:9 + len(programme(P24).fields)] == list(programme(P24).field_ids)
+    meta = len(META_COLUMNS)
+    assert keys[:meta] == [c.key for c in META_COLUMNS]
+    assert keys[meta:meta + len(programme(P24).fields)] == list(programme(P24).field_ids)
     assert keys[-8:] == ["head.copied", "head.confirmed", "hod.copied", "hod.confirmed", "teacher1.copied",
                          "teacher1.confirmed", "teacher2.copied", "teacher2.confirmed"]
 
@@ -233,8 +234,8 @@ def test_xlsx_sheets_header_and_layout(exported: Exported, workbook) -> None:
     ws = wb[P24]
     header = [c.value for c in ws[1]]
     assert header == [c.label for c in sheet.columns]
-    assert header[:9] == ["Hub", "Programme", "School", "URN", "Status", "Flags", "Received (latest version)",
-                          "First received", "Versions"]
+    assert header[:13] == ["Number", "Hub", "Programme", "School", "URN", "Status", "Decision", "Problems", "Flags",
+                           "Received (latest version)", "First received", "Last contact", "Versions"]
     assert "Name of school" in header and "Teacher 1: Email" in header and "Teacher 2: Name" in header
     assert [c.comment.text for c in ws[1]] == [c.key for c in sheet.columns]   # the field ids
     assert all(c.font.bold for c in ws[1])
@@ -297,10 +298,15 @@ def test_xlsx_holds_no_formula_and_unreadable_is_red(exported: Exported, workboo
             if name.startswith("xl/worksheets/sheet"):
                 assert b"<f>" not in z.read(name) and b"<f " not in z.read(name)
     ws = wb[P19]
-    statuses = {ws.cell(row=r, column=3).value: ws.cell(row=r, column=5) for r in range(2, ws.max_row + 1)}
+    school, status = (header_column(ws, "School"), header_column(ws, "Status"))
+    statuses = {ws.cell(row=r, column=school).value: ws.cell(row=r, column=status) for r in range(2, ws.max_row + 1)}
     assert statuses["Hillside Academy"].value == "unreadable"
     assert statuses["Hillside Academy"].fill.start_color.rgb.endswith("FFC7CE")
     assert statuses["St Anne's C of E Primary"].value == "complete"
+
+
+def header_column(ws, label: str) -> int:
+    return next(c.column for c in ws[1] if c.value == label)
 
 
 def test_xlsx_to_a_stream_and_with_nothing_to_export() -> None:
@@ -335,7 +341,7 @@ def test_csv_is_one_table_with_the_union_of_columns(exported: Exported) -> None:
     header, rows = parse_csv(stream.getvalue())
     assert header == union_columns(sheets)
     assert len(header) == len(set(header))
-    assert header[:9] == [c.key for c in META_COLUMNS]
+    assert header[:len(META_COLUMNS)] == [c.key for c in META_COLUMNS]
     assert {"teacher1.trn", "teacher1.statement", "hod.statement", "hod.copied"} <= set(header)
     assert len(rows) == 8
     by = {(r["programme"], r["school_name"].lstrip("'")): r for r in rows}

@@ -18,11 +18,20 @@ from rules.definitions import load_registry
 from rules.mapping import map_fields
 from rules.text import word_count
 from samples.applications import FORM_FILES, SCHOOLS, complete_answers, fill_form
-from samples.forms import FORMS_DIR, FillStyle, FormFiller, form_path
-from samples.forms import minimal_docx
+from samples.forms import FORMS_DIR, FillStyle, FormFiller, form_path, minimal_docx
 from samples.pdf import (
-    FormField, acroform_pdf, docx_to_pdf, encrypted_pdf, many_page_pdf, padded_pdf, pdf_font_names, scanned_pdf,
-    spaceless_pdf, stream_bomb_pdf, text_pdf, truncated_pdf,
+    FormField,
+    acroform_pdf,
+    docx_to_pdf,
+    encrypted_pdf,
+    many_page_pdf,
+    padded_pdf,
+    pdf_font_names,
+    scanned_pdf,
+    spaceless_pdf,
+    stream_bomb_pdf,
+    text_pdf,
+    truncated_pdf,
 )
 
 LIMITS = Limits()

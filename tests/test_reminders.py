@@ -242,7 +242,10 @@ def test_seven_day_reminder_lists_exactly_what_is_missing_and_the_signatory_note
     note = by_key[f"reminder:{ids[HILLSIDE.name]}:7:teacher2"]
     assert note.kind is EmailKind.SIGNATORY_REMINDER
     assert note.to == (waiting_address,) and note.cc == ()
-    assert f"Dear {waiting_name}" in note.email.text and "Mastery Advocate Teacher 2" in note.email.text
+    # Greeted as a letter would ("Miss Grace Li" is "Miss Li"), never title + full name ("Dear Miss Grace Li").
+    assert waiting_name == "Miss Grace Li"
+    assert "Dear Miss Li," in note.email.text and f"Dear {waiting_name}" not in note.email.text
+    assert "Mastery Advocate Teacher 2" in note.email.text
     assert "I confirm" in note.email.text
     # Nobody else gets a signatory note; the copied signatories are only ever in the school reminder's Cc.
     notes = [d for d in due if d.kind is EmailKind.SIGNATORY_REMINDER]
@@ -589,15 +592,24 @@ def test_staff_get_a_note_before_a_notification_date_with_the_counts(tmp_path: P
         text = note.email.text
         assert "Selected schools informed by 22 March 2019 (in 3 days)" in text
         counts = dict(line.strip().split(":") for line in text.splitlines()
-                      if line.strip().split(":")[0] in ("Complete", "Incomplete", "Late", "Flagged"))
-        assert {k: int(v) for k, v in counts.items()} == {"Complete": 3, "Incomplete": 1, "Late": 1, "Flagged": 2}
+                      if line.strip().split(":")[0] in ("Applications", "Complete", "Incomplete", "Late", "Flagged"))
+        # Riverside is late and nothing else: counted once, as late; "Flagged" is Hillside's resubmission.
+        assert {k: int(v) for k, v in counts.items()} == {"Applications": 4, "Complete": 3, "Incomplete": 1,
+                                                          "Late": 1, "Flagged": 1}
         rows = sorted(line.strip() for line in text.splitlines() if line.startswith("  - "))
         assert rows == sorted([
-            f"- Valley School (URN {VALLEY.urn}): complete",
-            f"- St Anne's C of E Primary (URN {STANNES.urn}): incomplete",
-            f"- Hillside Academy (URN {HILLSIDE.urn}): complete [resubmission]",
-            f"- Riverside Community School (URN {RIVERSIDE.urn}): complete [late]",
+            f"- No. {ids[VALLEY.name]} Valley School (URN {VALLEY.urn}): complete; no decision yet",
+            f"- No. {ids[STANNES.name]} St Anne's C of E Primary (URN {STANNES.urn}): incomplete; no decision yet",
+            f"- No. {ids[HILLSIDE.name]} Hillside Academy (URN {HILLSIDE.urn}): complete; no decision yet "
+            "[resubmission]",
+            f"- No. {ids[RIVERSIDE.name]} Riverside Community School (URN {RIVERSIDE.urn}): complete; "
+            "no decision yet [late]",
         ])
+        # The outcome date: every school without a decision is listed, as getting nothing until staff decide.
+        assert "NO DECISION YET (4): these schools will get nothing until you record a decision" in text
+        undecided = sorted(line.strip() for line in text.splitlines() if line.startswith("  * "))
+        assert len(undecided) == 4 and all(line.startswith("* No. ") for line in undecided)
+        assert "hubbot " not in text and "hubbot " not in note.email.html    # no shell commands for staff
         assert len(ids) == 4
         # Once: not again that day, nor on the day itself; nothing after it.
         assert remind(b, datetime(2019, 3, 20, 9, 0, tzinfo=LONDON)) == []

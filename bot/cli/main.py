@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="poll the mailboxes, process, reply (until stopped, or --once)",
                               description="The worker: every configured mailbox, the outbox, reminders and digests.")
-    run.add_argument("--once", action="store_true", help="one cycle over every mailbox, then the outbox; then exit")
+    run.add_argument("--once", action="store_true",
+                     help="one cycle over every mailbox, then every scheduled job that is due, then the outbox")
     _common(run)
 
     demo = commands.add_parser("demo", help="the whole job on generated sample mail: no servers, no config",
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Send again replies that failed or may not have been sent (the "
                                               "digest lists them with their number). Check first that the "
                                               "school did not get it.")
-    requeue.add_argument("ids", nargs="+", type=int, metavar="REPLY-NUMBER")
+    requeue.add_argument("ids", nargs="+", type=_reply_number, metavar="REPLY-NUMBER")
     _common(requeue)
 
     export = commands.add_parser("export", help="applications as CSV, XLSX or JSON for hub staff",
@@ -95,13 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
     _common(export)
 
     from bot.cli import ops, programme
+    from bot.cli.decide import add_parser as add_decide
 
     programme.add_parser(commands, _common)
     _OPS_HANDLERS.update(ops.add_commands(commands, _common))
+    add_decide(commands, _common)
     return parser
 
 
 _OPS_HANDLERS: dict = {}
+
+
+def _reply_number(value: str) -> int:
+    # The digest writes "reply 8" or "#8"; either way of copying it works.
+    cleaned = value.strip().lstrip("#")
+    if not cleaned.isdigit():
+        raise argparse.ArgumentTypeError(f"'{value}' is not a reply number like 8")
+    return int(cleaned)
 
 
 def _load_config(path_arg: str | None):
@@ -170,12 +181,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     worker = Worker(config, db, check_settings(config), clock=_clock(args.now))
     if args.once:
         from bot.cli.summary import format_cycle
+        from bot.staff import jobs
 
         try:
             report = worker.run_once()
+            # Then every scheduled job that is due and not yet done, so cron + run --once is the worker.
+            due = jobs.run_due(db, config, worker.workflow.settings, worker.clock(), actor=worker.worker_id)
+            drained = worker.send_due()
         finally:
             worker.close()
         print(format_cycle(report, smtp=config.smtp is not None or any(h.smtp for h in config.hubs)))
+        if due.reminders or any(r.queued for r in due.digests) or due.retention is not None:
+            print(f"scheduled: {len(due.reminders)} reminder/outcome e-mail(s), "
+                  f"{sum(r.queued for r in due.digests)} digest(s) queued; sent {drained.sent}")
         return 1 if report.mailbox_errors or report.mailbox_warnings or report.outbox_error else 0
     from bot.scheduler import Service
 
@@ -319,7 +337,8 @@ def cmd_requeue(args: argparse.Namespace) -> int:
         for reply_id in args.ids:
             item = session.get(OutboxItem, reply_id)
             if item is None or not repo.requeue_reply(session, item, now=now):
-                print(f"reply {reply_id}: not found, or not failed/uncertain: left as it is", file=sys.stderr)
+                print(f"reply {reply_id}: not found, or not failed/uncertain/retrying: left as it is",
+                      file=sys.stderr)
                 status = 2
                 continue
             repo.record_event(session, EventKind.REPLY_REQUEUED, hub_id=item.hub_id, actor="staff", outbox_id=item.id,
@@ -341,8 +360,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    from bot.cli.decide import cmd_decide
+
     handlers = {"check": cmd_check, "run": cmd_run, "demo": cmd_demo, "export": cmd_export, "digest": cmd_digest, "remind": cmd_remind,
-                "requeue": cmd_requeue, "programme": cmd_programme, **_OPS_HANDLERS}
+                "requeue": cmd_requeue, "programme": cmd_programme, "decide": cmd_decide, **_OPS_HANDLERS}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

@@ -12,6 +12,7 @@ tell a broken server from a mistyped address.
 """
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import socket
@@ -103,6 +104,11 @@ def build_email(item: OutboxItem) -> EmailMessage:
     message.set_content(item.text)
     if item.html:
         message.add_alternative(item.html, subtype="html")
+    for attachment in item.attachments or ():
+        # Stored base64 so the row stays JSON; the digest's export is the only attachment the bot sends.
+        maintype, _, subtype = str(attachment.get("content_type", "application/octet-stream")).partition("/")
+        message.add_attachment(base64.b64decode(attachment["data"]), maintype=maintype,
+                               subtype=subtype or "octet-stream", filename=_one_line(attachment["filename"]))
     return message
 
 

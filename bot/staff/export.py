@@ -1,7 +1,10 @@
 """``hubbot export``: one row per application (its latest version) for hub staff, as CSV, XLSX or JSON. Rows come
-from the database and columns from the programme definitions: the metadata columns (hub, programme, school, URN,
-status, flags, received times, version count), one column per field id of the programme in form order, then
-``<role>.copied`` and ``<role>.confirmed`` for each signatory. ``export_rows`` builds typed sheets, one per
+from the database and columns from the programme definitions: the metadata columns (the application number that
+``hubbot decide`` and a decisions file use, hub, programme, school, URN as written even when invalid, status, the
+staff decision, the problems still open in words, flags, received times, what the bot last sent the school and
+when, version count), one column per field id of the programme in form order, then ``<role>.copied`` and
+``<role>.confirmed`` for each signatory. The "Decision" column is the one staff fill in and send back
+(``bot.staff.decisions``). ``export_rows`` builds typed sheets, one per
 programme, and the writers only format them. XLSX keeps one sheet per programme, headed by the form's own labels
 (the field id sits in a comment on each header cell, so the header stays one row and filters and sorting keep
 working). CSV is a single file even with several programmes, because a person double-clicking a CSV gets exactly
@@ -28,9 +31,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
+from bot.staff.views import LastSent, last_sent
 from rules.calendar import LONDON
 from rules.definitions import ProgrammeDefinition, Registry
-from rules.verdict import Verdict
+from rules.replies import shown_value
+from rules.verdict import IssueKind, Verdict
 from storage.models import Application, ApplicationVersion, Message, Signatory
 
 DATETIME_TEXT = "%Y-%m-%d %H:%M"         # CSV: a shape Excel turns into a date by itself
@@ -82,14 +87,18 @@ class ExportSheet:
 
 # Metadata keys cannot clash with field ids in practice ("maths_hub", "school.name"); _field_key guards anyway.
 META_COLUMNS = (
+    Column("number", "Number", ColumnKind.META),
     Column("hub", "Hub", ColumnKind.META),
     Column("programme", "Programme", ColumnKind.META),
     Column("school_name", "School", ColumnKind.META),
     Column("urn", "URN", ColumnKind.META),
     Column("status", "Status", ColumnKind.META),
+    Column("decision", "Decision", ColumnKind.META),
+    Column("problems", "Problems", ColumnKind.META),
     Column("flags", "Flags", ColumnKind.META),
     Column("received_at", "Received (latest version)", ColumnKind.META),
     Column("first_received_at", "First received", ColumnKind.META),
+    Column("last_contact", "Last contact", ColumnKind.META),
     Column("versions", "Versions", ColumnKind.META),
 )
 _META_KEYS = frozenset(c.key for c in META_COLUMNS)
@@ -131,6 +140,8 @@ def export_rows(session: Session, *, hub: str | None = None, programme: str | No
         if received is not None:
             replied_at[s.id] = received
 
+    contacts = last_sent(session, hub_id=hub)
+
     by_programme: dict[str, list[Application]] = {}
     if programme is not None:
         by_programme[programme] = []
@@ -144,7 +155,7 @@ def export_rows(session: Session, *, hub: str | None = None, programme: str | No
         definition = registry.get(programme_id)
         columns = _columns(definition, apps, latest, signatories)
         rows = tuple(_row(app, columns, latest.get(app.id), first.get(app.id), counts.get(app.id, 0),
-                          signatories.get(app.id, {}), replied_at, tz) for app in apps)
+                          signatories.get(app.id, {}), replied_at, tz, contacts.get(app.id)) for app in apps)
         title = definition.title if definition else programme_id
         sheets.append(ExportSheet(programme_id, title, columns, rows))
     return sheets
@@ -197,20 +208,27 @@ def _field_labels(definition: ProgrammeDefinition) -> dict[str, str]:
 
 def _row(app: Application, columns: Sequence[Column], latest: ApplicationVersion | None,
          first: ApplicationVersion | None, versions: int, people: Mapping[str, Signatory],
-         replied_at: Mapping[int, datetime], tz: ZoneInfo) -> ExportRow:
+         replied_at: Mapping[int, datetime], tz: ZoneInfo, contact: LastSent | None = None) -> ExportRow:
     fields: Mapping[str, Any] = (latest.fields if latest else None) or {}
+    verdict = Verdict.from_record(latest.verdict) if latest and latest.verdict else None
     values: dict[str, Value] = {
+        "number": app.id,
         "hub": app.hub_id,
         "programme": app.programme,
         "school_name": app.school_name,
-        # An application read without a valid URN is keyed "?<hash>" internally; that key means nothing to staff.
-        "urn": None if app.school_urn.startswith("?") else app.school_urn,
+        # An application read without a valid URN is keyed "?<hash>" internally; that key means nothing to staff,
+        # so the URN is shown as the school wrote it.
+        "urn": _urn_as_written(app, fields),
         # The application's status, not the latest version's: a reply confirming the last signatory completes
         # the application without adding a version.
         "status": app.status.value,
+        "decision": app.decision.value if app.decision else None,
+        "problems": _problems(verdict, people) or None,
         "flags": tuple(dict.fromkeys(str(f) for f in (latest.flags if latest else None) or ())),
         "received_at": _received(latest, tz),
         "first_received_at": _received(first, tz),
+        "last_contact": (f"{contact.kind.value.replace('_', ' ')}, {contact.at.astimezone(tz):{DATETIME_TEXT}}"
+                         + ("" if contact.sent else " (not sent yet)")) if contact else None,
         "versions": versions,
     }
     for column in columns:
@@ -226,6 +244,31 @@ def _row(app: Application, columns: Sequence[Column], latest: ApplicationVersion
             else:
                 values[column.key] = _confirmation(signatory, replied_at, tz)
     return ExportRow(app.id, app.status.value, values)
+
+
+def _urn_as_written(app: Application, fields: Mapping[str, Any]) -> str | None:
+    if not app.school_urn.startswith("?"):
+        return app.school_urn
+    written = fields.get("school.urn")
+    return str(written) if written else None
+
+
+def _problems(verdict: Verdict | None, people: Mapping[str, Signatory]) -> str:
+    """What is still missing or wrong, in words: each field by its label, each signatory still to confirm."""
+    if verdict is None:
+        return ""
+    items = []
+    for issue in verdict.issues:
+        if issue.kind is IssueKind.MISSING:
+            items.append(f"{issue.label}: missing")
+        else:
+            value = shown_value(verdict.fields.get(issue.field))
+            items.append(f"{issue.label}: {issue.reason}" + (f' (we read "{value}")' if value else ""))
+    titles = {s.role: s.title for s in verdict.signatories}
+    for role, signatory in people.items():
+        if signatory.email and not signatory.copied and not signatory.confirmed:
+            items.append(f"{titles.get(role, role)} to confirm")
+    return "; ".join(dict.fromkeys(items))
 
 
 def _received(version: ApplicationVersion | None, tz: ZoneInfo) -> datetime | None:

@@ -5,21 +5,27 @@ copied, and to hub staff before each notification date.
 Friday will send); ``queue_reminders`` writes them to the outbox. Each reminder's outbox key names the
 application (or hub and date) and the reminder point, and the outbox key is unique, so a reminder is queued at
 most once whatever happens: a restart mid-send, a rerun, or two workers at the same moment. None goes after the
-deadline, none to a complete application, none to an address that bounced.
+deadline, none to an address that bounced, and none to a school that sent a complete form (even if a later version
+is not), that staff have decided about, or that asked to withdraw: none of them is "not complete yet". Reminders
+go on working days (``[schedule] working_days``): one falling on another day goes on the next working day, unless
+that is after the deadline, then on the working day before. The staff notice before a shortlist or outcome date
+lists the schools with no decision yet (they will get nothing) and any decision changed after its e-mail went.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import formataddr
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from bot.config import Config, HubSettings
 from bot.staff.views import ApplicationView, application_views, bounced_addresses
 from rules.calendar import LONDON, days_until, due_reminder_point, due_staff_notices
+from rules.outcomes import StaffDecision
 from rules.pipeline import CheckSettings
-from rules.replies import issues_by_section
+from rules.replies import greeting_name, issues_by_section
 from storage import repository as repo
 from storage.models import ApplicationStatus, EventKind
 from templates import EmailKind, RenderedEmail, render_email
@@ -27,7 +33,7 @@ from templates import EmailKind, RenderedEmail, render_email
 
 @dataclass(frozen=True)
 class DueReminder:
-    kind: EmailKind               # reminder, signatory_reminder or staff_notice
+    kind: EmailKind               # reminder, signatory_reminder, staff_notice or an outcome e-mail
     key: str                      # the outbox dedupe key: one reminder per key, ever
     hub: HubSettings
     to: tuple[str, ...]
@@ -40,48 +46,73 @@ class DueReminder:
 
 def due_reminders(session: Session, config: Config, settings: CheckSettings, now: datetime) -> list[DueReminder]:
     """Every reminder due at ``now`` that has not been queued before."""
+    # Imported here: bot.staff.outcomes builds on DueReminder, defined above.
+    from bot.staff.outcomes import announcement_for, changed_after_sent, undecided, withdrawal_requests
+
     due: list[DueReminder] = []
     for hub in config.hubs:
         bounced = bounced_addresses(session, hub.id)
         apps = [a for a in application_views(session, hub_id=hub.id)]
+        withdrawing = {w.application_id for w in withdrawal_requests(session, hub.id) if w.application_id}
         programme_ids = sorted({*hub.programmes, *(a.programme for a in apps)})
         for programme_id in programme_ids:
             programme = settings.registry.get(programme_id)
             if programme is None:
                 continue
             dates = settings.dates(hub.id, programme)
+            templates_dir = config.templates_dir_for(hub)
             base = {"hub_name": hub.name, "hub_address": hub.address, "programme_title": programme.title,
                     "deadline": f"{dates.deadline:%-d %B %Y}" if dates.deadline else "",
                     "why_sent": "This reminder was sent automatically by the hub's application system, which "
                                 "keeps track of the forms and signatures we have received."}
             mine = [a for a in apps if a.programme == programme_id]
-            point = due_reminder_point(dates.deadline, config.schedule.reminder_days_before, now)
+            point = due_reminder_point(dates.deadline, config.schedule.reminder_days_before, now,
+                                       config.schedule.working_days)
             if point is not None and dates.deadline is not None:
                 left = days_until(dates.deadline, now)
                 for app in mine:
-                    if app.status is ApplicationStatus.COMPLETE:
+                    if (app.status is not ApplicationStatus.INCOMPLETE or app.ever_complete
+                            or app.decision is not None or app.id in withdrawing):
                         continue
                     due.extend(_for_application(app, hub, point.days_before, left, base, bounced,
-                                                programme.sections))
+                                                programme.sections, templates_dir))
             for notice in due_staff_notices(dates, now):
                 if not hub.staff:
                     continue
+                announcement = announcement_for(settings, hub, programme_id, notice)
                 counts = {s.value: sum(1 for a in mine if a.status is s) for s in ApplicationStatus}
+                # A late school is counted once, as late; "flagged" counts the other reasons to look.
+                late = [a.display_name for a in mine if "late" in a.flags]
+                flagged = [(a.display_name, ", ".join(f for f in dict.fromkeys(a.flags) if f != "late"))
+                           for a in mine if any(f != "late" for f in a.flags)]
+                changed = [c for c in changed_after_sent(session, hub.id) if c.programme == programme_id]
                 context = {**base, "what": notice.what, "date": f"{notice.date:%-d %B %Y}",
-                           "days_left": days_until(notice.date, now), "counts": counts,
-                           "late": [a.display_name for a in mine if "late" in a.flags],
-                           "flagged": [(a.display_name, ", ".join(a.flags)) for a in mine if a.flags],
-                           "applications": [{"school": a.display_name, "urn": a.urn or "not valid",
-                                             "status": a.status.value, "flags": ", ".join(a.flags)} for a in mine]}
+                           "days_left": days_until(notice.date, now), "counts": counts, "late": late,
+                           "flagged": flagged, "total": len(mine),
+                           "announces": sorted(d.value for d in announcement.decisions) if announcement else [],
+                           "undecided": [_notice_row(a) for a in undecided(mine)] if announcement else [],
+                           "still_shortlisted": [_notice_row(a) for a in mine
+                                                 if a.decision is StaffDecision.SHORTLISTED]
+                           if announcement and not announcement.shortlist else [],
+                           "changed": [{"number": c.application_id, "school": c.school, "sent": c.sent.value,
+                                        "now": c.now.value if c.now else "no decision"} for c in changed],
+                           "applications": [{**_notice_row(a), "flags": ", ".join(dict.fromkeys(a.flags))}
+                                            for a in mine]}
                 due.append(DueReminder(
                     EmailKind.STAFF_NOTICE, f"staff:{hub.id}:{programme_id}:{notice.date.isoformat()}", hub,
-                    tuple(hub.staff), (), render_email(EmailKind.STAFF_NOTICE, context),
+                    tuple(hub.staff), (), render_email(EmailKind.STAFF_NOTICE, context, templates_dir=templates_dir),
                     f"staff note: {programme_id} {notice.what} on {notice.date}"))
     return [d for d in due if not repo.outbox_has(session, d.key)]
 
 
+def _notice_row(app: ApplicationView) -> dict:
+    return {"number": app.id, "school": app.display_name, "urn": app.shown_urn or "not given",
+            "status": app.status.value, "decision": app.decision.value if app.decision else "no decision yet"}
+
+
 def _for_application(app: ApplicationView, hub: HubSettings, days_before: int, days_left: int, base: dict,
-                     bounced: frozenset[str], section_order: tuple[str, ...]) -> list[DueReminder]:
+                     bounced: frozenset[str], section_order: tuple[str, ...],
+                     templates_dir: Path | None = None) -> list[DueReminder]:
     out: list[DueReminder] = []
     school = app.display_name
     context = {**base, "school_name": school, "days_left": days_left,
@@ -92,17 +123,17 @@ def _for_application(app: ApplicationView, hub: HubSettings, days_before: int, d
     if app.sender and app.sender not in bounced:
         out.append(DueReminder(
             EmailKind.REMINDER, f"reminder:{app.id}:{days_before}", hub, (app.sender,), signed,
-            render_email(EmailKind.REMINDER, context),
+            render_email(EmailKind.REMINDER, context, templates_dir=templates_dir),
             f"{school}: {len(app.issues)} field problem(s), {len(app.awaiting)} signatory(ies) awaited; "
             f"{days_before}-day reminder", app.id, app.school_message_id))
     for signatory in app.awaiting:
         if signatory.email in bounced:
             continue
         note = {**base, "school_name": school, "days_left": days_left, "title": signatory.title,
-                "name": signatory.name}
+                "name": signatory.name, "greeting": greeting_name(signatory.name)}
         out.append(DueReminder(
             EmailKind.SIGNATORY_REMINDER, f"reminder:{app.id}:{days_before}:{signatory.role}", hub, (signatory.email,),
-            (), render_email(EmailKind.SIGNATORY_REMINDER, note),
+            (), render_email(EmailKind.SIGNATORY_REMINDER, note, templates_dir=templates_dir),
             f"{school}: {signatory.title} asked to confirm; {days_before}-day reminder", app.id,
             app.school_message_id))
     return out
@@ -119,7 +150,8 @@ def queue_reminders(session: Session, reminders: list[DueReminder], now: datetim
             references=r.in_reply_to, now=now)
         if result.created:
             queued += 1
-            repo.record_event(session, EventKind.REMINDER_QUEUED, hub_id=r.hub.id, actor=actor,
+            event = EventKind.OUTCOME_QUEUED if r.kind.value.startswith("outcome_") else EventKind.REMINDER_QUEUED
+            repo.record_event(session, event, hub_id=r.hub.id, actor=actor,
                               application_id=r.application_id, outbox_id=result.item.id,
                               detail={"kind": r.kind.value, "key": r.key}, now=now)
     return queued

@@ -1,6 +1,7 @@
-"""Read-side views of stored applications for the staff jobs (reminders, digests): one typed ``ApplicationView``
-per application with its latest verdict, what is still missing, and each signatory's state, plus the addresses
-that bounced. Reading only: nothing here writes to the database."""
+"""Read-side views of stored applications for the staff jobs (reminders, digests, outcome e-mails): one typed
+``ApplicationView`` per application with its latest verdict, what is still missing, each signatory's state and the
+staff decision, plus the addresses that bounced and what the bot last sent each school. Reading only: nothing here
+writes to the database."""
 from __future__ import annotations
 
 import email
@@ -11,8 +12,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rules.outcomes import StaffDecision
 from rules.verdict import IssueKind, Status, Verdict
 from storage.models import Application, ApplicationStatus, ApplicationVersion, Message, OutboxItem, OutboxState
+from templates import EmailKind
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class IssueView:
     section: str
     reason: str
     missing: bool
+    value: str | None = None        # what the bot read, for an invalid answer
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,13 @@ class ApplicationView:
     received_at: datetime | None    # the latest version's receipt
     created_at: datetime
     versions: int
+    decision: StaffDecision | None = None
+    decided_at: datetime | None = None
+    ever_complete: bool = False     # some form from the school was complete (it is never told "not complete yet")
+    urn_as_written: str | None = None   # the URN on the latest form, even when it is not a valid one
+    correspondents: tuple[str, ...] = ()   # the latest form e-mail's From, To and Cc (who outcome e-mails go to)
+    school_subject: str = ""        # the latest form e-mail's subject, for threading
+    flag_details: tuple[tuple[str, str], ...] = ()   # (code, detail) of each flag of the latest version
 
     @property
     def awaiting(self) -> tuple[SignatoryView, ...]:
@@ -67,6 +78,11 @@ class ApplicationView:
     @property
     def display_name(self) -> str:
         return self.school_name or (f"URN {self.urn}" if self.urn else "school not named")
+
+    @property
+    def shown_urn(self) -> str:
+        """The URN as the school wrote it (an invalid one too), for staff."""
+        return self.urn or self.urn_as_written or ""
 
 
 def application_views(session: Session, *, hub_id: str | None = None,
@@ -84,7 +100,8 @@ def application_views(session: Session, *, hub_id: str | None = None,
         views.append(ApplicationView(
             id=app.id, hub_id=app.hub_id, programme=app.programme, school_name=app.school_name,
             school_urn=app.school_urn, status=app.status, flags=tuple(latest.flags or ()) if latest else (),
-            issues=tuple(IssueView(i.label, i.section, i.reason, i.kind is IssueKind.MISSING)
+            issues=tuple(IssueView(i.label, i.section, i.reason, i.kind is IssueKind.MISSING,
+                                   None if i.kind is IssueKind.MISSING else verdict.fields.get(i.field))
                          for i in (verdict.issues if verdict else ())),
             signatories=tuple(SignatoryView(s.role, titles.get(s.role, s.role), s.name, s.email, s.copied,
                                             s.confirmed, s.confirmed_at) for s in app.signatories),
@@ -92,6 +109,12 @@ def application_views(session: Session, *, hub_id: str | None = None,
             school_message_id=(verdict.message_id or None) if verdict else None,
             received_at=verdict.received_at if verdict else None,
             created_at=app.created_at, versions=len(app.versions),
+            decision=app.decision, decided_at=app.decided_at,
+            ever_complete=any(v.status is ApplicationStatus.COMPLETE for v in app.versions),
+            urn_as_written=(verdict.fields.get("school.urn") or verdict.school_urn) if verdict else None,
+            correspondents=tuple(verdict.correspondence.correspondents) if verdict and verdict.correspondence else (),
+            school_subject=verdict.correspondence.subject if verdict and verdict.correspondence else "",
+            flag_details=tuple((f.code.value, f.detail) for f in verdict.flags) if verdict else (),
         ))
     return views
 
@@ -127,4 +150,28 @@ def _failed_recipients(raw: bytes) -> set[str]:
                     out.add(recipient.split(";", 1)[1].strip().strip("<>").lower())
     except Exception:  # noqa: BLE001 - a report we cannot read names nobody
         return out
+    return out
+
+
+# E-mails to hub staff: not "contact with the school".
+STAFF_KINDS = frozenset({EmailKind.DIGEST, EmailKind.STAFF_NOTICE, EmailKind.DECISIONS_RECORDED})
+
+
+@dataclass(frozen=True)
+class LastSent:
+    kind: EmailKind
+    at: datetime               # sent, or queued when not sent yet
+    sent: bool
+
+
+def last_sent(session: Session, *, hub_id: str | None = None) -> dict[int, LastSent]:
+    """What the bot last sent (or queued for) each application's school, by application id: one query."""
+    query = (select(OutboxItem.application_id, OutboxItem.kind, OutboxItem.sent_at, OutboxItem.created_at)
+             .where(OutboxItem.application_id.is_not(None), OutboxItem.kind.not_in(list(STAFF_KINDS)))
+             .order_by(OutboxItem.id))
+    if hub_id is not None:
+        query = query.where(OutboxItem.hub_id == hub_id)
+    out: dict[int, LastSent] = {}
+    for application_id, kind, sent_at, created_at in session.execute(query):
+        out[application_id] = LastSent(kind, sent_at or created_at, sent_at is not None)
     return out
