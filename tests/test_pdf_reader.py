@@ -189,7 +189,7 @@ def _font_case_docx(programme_id: str, fill: str) -> bytes:
 
 def _mapped(doc: FormDocument, programme_id: str) -> dict[str, str | None]:
     """The programme's answers as the rules read them, white space collapsed (a PDF wraps what a .docx doesn't)."""
-    return {k: (_norm(v) if v else None) for k, v in map_fields(doc, REGISTRY.get(programme_id)).items()}
+    return {k: (_norm(v) if v else None) for k, v in map_fields(doc, REGISTRY.get(programme_id)).answers.items()}
 
 
 def wrong_values(docx_bytes: bytes, pdf_bytes: bytes, programme_id: str) -> dict[str, tuple[object, object]]:
@@ -211,8 +211,8 @@ def test_every_programme_in_every_font_reads_as_the_docx(programme_id: str, font
     assert used == {font.replace(" ", "")}, used
     assert wrong_values(docx_bytes, pdf_bytes, programme_id) == {}
     definition = REGISTRY.get(programme_id)
-    from_docx = map_fields(read_docx(docx_bytes, LIMITS), definition)
-    from_pdf = map_fields(read_pdf(pdf_bytes, LIMITS), definition)
+    from_docx = map_fields(read_docx(docx_bytes, LIMITS), definition).answers
+    from_pdf = map_fields(read_pdf(pdf_bytes, LIMITS), definition).answers
     for f in definition.fields:
         if f.prompt and from_docx[f.id]:
             assert word_count(from_pdf[f.id] or "") == word_count(from_docx[f.id]), f.id
@@ -241,7 +241,7 @@ def test_statement_word_count_is_the_docx_count_in_every_font(font: str) -> None
     docx_bytes = fill_form(programme_id, answers)
     pdf_bytes = docx_to_pdf(docx_bytes, font=font)
     definition = REGISTRY.get(programme_id)
-    from_pdf = map_fields(read_pdf(pdf_bytes, LIMITS), definition)["hod.statement"]
+    from_pdf = map_fields(read_pdf(pdf_bytes, LIMITS), definition).answers["hod.statement"]
     assert word_count(from_pdf or "") == 250
     assert _norm(from_pdf or "") == STATEMENT_250
     assert wrong_values(docx_bytes, pdf_bytes, programme_id) == {}
