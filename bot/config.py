@@ -6,6 +6,7 @@ the file and the key. Only the standard library is imported here, so commands th
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import date, time
@@ -78,6 +79,15 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    """``[security]``: whose authentication results to believe, and where the hub's mailbox shows what we sent."""
+
+    trusted_authserv_ids: tuple[str, ...] = ()
+    sent_folder: str | None = None          # IMAP folder holding copies of what the bot sent (resolves uncertain)
+    bcc_hub: bool = False                   # Bcc each e-mail to the hub's own address: the copy proves the send
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     timezone: str = "Europe/London"
@@ -90,6 +100,8 @@ class Config:
     programmes_dir: Path | None = None
     max_replies_per_address_per_day: int = 5
     retention_days: int | None = None
+    security: SecuritySettings = SecuritySettings()
+    max_emails_per_hub_per_hour: int | None = 200   # [limits] per_hub_per_hour: recipients of everything we send
 
 
 def _imap(t: TomlTable) -> ImapSettings:
@@ -130,7 +142,7 @@ def _hub(t: TomlTable, base: Path) -> HubSettings:
     return HubSettings(
         id=t.get("id", str), name=t.get("name", str), address=t.get("address", str).lower(),
         aliases=tuple(a.lower() for a in t.get("aliases", list, [])),
-        staff=tuple(t.get("staff", list, [])), programmes=tuple(t.get("programmes", list, [])),
+        staff=_addresses(t, "staff"), programmes=tuple(t.get("programmes", list, [])),
         imap=_imap(imap) if imap else None, maildir=(base / maildir) if maildir else None, dates=dates,
     )
 
@@ -138,7 +150,7 @@ def _hub(t: TomlTable, base: Path) -> HubSettings:
 def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
     top = TomlTable(data, source)
     top.only("timezone", "database", "smtp", "outbox", "schedule", "hubs", "limits", "programmes_dir",
-             "max_replies_per_address_per_day", "retention_days")
+             "max_replies_per_address_per_day", "retention_days", "security")
     database = top.table("database")
     db_url = "sqlite:///hubbot.db"
     if database:
@@ -170,16 +182,36 @@ def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
         days = sc.get("reminder_days_before", list, [7, 2])
         if not all(isinstance(d, int) and d >= 0 for d in days):
             raise sc.fail("reminder_days_before", "should be a list of whole numbers of days")
+        for key in ("poll_every_minutes", "outbox_every_seconds"):
+            if key in sc.data and sc.get(key, (int, float)) <= 0:
+                raise sc.fail(key, "should be a positive number")
         schedule = ScheduleSettings(
             poll_every_minutes=float(sc.get("poll_every_minutes", (int, float), 5)), digest_at=digest_at,
             reminder_days_before=tuple(days),
             outbox_every_seconds=float(sc.get("outbox_every_seconds", (int, float), 30)),
             digest_when_quiet=sc.get("digest_when_quiet", bool, False))
     limits = Limits()
+    per_address = _cap(top, "max_replies_per_address_per_day", 5)
+    per_hub: int | None = 200
     if (lt := top.table("limits")) is not None:
         known = set(Limits.__dataclass_fields__)
-        lt.only(*known)
-        limits = Limits(**{k: lt.get(k, (int, float)) for k in lt.data})
+        lt.only(*known, *_RATE_LIMITS)
+        for key in known & set(lt.data):
+            if lt.get(key, (int, float)) <= 0:
+                raise lt.fail(key, "should be a positive number")
+        limits = Limits(**{k: lt.get(k, (int, float)) for k in lt.data if k in known})
+        # The per-address cap has two names: the old top-level key, and [limits] per_address_per_day.
+        per_address = _cap(lt, "per_address_per_day", per_address)
+        per_hub = _cap(lt, "per_hub_per_hour", per_hub)
+    security = SecuritySettings()
+    if (sec := top.table("security")) is not None:
+        sec.only("trusted_authserv_ids", "sent_folder", "bcc_hub")
+        ids = sec.get("trusted_authserv_ids", list, [])
+        if not all(isinstance(i, str) and i.strip() and " " not in i.strip() for i in ids):
+            raise sec.fail("trusted_authserv_ids", "should be a list of server names like \"mx.example.org\"")
+        security = SecuritySettings(trusted_authserv_ids=tuple(i.strip().lower() for i in ids),
+                                    sent_folder=sec.get("sent_folder", str, None),
+                                    bcc_hub=sec.get("bcc_hub", bool, False))
     hubs = []
     for i, h in enumerate(top.get("hubs", list, [])):
         hubs.append(_hub(top.item("hubs", i, h), base))
@@ -189,11 +221,44 @@ def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
             raise top.fail("hubs", f"hub id '{hub_id}' is used twice")
     programmes_dir = top.get("programmes_dir", str, None)
     retention = top.get("retention_days", int, None)
-    return Config(path=Path(source), timezone=top.get("timezone", str, "Europe/London"), database_url=db_url,
+    return Config(path=Path(source), timezone=_timezone(top), database_url=db_url,
                   smtp=smtp, outbox_path=outbox_path, schedule=schedule, hubs=tuple(hubs), limits=limits,
                   programmes_dir=(base / programmes_dir) if programmes_dir else None,
-                  max_replies_per_address_per_day=top.get("max_replies_per_address_per_day", int, 5),
-                  retention_days=retention)
+                  max_replies_per_address_per_day=per_address, retention_days=retention, security=security,
+                  max_emails_per_hub_per_hour=per_hub)
+
+
+_RATE_LIMITS = ("per_address_per_day", "per_hub_per_hour")
+_ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\"]+$")
+
+
+def _addresses(table: TomlTable, key: str) -> tuple[str, ...]:
+    """A list of plain e-mail addresses: a typo here would send staff mail nowhere, or somewhere else."""
+    values = table.get(key, list, [])
+    for value in values:
+        if not isinstance(value, str) or not _ADDRESS.match(value.strip()):
+            raise table.fail(key, f"'{value}' is not an e-mail address like lead@example.org")
+    return tuple(v.strip() for v in values)
+
+
+def _timezone(top: TomlTable) -> str:
+    name = top.get("timezone", str, "Europe/London")
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise top.fail("timezone", f"'{name}' is not a time zone name like Europe/London") from None
+    return name
+
+
+def _cap(table: TomlTable, key: str, default: int | None) -> int | None:
+    if key not in table.data:
+        return default
+    value = table.get(key, int)
+    if value < 1:
+        raise table.fail(key, "should be a whole number of e-mails, 1 or more")
+    return value
 
 
 def load_config(path: Path) -> Config:

@@ -14,7 +14,8 @@ def check_settings(config: Config | None) -> CheckSettings:
         return CheckSettings.builtin()
     registry = load_registry((config.programmes_dir,) if config.programmes_dir else ())
     if not config.hubs:
-        return CheckSettings(registry=registry, hubs=HubDirectory.builtin(registry), limits=config.limits)
+        return CheckSettings(registry=registry, hubs=HubDirectory.builtin(registry), limits=config.limits,
+                             trusted_authserv_ids=frozenset(config.security.trusted_authserv_ids))
     hubs = HubDirectory(tuple(
         HubView(id=h.id, name=h.name, addresses=frozenset({h.address, *h.aliases}), programmes=frozenset(h.programmes),
                 maths_hub=match_maths_hub(h.name))
@@ -25,4 +26,5 @@ def check_settings(config: Config | None) -> CheckSettings:
     notifications = {(h.id, programme_id): tuple(Notification(day, what) for day, what in d.notifications)
                      for h in config.hubs for programme_id, d in h.dates.items() if d.notifications}
     return CheckSettings(registry=registry, hubs=hubs, limits=config.limits, deadlines=deadlines,
-                         notifications=notifications)
+                         notifications=notifications,
+                         trusted_authserv_ids=frozenset(config.security.trusted_authserv_ids))

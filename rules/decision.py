@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from rules.authentication import AuthResult
 from rules.checks import HubView
 from rules.definitions import ProgrammeDefinition
 from rules.replies import build_reply
@@ -107,6 +108,10 @@ def decide(verdict: Verdict, history: History, settings: CheckSettings, hub: Hub
     if history.duplicate:
         flags = (*verdict.flags, Flag(FlagCode.DUPLICATE, "delivered more than once"))
         return Decision(Action.DUPLICATE, replace(verdict, flags=flags, reply=None))
+    if verdict.authentication.result is AuthResult.FAIL:
+        # A forged sender gets nothing (no reply goes to, or names, anyone on it) and changes nothing: staff look.
+        flags = (*verdict.flags, Flag(FlagCode.UNAUTHENTICATED, verdict.authentication.detail))
+        return Decision(Action.NOTE, replace(verdict, status=Status.REVIEW, flags=flags, reply=None))
     if history.thread is not None and verdict.status in (Status.NO_FORM, Status.NOT_APPLICATION):
         confirmation = _confirmation(verdict, history.thread, settings, hub)
         if confirmation is not None:

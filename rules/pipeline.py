@@ -21,6 +21,7 @@ from parsers.email import oversize_attachments, parse_email
 from parsers.errors import UnreadableFile
 from parsers.sniff import looks_like_document, read_form, sniff
 from parsers.types import Attachment, FormDocument, ParsedEmail
+from rules.authentication import authenticate
 from rules.automatic import LOOP_HEADER, automatic_reason
 from rules.calendar import LONDON
 from rules.checks import FormContext, HubView, run_checks
@@ -63,7 +64,9 @@ def read_email(email: ParsedEmail, size: int, settings: CheckSettings, *, receiv
     when = _london(received_at or email.received_at or email.date)
     hub = hub or settings.hubs.for_email(email)
     base = dict(message_id=email.message_id, received_at=when, sender=email.sender.email if email.sender else None,
-                hub=hub.id if hub else None, correspondence=correspondence(email))
+                hub=hub.id if hub else None, correspondence=correspondence(email),
+                authentication=authenticate(email.headers, email.sender.email if email.sender else None,
+                                            settings.trusted_authserv_ids))
 
     reason = automatic_reason(email, loop_header=LOOP_HEADER, own_addresses=settings.hubs.all_addresses())
     if reason:

@@ -22,6 +22,8 @@ class CheckSettings:
     # (hub id, programme id) -> deadline / notification dates, from the config's [hubs.dates."<programme>"].
     deadlines: Mapping[tuple[str, str], date] = field(default_factory=dict)
     notifications: Mapping[tuple[str, str], tuple[Notification, ...]] = field(default_factory=dict)
+    # [security] trusted_authserv_ids: whose Authentication-Results headers to believe (rules.authentication).
+    trusted_authserv_ids: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         # A programme naming a check that does not exist fails here, when the settings are made, not on a school's

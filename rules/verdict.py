@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from rules.authentication import NOT_CONFIGURED, Authentication, AuthResult
 from templates import EmailKind
 
 
@@ -22,6 +23,7 @@ class Status(StrEnum):
     NO_FORM = "no_form"
     NOT_APPLICATION = "not_application"
     IGNORED = "ignored"
+    REVIEW = "review"
 
 
 class FlagCode(StrEnum):
@@ -31,6 +33,7 @@ class FlagCode(StrEnum):
     WRONG_HUB = "wrong_hub"
     RESUBMISSION = "resubmission"
     DUPLICATE = "duplicate"
+    UNAUTHENTICATED = "unauthenticated"
 
 
 class IssueKind(StrEnum):
@@ -110,6 +113,7 @@ class Verdict:
     other_files: tuple[str, ...] = ()      # attachments that were not a form (named in a missing-attachment reply)
     correspondence: Correspondence | None = None
     reply: Reply | None = None
+    authentication: Authentication = NOT_CONFIGURED   # from the hub's own servers' Authentication-Results
 
     @property
     def missing_fields(self) -> list[str]:
@@ -147,6 +151,7 @@ class Verdict:
             "late": self.late,
             "flags": [{"code": f.code.value, "detail": f.detail} for f in self.flags],
             "problems": list(self.problems),
+            "authentication": self.authentication.to_json(),
             "reply": None if self.reply is None else {
                 "kind": self.reply.kind.value, "to": list(self.reply.to), "cc": list(self.reply.cc),
                 "subject": self.reply.subject, "body": self.reply.text,
@@ -187,6 +192,7 @@ class Verdict:
         c = record.get("correspondence")
         r = record.get("reply")
         school = record.get("school") or {}
+        auth = record.get("authentication") or {}
         return cls(
             message_id=record.get("message_id") or "",
             received_at=datetime.fromisoformat(received) if received else None,
@@ -218,6 +224,8 @@ class Verdict:
                 subject=r.get("subject", ""), text=r.get("body", ""), html=r.get("html", ""),
                 in_reply_to=r.get("in_reply_to", ""), references=tuple(r.get("references") or ()),
                 from_address=r.get("from_address", "")),
+            authentication=Authentication(AuthResult(auth["result"]), auth.get("detail", "")) if auth
+            else NOT_CONFIGURED,
         )
 
 

@@ -19,7 +19,8 @@ from samples.applications import LONDON, application_email, complete_answers, fi
 from samples.mail import out_of_office, question_email
 
 KEYS = ["file", "message_id", "received_at", "sender", "status", "programme", "hub", "attachment", "school",
-        "fields", "missing_fields", "invalid_fields", "signatories", "late", "flags", "problems", "reply"]
+        "fields", "missing_fields", "invalid_fields", "signatories", "late", "flags", "problems", "authentication",
+        "reply"]
 REPLY_KEYS = {"kind", "to", "cc", "subject", "body"}
 PID = "secondary-tfm-wg-2024"
 REPO = Path(__file__).resolve().parents[1]

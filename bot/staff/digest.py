@@ -29,7 +29,7 @@ from templates import EmailKind, RenderedEmail, render_email
 
 UPCOMING_DAYS = 60
 DUE_SOON_DAYS = 7
-NEEDS_PERSON = (Status.NOT_APPLICATION, Status.UNREADABLE, Status.NO_FORM)
+NEEDS_PERSON = (Status.NOT_APPLICATION, Status.UNREADABLE, Status.NO_FORM, Status.REVIEW)
 STAFF_FLAGS = ("late", "region", "wrong_hub", "word_guidance", "resubmission", "duplicate")
 
 
@@ -139,7 +139,9 @@ def build_digest(session: Session, config: Config, settings: CheckSettings, hub:
         else:
             verdict = Verdict.from_record(message.verdict) if message.verdict else None
             status = message.verdict_status.value if message.verdict_status else ""
-            note = "; ".join(verdict.problems if verdict else ()) or {
+            note = "; ".join(verdict.problems if verdict else ()) or "; ".join(
+                f"{f.code.value}: {f.detail}" for f in (verdict.flags if verdict else ())
+                if message.verdict_status is Status.REVIEW) or {
                 Status.NOT_APPLICATION: "a question or a note for you",
                 Status.NO_FORM: "says a form is attached, but none was"}.get(message.verdict_status, "")
         digest.needs_person.append(MailForStaff(message.received_at, sender, subject, status, note))

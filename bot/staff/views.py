@@ -54,6 +54,9 @@ class ApplicationView:
     received_at: datetime | None    # the latest version's receipt
     created_at: datetime
     versions: int
+    # Every address that was on one of the school's e-mails (From, To, Cc) or confirmed from its own address: the
+    # only addresses any e-mail about this application may go to.
+    correspondents: frozenset[str] = frozenset()
 
     @property
     def awaiting(self) -> tuple[SignatoryView, ...]:
@@ -92,8 +95,20 @@ def application_views(session: Session, *, hub_id: str | None = None,
             school_message_id=(verdict.message_id or None) if verdict else None,
             received_at=verdict.received_at if verdict else None,
             created_at=app.created_at, versions=len(app.versions),
+            correspondents=_correspondents(app),
         ))
     return views
+
+
+def _correspondents(app: Application) -> frozenset[str]:
+    found: set[str] = set()
+    for version in app.versions:
+        mail = (version.verdict or {}).get("correspondence") or {}
+        found.update(a.lower() for a in mail.get("correspondents") or ())
+        if mail.get("sender"):
+            found.add(str(mail["sender"]).lower())
+    found.update(s.email.lower() for s in app.signatories if s.email and s.confirmed)
+    return frozenset(found)
 
 
 def bounced_addresses(session: Session, hub_id: str) -> frozenset[str]:
