@@ -21,6 +21,8 @@ class EmailKind(StrEnum):
     MISSING_INFORMATION = "missing_information"
     UNREADABLE = "unreadable"
     MISSING_ATTACHMENT = "missing_attachment"
+    # To the sender of an application when a form from another domain would change it (the hub checks first).
+    RESUBMISSION_NOTICE = "resubmission_notice"
     # Reminders, queued by the calendar.
     REMINDER = "reminder"
     SIGNATORY_REMINDER = "signatory_reminder"

@@ -96,3 +96,83 @@ def test_recipients_per_forged_email_without_authentication(tmp_path: Path, dove
     got = recipients(smtp_server)
     assert not set(got) & set(THIRD_PARTIES), got
     assert len(got) == 1
+
+
+# ---- unforgeable threads --------------------------------------------------------------------------------------
+
+def test_only_the_signatory_answering_our_reply_confirms(tmp_path: Path, dovecot, smtp_server) -> None:
+    from samples.mail import build_email
+    from tests.test_workflow import HUB_ADDRESS, application
+
+    folder = dovecot.new_folder()
+    form_id = "<thread-form@valley.example.sch.uk>"
+    dovecot.append(application(urn="400010", pattern="one_missing", message_id=form_id), folder)
+    config = imap_config(tmp_path, dovecot, smtp_server, folder)
+    ok(run_once(config, dovecot))
+    (ask,) = smtp_server.received
+    ours = str(ask.message["Message-ID"]).strip()
+    bot = Bot(config)
+    try:
+        (app,) = bot.applications()
+        (waiting,) = [s for s in bot.signatories(app.id).values() if not s.copied]
+        office = bot.messages()[0].verdict["sender"]
+    finally:
+        bot.close()
+
+    def note(n: int, sender: str, in_reply_to: str, cc: tuple[str, ...] = ()) -> bytes:
+        return build_email(sender=sender, to=HUB_ADDRESS, cc=cc, subject="Re: your application",
+                           body_text="I confirm.", message_id=f"<note-{n}@valley.example.sch.uk>",
+                           in_reply_to=in_reply_to, references=[in_reply_to])
+
+    # A forger who saw the school's e-mail names its Message-ID, not ours; the office copying the signatory is
+    # not the signatory writing.
+    dovecot.append(note(1, waiting.email, form_id), folder)
+    dovecot.append(note(2, office, ours, cc=(waiting.email,)), folder)
+    ok(run_once(config, dovecot, now=T0 + timedelta(hours=1)))
+    bot = Bot(config)
+    try:
+        assert not bot.signatories(app.id)[waiting.role].confirmed
+    finally:
+        bot.close()
+    assert len(smtp_server.received) == 1
+
+    dovecot.append(note(3, waiting.email, ours), folder)
+    ok(run_once(config, dovecot, now=T0 + timedelta(hours=2)))
+    bot = Bot(config)
+    try:
+        assert bot.signatories(app.id)[waiting.role].confirmed
+        assert bot.applications()[0].status.value == "complete"
+    finally:
+        bot.close()
+    assert [r.message["In-Reply-To"].strip() for r in smtp_server.received[1:]] == [form_id]   # acknowledged
+
+
+def test_a_form_from_another_domain_goes_to_staff_and_the_school_is_told(tmp_path: Path, dovecot,
+                                                                          smtp_server) -> None:
+    import re
+
+    from tests.test_workflow import application
+
+    folder = dovecot.new_folder()
+    dovecot.append(application(urn="400020", message_id="<original@valley.example.sch.uk>"), folder)
+    config = imap_config(tmp_path, dovecot, smtp_server, folder)
+    ok(run_once(config, dovecot))
+    (ack,) = smtp_server.received
+    takeover = re.sub(rb"(?m)^From: .*$", b"From: Someone <someone@elsewhere.example>",
+                      application(urn="400020", message_id="<takeover@elsewhere.example>"), count=1)
+    dovecot.append(takeover, folder)
+    ok(run_once(config, dovecot, now=T0 + timedelta(hours=1)))
+
+    (notice,) = smtp_server.received[1:]
+    assert notice.rcpt_tos == ack.rcpt_tos[:1]                     # the school's own sender, nobody else
+    assert notice.message["In-Reply-To"].strip() == "<original@valley.example.sch.uk>"
+    assert "someone@elsewhere.example" not in notice.raw.decode(errors="replace")
+    bot = Bot(config)
+    try:
+        (app,) = bot.applications()
+        assert len(bot.versions(app.id)) == 1                    # not replaced
+        assert bot.messages()[-1].verdict_status == "review"
+    finally:
+        bot.close()
+    assert "would change an application sent from another domain" in digest_text(config, dovecot,
+                                                                                 T0 + timedelta(hours=2))
