@@ -27,6 +27,7 @@ from rules.calendar import LONDON
 from rules.checks import FormContext, HubView, run_checks
 from rules.decision import History, decide
 from rules.mapping import map_fields
+from rules.quoting import own_subject, own_words, own_words_html
 from rules.recognise import Recognition, recognise
 from rules.replies import correspondence
 from rules.settings import CheckSettings
@@ -132,7 +133,10 @@ def _assess_form(found: _FoundForm, email: ParsedEmail, settings: CheckSettings,
 
 
 def _says_form_attached(email: ParsedEmail) -> bool:
-    text = f"{email.subject}\n{email.text_body or email.html_body}"[:20_000]
+    # Only the sender's own words: a quote of our "please reply with the form attached" must not earn another
+    # "did not arrive" (rules.quoting).
+    body = own_words(email.text_body[:50_000]) if email.text_body else own_words_html(email.html_body[:200_000])
+    text = f"{own_subject(email.subject)}\n{body}"[:20_000]
     return bool(_SAYS_ATTACHED.search(text) and _SAYS_FORM.search(text))
 
 
