@@ -12,6 +12,7 @@ from datetime import date
 from itertools import groupby
 from typing import Any
 
+from parsers.safe_text import ECHO_LIMIT, one_line
 from parsers.types import ParsedEmail
 from rules.checks import HubView
 from rules.definitions import ProgrammeDefinition
@@ -36,7 +37,8 @@ def correspondence(email: ParsedEmail) -> Correspondence:
 
 
 def _clean(value: str) -> str:
-    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
+    # One line, no control characters or escape sequences (parsers.safe_text); cut where it is echoed.
+    return one_line(value, None)
 
 
 def _hub_identity(mail: Correspondence, hub: HubView | None,
@@ -77,14 +79,14 @@ def build_reply(verdict: Verdict, mail: Correspondence, *, programme: ProgrammeD
         "hub_address": hub_address,
         "programme_title": programme.title if programme else "",
         "school_name": _clean(verdict.school_name or ""),
-        "original_subject": _clean(mail.subject)[:120],
-        "attachment": _clean(verdict.attachment or ""),
+        "original_subject": one_line(mail.subject, ECHO_LIMIT),
+        "attachment": one_line(verdict.attachment, ECHO_LIMIT),
         "problems": list(verdict.problems),
         "sections": issues_by_section(verdict.issues, programme.sections if programme else ()),
         "not_copied": [s for s in verdict.signatories if not s.copied and s.email],
         "late": verdict.late,
         "deadline": f"{deadline:%-d %B %Y}" if deadline else "",
-        "other_files": [_clean(f)[:120] for f in verdict.other_files[:10]],
+        "other_files": [one_line(f, ECHO_LIMIT) for f in verdict.other_files[:10]],
     }
     rendered = render_email(kind, context)
     references = tuple(r for r in (*mail.references, mail.message_id) if r)

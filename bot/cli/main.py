@@ -250,6 +250,7 @@ def cmd_digest(args: argparse.Namespace) -> int:
     from bot.staff import jobs
     from bot.staff.digest import render_digest
     from parsers.errors import ConfigError
+    from parsers.safe_text import printable
 
     config, db, worker, now = _staff_context(args)
     if args.hub and args.hub not in {h.id for h in config.hubs}:
@@ -263,7 +264,8 @@ def cmd_digest(args: argparse.Namespace) -> int:
                                 else "no staff configured"))
         else:
             rendered = render_digest(run.digest)
-            print(rendered.html if args.html else f"Subject: {rendered.subject}\n\n{rendered.text}")
+            # School names, subjects and file names come from strangers: no escape sequence reaches the terminal.
+            print(printable(rendered.html if args.html else f"Subject: {rendered.subject}\n\n{rendered.text}"))
             if run.skipped_quiet:
                 print(f"({hub}: a quiet day: --send would not send this digest)")
     if args.send:
@@ -277,8 +279,10 @@ def cmd_remind(args: argparse.Namespace) -> int:
     from bot.staff.reminders import describe
 
     config, db, worker, now = _staff_context(args)
+    from parsers.safe_text import printable
+
     due = jobs.remind(db, config, worker.workflow.settings, now, send=args.send)
-    print(describe(due, now))
+    print(printable(describe(due, now)))
     if args.send and due:
         report = worker.send_due()
         print(f"sent {report.sent}, retrying {report.retried}, failed {report.failed}")

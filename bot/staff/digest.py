@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from bot.config import Config, HubSettings
 from bot.staff.views import ApplicationView, SignatoryView, application_views, bounced_addresses
+from parsers.safe_text import ECHO_LIMIT, one_line
 from rules.calendar import LONDON, days_until
 from rules.pipeline import CheckSettings
 from rules.verdict import Status, Verdict
@@ -91,8 +92,8 @@ def _last_digest_time(session: Session, hub_id: str) -> datetime | None:
 def _headers(raw: bytes) -> tuple[str, str]:
     try:
         headers = BytesHeaderParser(policy=default_policy).parsebytes(raw[:65536], headersonly=True)
-        return (" ".join(str(headers.get("From", "")).split())[:120],
-                " ".join(str(headers.get("Subject", "")).split())[:160])
+        return (one_line(str(headers.get("From", "")), ECHO_LIMIT),
+                one_line(str(headers.get("Subject", "")), ECHO_LIMIT))
     except Exception:  # noqa: BLE001 - a broken header block still deserves a row for a person
         return "(unreadable header)", ""
 
