@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
+
 from bot.config import Config, HubSettings
 from bot.faults import crash_point
-from bot.mail.source import Cursor, MailSource, MailSourceError
+from bot.mail.source import Cursor, FetchedMessage, HeaderSource, MailSource, MailSourceError, SkipReason
 from bot.sending.outbox import (
     DrainReport,
     OutboxPolicy,
@@ -30,6 +32,7 @@ from rules.pipeline import CheckSettings
 from storage import repository as repo
 from storage.db import Database
 from storage.models import EventKind, Message
+from storage.recovery import quarantine_unstorable
 
 log = logging.getLogger(__name__)
 
@@ -173,16 +176,15 @@ class Worker:
                                                         "reason": skipped.reason.value})
             for fetched in run:
                 crash_point("after_fetch")
-                with self.db.session() as session:
-                    state = repo.get_mailbox_state(session, hub.id, folder)
-                    result = repo.store_raw_message(
-                        session, hub_id=hub.id, folder=folder, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
-                        raw=fetched.raw, received_at=fetched.internaldate, now=self.clock())
-                    repo.advance_mailbox(session, state, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
-                                         now=self.clock())
-                crash_point("after_store")
-                if result.created:
+                if self._store(hub, folder, fetched):
                     stored_uids.append(fetched.uid)
+                crash_point("after_store")
+            too_large = [s.uid for s in run.skipped if s.reason is SkipReason.TOO_LARGE]
+            if too_large and isinstance(source, HeaderSource):
+                # Stored by their headers: each is answered once ("larger than we can accept") and shown to staff.
+                for fetched in source.fetch_headers(run.uidvalidity, too_large):
+                    if self._store(hub, folder, fetched):
+                        stored_uids.append(fetched.uid)
             with self.db.session() as session:
                 # Skipped (oversize) messages are past the cursor too, so they are not fetched again every poll.
                 state = repo.get_mailbox_state(session, hub.id, folder)
@@ -196,6 +198,33 @@ class Worker:
             source.close()
             raise
         return len(stored_uids)
+
+    def _store(self, hub: HubSettings, folder: str, fetched: FetchedMessage) -> bool:
+        """Store one fetched message with the cursor; True when it is new. A message the database refuses (and the
+        escaping in storage.sanitize did not cure) is quarantined by its UID instead, so the cursor still moves
+        past it; a database that is down or full raises, and the poll stops without moving the cursor."""
+        try:
+            with self.db.session() as session:
+                state = repo.get_mailbox_state(session, hub.id, folder)
+                result = repo.store_raw_message(
+                    session, hub_id=hub.id, folder=folder, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
+                    raw=fetched.raw, received_at=fetched.internaldate, now=self.clock(),
+                    size=max(fetched.size, len(fetched.raw)))
+                repo.advance_mailbox(session, state, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
+                                     now=self.clock())
+            return result.created
+        except (OperationalError, InterfaceError):
+            raise
+        except (DBAPIError, StatementError, ValueError, UnicodeError) as exc:
+            log.warning("message uid %s of hub %s could not be stored: %s", fetched.uid, hub.id, type(exc).__name__)
+            with self.db.session() as session:
+                state = repo.get_mailbox_state(session, hub.id, folder)
+                quarantine_unstorable(session, hub_id=hub.id, folder=folder, uidvalidity=fetched.uidvalidity,
+                                      uid=fetched.uid, raw=fetched.raw, received_at=fetched.internaldate,
+                                      error=type(exc).__name__, actor=self.worker_id, now=self.clock())
+                repo.advance_mailbox(session, state, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
+                                     now=self.clock())
+            return False
 
     def process_stored(self, report: CycleReport | None = None) -> CycleReport:
         """Process every stored message, one transaction each; a failure is recorded and retried next cycle,

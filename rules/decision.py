@@ -25,7 +25,7 @@ from enum import StrEnum
 from rules.authentication import AuthResult, aligned
 from rules.checks import HubView
 from rules.definitions import ProgrammeDefinition
-from rules.replies import build_reply
+from rules.replies import build_reply, threading
 from rules.settings import CheckSettings
 from rules.verdict import Flag, FlagCode, Reply, SignatoryState, Status, Verdict
 from templates import EmailKind, render_email
@@ -184,9 +184,9 @@ def _held_for_staff(verdict: Verdict, earlier: ApplicationHistory, programme: Pr
         rendered = render_email(EmailKind.RESUBMISSION_NOTICE, {
             "hub_name": hub_name, "hub_address": hub_address, "programme_title": programme.title,
             "school_name": " ".join((latest.school_name or "").split())})
-        references = tuple(r for r in (*mail.references, mail.message_id) if r)[-10:]
+        in_reply_to, references = threading(mail)
         notice = Reply(kind=EmailKind.RESUBMISSION_NOTICE, to=(latest.sender,), cc=(), subject=rendered.subject,
-                       text=rendered.text, html=rendered.html, in_reply_to=mail.message_id, references=references,
+                       text=rendered.text, html=rendered.html, in_reply_to=in_reply_to, references=references,
                        from_address=hub_address)
     return Decision(Action.NOTE, held, notices=(notice,) if notice else ())
 

@@ -74,9 +74,23 @@ def bot_phrases() -> tuple[str, ...]:
     return tuple(sorted(found, key=len, reverse=True))
 
 
-def _is_ours(line: str) -> bool:
-    normal = _norm(line.lstrip("> |"))
-    return len(normal) >= _MIN_PHRASE and any(p in normal or normal in p for p in bot_phrases())
+_SENTENCE = re.compile(r"(?<=[.:!?])\s+")
+
+
+def _is_ours(text: str) -> bool:
+    """Whether ``text`` is one of our sentences, or a piece of one (a quote wrapped at 72 columns)."""
+    normal = _norm(text.lstrip("> |"))
+    return len(normal) >= _MIN_PHRASE and any(normal == p or normal in p for p in bot_phrases())
+
+
+def _without_ours(line: str) -> str:
+    """``line`` less any of its sentences that are ours; the sender's own sentences on the same line stay."""
+    if len(_norm(line)) < _MIN_PHRASE:
+        return line
+    if _is_ours(line):
+        return ""
+    kept = [sentence for sentence in _SENTENCE.split(line) if not _is_ours(sentence)]
+    return " ".join(kept)
 
 
 def own_words(text: str) -> str:
@@ -88,9 +102,9 @@ def own_words(text: str) -> str:
             break
         if _FROM_LINE.match(line) and any(_SENT_LINE.match(n) for n in lines[index + 1:index + 3]):
             break
-        if _QUOTED.match(line) or _is_ours(line):
+        if _QUOTED.match(line):
             continue
-        kept.append(line)
+        kept.append(_without_ours(line))
     return "\n".join(kept).strip()
 
 

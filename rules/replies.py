@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import date
+import re
 from itertools import groupby
 from typing import Any
 
@@ -89,8 +90,20 @@ def build_reply(verdict: Verdict, mail: Correspondence, *, programme: ProgrammeD
         "other_files": [one_line(f, ECHO_LIMIT) for f in verdict.other_files[:10]],
     }
     rendered = render_email(kind, context)
-    references = tuple(r for r in (*mail.references, mail.message_id) if r)
+    in_reply_to, references = threading(mail)
     return Reply(kind=kind, to=(sender,), cc=tuple(cc), subject=rendered.subject, text=rendered.text,
-                 html=rendered.html, in_reply_to=mail.message_id, references=references[-10:],
-                 from_address=hub_address)
+                 html=rendered.html, in_reply_to=in_reply_to, references=references, from_address=hub_address)
+
+
+# A Message-ID we may repeat in In-Reply-To/References: msg-id syntax, printable, short enough for a header line.
+_MSG_ID = re.compile(r"^<[!-;=?-~]{1,250}>$")
+
+
+def threading(mail: Correspondence) -> tuple[str, tuple[str, ...]]:
+    """In-Reply-To and References for a reply to ``mail``: only well-formed Message-IDs (one holding control
+    characters, or thousands of characters, would break the header or the outbox row; the reply then simply
+    starts a new thread)."""
+    ok = [m for m in (*mail.references, mail.message_id) if m and _MSG_ID.match(m)]
+    in_reply_to = mail.message_id if mail.message_id and _MSG_ID.match(mail.message_id) else ""
+    return in_reply_to, tuple(ok[-10:])
 

@@ -18,6 +18,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage import sanitize
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _HERE = Path(__file__).resolve().parent
 
@@ -67,8 +69,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # waits on busy_timeout instead of failing with "database is locked".
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    # NUL and lone surrogates in any text parameter are escaped: a message must never be unstorable for them.
+    sanitize.install(engine)
+    return engine
 
 
 def alembic_config() -> Config:

@@ -35,6 +35,7 @@ from storage.models import (
     OutboxState,
     Signatory,
 )
+from storage.sanitize import db_text
 from templates import EmailKind
 
 DEFAULT_MESSAGE_LEASE = timedelta(minutes=15)
@@ -110,16 +111,22 @@ def extract_message_id(raw: bytes) -> str | None:
     value = headers.get("Message-ID")
     if value is None:
         return None
-    value = " ".join(str(value).split())
-    return value[:998] or None
+    # Escaped before it is cut (storage.sanitize): NULs must not push it past the column's 998 characters. A
+    # longer one keeps a digest of the whole, so two long IDs sharing a prefix are not taken for one e-mail.
+    value = db_text(" ".join(str(value).split()))
+    if len(value) > 998:
+        value = f"{value[:900]}#{hashlib.sha256(value.encode()).hexdigest()}"
+    return value or None
 
 
 def store_raw_message(session: Session, *, hub_id: str, folder: str, uidvalidity: int, uid: int, raw: bytes,
-                      received_at: datetime | None, now: datetime | None = None) -> StoreResult:
+                      received_at: datetime | None, now: datetime | None = None,
+                      size: int | None = None) -> StoreResult:
     """Store one fetched message unless it is already here. Already here means the same mailbox location, or the
     same bytes in the same hub (what a UIDVALIDITY reset or a copy in a second folder looks like). A different
     message that reuses a Message-ID already seen in this hub is stored, with ``duplicate_of`` set, so the workflow
-    can decide not to answer it twice."""
+    can decide not to answer it twice. ``size`` is the whole message's size when ``raw`` is only its headers (a
+    message too large to download)."""
     location = select(Message).where(Message.hub_id == hub_id, Message.folder == folder,
                                      Message.uidvalidity == uidvalidity, Message.uid == uid)
     found = session.scalar(location)
@@ -137,7 +144,8 @@ def store_raw_message(session: Session, *, hub_id: str, folder: str, uidvalidity
         earlier = session.scalar(select(Message).where(Message.hub_id == hub_id, Message.message_id == message_id)
                                  .order_by(Message.id).limit(1))
     row = Message(hub_id=hub_id, folder=folder, uidvalidity=uidvalidity, uid=uid, message_id=message_id,
-                  sha256=sha, raw=raw, size=len(raw), received_at=received_at, stored_at=now or utcnow(),
+                  sha256=sha, raw=raw, size=size if size is not None else len(raw), received_at=received_at,
+                  stored_at=now or utcnow(),
                   state=MessageState.STORED, attempts=0)
     stored, created = _insert_or_get(
         session, row, select(Message).where(

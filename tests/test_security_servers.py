@@ -176,3 +176,96 @@ def test_a_form_from_another_domain_goes_to_staff_and_the_school_is_told(tmp_pat
         bot.close()
     assert "would change an application sent from another domain" in digest_text(config, dovecot,
                                                                                  T0 + timedelta(hours=2))
+
+
+# ---- every message stored and answered once -------------------------------------------------------------------
+
+def nul_email(n: int) -> bytes:
+    from tests.test_workflow import HUB_ADDRESS
+
+    long_id = "<" + "\x00a" * 600 + f"{n}@valley.example.sch.uk>"
+    return (f"From: Kate Wright <k.wright@valley.example.sch.uk>\r\nTo: {HUB_ADDRESS}\r\n"
+            f"Subject: Application\x00 form \udcff\r\nMessage-ID: {long_id}\r\nIn-Reply-To: <x\x00y@z>\r\n"
+            f"Date: Thu, 20 Jun 2024 10:00:00 +0100\r\n\r\nPlease find attached our application form.\x00\r\n"
+            ).encode("utf-8", "surrogateescape")
+
+
+def test_nul_bytes_everywhere_are_stored_and_answered_once_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    from tests.servers import _empty_postgres
+    from tests.test_workflow import deliver, make_bot, sent_files
+
+    _empty_postgres(pg_url)
+    bot = make_bot(tmp_path, pg_url)
+    try:
+        for n in range(2):
+            deliver(tmp_path / "mail", nul_email(n))
+        report = bot.run()
+        assert report.mailbox_errors == {} and report.failed_messages == 0
+        assert [o.status.value for o in report.outcomes] == ["no_form", "no_form"]
+        assert all(m.state is MessageState.PROCESSED for m in bot.messages())
+        assert len({m.message_id for m in bot.messages()}) == 2 and "\\x00" in bot.messages()[0].message_id
+        assert len(sent_files(tmp_path / "outbox")) == 2
+        bot.run()
+        assert len(sent_files(tmp_path / "outbox")) == 2
+    finally:
+        bot.close()
+
+
+def test_a_message_the_database_refuses_is_quarantined_by_uid_and_the_poll_goes_on(
+        tmp_path: Path, dovecot, smtp_server, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import DataError
+
+    from storage import repository
+    from tests.servers import _empty_postgres
+    from tests.test_workflow import application
+
+    _empty_postgres(pg_url)
+    folder = dovecot.new_folder()
+    uids = [dovecot.append(application(urn=f"40003{i}"), folder) for i in range(3)]
+    config = imap_config(tmp_path, dovecot, smtp_server, folder, db_url=pg_url)
+    real = repository.store_raw_message
+
+    def refuse_the_middle_one(session, **kwargs):
+        if kwargs["uid"] == uids[1]:
+            raise DataError("INSERT", {}, Exception("value refused by the database"))
+        return real(session, **kwargs)
+
+    monkeypatch.setattr(repository, "store_raw_message", refuse_the_middle_one)
+    monkeypatch.setenv("HUBBOT_TEST_IMAP_PASSWORD", dovecot.password)
+    bot = Bot(config)
+    bot.now = T0
+    try:
+        for _ in range(2):
+            report = bot.run()
+            assert report.mailbox_errors == {}
+        assert len(smtp_server.received) == 2
+        states = {m.uid: m.state for m in bot.messages()}
+        assert states == {uids[0]: MessageState.PROCESSED, uids[1]: MessageState.QUARANTINED,
+                          uids[2]: MessageState.PROCESSED}
+        (event,) = bot.events("message_quarantined")
+        assert event.detail["uid"] == uids[1]
+    finally:
+        bot.close()
+
+
+def test_an_oversize_message_is_stored_answered_once_and_shown_to_staff(tmp_path: Path, dovecot,
+                                                                        smtp_server) -> None:
+    from tests.test_workflow import application
+
+    folder = dovecot.new_folder()
+    big = application(urn="400040", message_id="<big@valley.example.sch.uk>")
+    dovecot.append(big, folder)
+    config = imap_config(tmp_path, dovecot, smtp_server, folder,
+                         extra=f"[limits]\nmessage_bytes = {len(big) // 2}\n")
+    ok(run_once(config, dovecot))
+    ok(run_once(config, dovecot, now=T0 + timedelta(minutes=5)))
+    (reply,) = smtp_server.received
+    assert reply.message["In-Reply-To"].strip() == "<big@valley.example.sch.uk>"
+    assert "larger than" in reply.message.get_body(("plain",)).get_content()
+    bot = Bot(config)
+    try:
+        (message,) = bot.messages()
+        assert message.size > len(message.raw) and message.verdict_status == "unreadable"
+    finally:
+        bot.close()
+    assert "larger than" in digest_text(config, dovecot, T0 + timedelta(hours=1))

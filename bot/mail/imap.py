@@ -285,6 +285,29 @@ class ImapSource:
                 yield FetchedMessage(uidvalidity=uidvalidity, uid=uid, internaldate=_aware(data.get(b"INTERNALDATE")),
                                      raw=raw, size=len(raw))
 
+    def fetch_headers(self, uidvalidity: int, uids: Sequence[int]) -> Iterator[FetchedMessage]:
+        """The header block alone of messages too large to download (``raw`` is the headers, ``size`` the whole
+        message's size): enough to store them, tell the sender once, and show staff."""
+        if not uids:
+            return
+        try:
+            client = self.connect()
+            if self._selected_readonly is None:
+                info = self._select(readonly=True)
+                if int(info[b"UIDVALIDITY"]) != uidvalidity:
+                    raise MailSourceError("UIDVALIDITY changed during fetch")
+            response = client.fetch(list(uids), ["BODY.PEEK[HEADER]", "INTERNALDATE", "RFC822.SIZE"])
+        except _TEMPORARY_ERRORS as exc:
+            self._drop()
+            raise MailSourceError(f"IMAP fetch failed: {type(exc).__name__}") from exc
+        for uid in uids:
+            data = response.get(uid)
+            if data is None or b"BODY[HEADER]" not in data:
+                continue
+            raw = bytes(data[b"BODY[HEADER]"])[:1024 * 1024]
+            yield FetchedMessage(uidvalidity=uidvalidity, uid=uid, internaldate=_aware(data.get(b"INTERNALDATE")),
+                                 raw=raw, size=int(data.get(b"RFC822.SIZE", len(raw))))
+
     # -- after the caller has committed --
 
     def move_to(self, uids: Sequence[int], folder: str) -> None:

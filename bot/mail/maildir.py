@@ -122,6 +122,26 @@ class MaildirSource:
                 continue
             yield FetchedMessage(uidvalidity=uidvalidity, uid=uid, internaldate=delivered, raw=raw, size=len(raw))
 
+    def fetch_headers(self, uidvalidity: int, uids: Sequence[int]) -> Iterator[FetchedMessage]:
+        """The header block alone of messages too large to read whole (``size`` is the file's size)."""
+        ledger = self._load_ledger()
+        files = self._files()
+        by_uid = {uid: files[key] for key, uid in ledger.uids.items() if key in files}
+        for uid in uids:
+            path = by_uid.get(uid)
+            if path is None:
+                continue
+            try:
+                with path.open("rb") as handle:
+                    head = handle.read(1024 * 1024)
+                size = path.stat().st_size
+                delivered = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+            except FileNotFoundError:
+                continue
+            end = min((i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0), default=len(head))
+            yield FetchedMessage(uidvalidity=uidvalidity, uid=uid, internaldate=delivered, raw=head[:end + 4],
+                                 size=size)
+
     def move_to(self, uids: Sequence[int], folder: str) -> None:
         """Move messages into another Maildir (``folder`` is a path, or a Maildir++ subfolder name like
         ".Processed" under this one), keeping the file names so flags survive."""

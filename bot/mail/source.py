@@ -91,3 +91,11 @@ class MailSource(Protocol):
     def move_to(self, uids: Sequence[int], folder: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class HeaderSource(Protocol):
+    """A source that can fetch just the headers of a message too large to download, so it is still stored (and
+    answered once, and shown to staff) rather than only skipped."""
+
+    def fetch_headers(self, uidvalidity: int, uids: Sequence[int]) -> Iterator[FetchedMessage]: ...
