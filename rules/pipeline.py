@@ -6,7 +6,8 @@ the whole of ``hubbot check``; the worker calls the same two with the history it
 worker does with a first e-mail.
 
 Order of reading: too large or automatic mail is ``ignored`` (never answered); each attachment's type is sniffed
-from its bytes, documents are read and recognised by content (logos and cover letters fall away); the best
+from its bytes, documents are read (all of one message's in one bounded child, ``parsers.documents``: one time and
+memory budget per message, at most ``documents_per_message`` opened) and recognised by content (logos and cover letters fall away); the best
 recognised form is mapped to field ids and every check runs; otherwise an unreadable document gives
 ``unreadable``, a text that says a form is attached gives ``no_form``, and anything else is ``not_application``
 for a person to read. Every failure inside one attachment is caught there and becomes a plain-English problem.
@@ -19,7 +20,8 @@ from datetime import datetime, timezone
 
 from parsers.email import oversize_attachments, parse_email
 from parsers.errors import UnreadableFile
-from parsers.sniff import looks_like_document, read_form, sniff
+from parsers.documents import DocumentRequest, read_documents
+from parsers.sniff import FileKind, looks_like_document, sniff
 from parsers.types import Attachment, FormDocument, ParsedEmail
 from rules.authentication import authenticate
 from rules.automatic import LOOP_HEADER, automatic_reason
@@ -81,6 +83,7 @@ def read_email(email: ParsedEmail, size: int, settings: CheckSettings, *, receiv
     unreadable: list[tuple[Attachment, str]] = []
     other_files: list[str] = []
     oversize = oversize_attachments(email)
+    to_read: list[tuple[Attachment, DocumentRequest]] = []
     for index, attachment in enumerate(email.attachments):
         kind = sniff(attachment.filename, attachment.content_type, attachment.payload)
         if not looks_like_document(kind):
@@ -90,10 +93,12 @@ def read_email(email: ParsedEmail, size: int, settings: CheckSettings, *, receiv
             unreadable.append((attachment, f"The file is larger than the "
                                            f"{settings.limits.attachment_bytes / 1_048_576:.0f} MB we can accept."))
             continue
-        try:
-            document = read_form(kind, attachment.payload, settings.limits)
-        except UnreadableFile as exc:
-            unreadable.append((attachment, exc.reason))
+        to_read.append((attachment, DocumentRequest(kind, attachment.payload, _priority(attachment, kind))))
+    # Every document of the message is read in one bounded child, with one budget (parsers.documents).
+    documents = read_documents([request for _, request in to_read], settings.limits)
+    for (attachment, _), document in zip(to_read, documents):
+        if isinstance(document, UnreadableFile):
+            unreadable.append((attachment, document.reason))
             continue
         recognition = recognise(document, settings.registry)
         if recognition is None:
@@ -130,6 +135,16 @@ def _assess_form(found: _FoundForm, email: ParsedEmail, settings: CheckSettings,
         fields=findings.values, issues=tuple(findings.issues), signatories=tuple(findings.signatories),
         late=any(f.code is FlagCode.LATE for f in findings.flags), flags=tuple(findings.flags), **base,
     )
+
+
+_FORM_NAME = re.compile(r"applica|form|eoi|expression|declaration|work ?group", re.IGNORECASE)
+
+
+def _priority(attachment: Attachment, kind: FileKind) -> int:
+    """Which documents to read first when there are more than the cap: the sender's own (not forwarded), named
+    like a form, Word before PDF."""
+    return ((2 if attachment.from_forwarded else 0) + (0 if _FORM_NAME.search(attachment.filename) else 1)) * 2 \
+        + (0 if kind is FileKind.DOCX else 1)
 
 
 def _says_form_attached(email: ParsedEmail) -> bool:
