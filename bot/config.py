@@ -85,6 +85,7 @@ class SecuritySettings:
     trusted_authserv_ids: tuple[str, ...] = ()
     sent_folder: str | None = None          # IMAP folder holding copies of what the bot sent (resolves uncertain)
     bcc_hub: bool = False                   # Bcc each e-mail to the hub's own address: the copy proves the send
+    settle_seconds: float = 120.0           # how long a sent copy may take to show before "no copy" means "not sent"
 
 
 @dataclass(frozen=True)
@@ -205,13 +206,16 @@ def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
         per_hub = _cap(lt, "per_hub_per_hour", per_hub)
     security = SecuritySettings()
     if (sec := top.table("security")) is not None:
-        sec.only("trusted_authserv_ids", "sent_folder", "bcc_hub")
+        sec.only("trusted_authserv_ids", "sent_folder", "bcc_hub", "settle_seconds")
         ids = sec.get("trusted_authserv_ids", list, [])
         if not all(isinstance(i, str) and i.strip() and " " not in i.strip() for i in ids):
             raise sec.fail("trusted_authserv_ids", "should be a list of server names like \"mx.example.org\"")
         security = SecuritySettings(trusted_authserv_ids=tuple(i.strip().lower() for i in ids),
                                     sent_folder=sec.get("sent_folder", str, None),
-                                    bcc_hub=sec.get("bcc_hub", bool, False))
+                                    bcc_hub=sec.get("bcc_hub", bool, False),
+                                    settle_seconds=float(sec.get("settle_seconds", (int, float), 120.0)))
+        if security.settle_seconds < 0:
+            raise sec.fail("settle_seconds", "should be 0 or more seconds")
     hubs = []
     for i, h in enumerate(top.get("hubs", list, [])):
         hubs.append(_hub(top.item("hubs", i, h), base))

@@ -24,6 +24,7 @@ from rules.decision import Action, ApplicationHistory, Decision, History, Signat
 from rules.pipeline import CheckSettings, read_email
 from rules.verdict import FlagCode, Reply, Status, Verdict
 from storage.models import Application, ApplicationStatus, ApplicationVersion, EventKind, Message, OutboxItem
+from storage.recovery import answered_in_a_forgotten_life
 from storage.repository import (
     add_application_version,
     confirm_signatory,
@@ -89,6 +90,7 @@ class Workflow:
                 Application.school_urn == key))
         return History(
             duplicate=self._is_duplicate(session, message),
+            answered_before=answered_in_a_forgotten_life(session, message),
             thread=_history_of(thread) if thread else None, answers_our_reply=answers_our_reply,
             school=_history_of(school) if school else None,
             sent_today=self._sent_today(session, email.all_recipients_and_sender(), now),

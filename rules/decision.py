@@ -69,6 +69,7 @@ class History:
     """Everything about the past that decides what happens to a message. Empty for ``hubbot check``."""
 
     duplicate: bool = False                      # an earlier message in this hub has the same Message-ID
+    answered_before: bool = False                # the mailbox holds our reply to it, from a life the DB forgot
     thread: ApplicationHistory | None = None     # the application whose e-mails this one answers
     answers_our_reply: bool = False              # In-Reply-To/References names one of our own e-mails to ``thread``
     school: ApplicationHistory | None = None     # the application ``application_key`` names, if stored
@@ -111,8 +112,9 @@ def decide(verdict: Verdict, history: History, settings: CheckSettings, hub: Hub
     programme = settings.registry.get(verdict.programme) if verdict.programme else None
     if verdict.status is Status.IGNORED:
         return Decision(Action.IGNORE, replace(verdict, reply=None))
-    if history.duplicate:
-        flags = (*verdict.flags, Flag(FlagCode.DUPLICATE, "delivered more than once"))
+    if history.duplicate or history.answered_before:
+        why = "delivered more than once" if history.duplicate else "answered before the database was restored"
+        flags = (*verdict.flags, Flag(FlagCode.DUPLICATE, why))
         return Decision(Action.DUPLICATE, replace(verdict, flags=flags, reply=None))
     if verdict.authentication.result is AuthResult.FAIL:
         # A forged sender gets nothing (no reply goes to, or names, anyone on it) and changes nothing: staff look.

@@ -21,6 +21,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rules.automatic import LOOP_HEADER
 from storage.models import (
     Application,
     ApplicationStatus,
@@ -119,6 +120,15 @@ def extract_message_id(raw: bytes) -> str | None:
     return value or None
 
 
+def extract_threading(raw: bytes) -> tuple[str | None, bool]:
+    """The first Message-ID in In-Reply-To, and whether the message carries our own loop header (a copy of an
+    e-mail the bot sent, come back through Bcc or a Sent folder)."""
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:1024 * 1024], headersonly=True)
+    value = " ".join(str(headers.get("In-Reply-To") or "").split())
+    first = value[value.find("<"):value.find(">") + 1] if "<" in value and ">" in value else value
+    return (db_text(first)[:998] or None), headers.get(LOOP_HEADER) is not None
+
+
 def store_raw_message(session: Session, *, hub_id: str, folder: str, uidvalidity: int, uid: int, raw: bytes,
                       received_at: datetime | None, now: datetime | None = None,
                       size: int | None = None) -> StoreResult:
@@ -143,8 +153,9 @@ def store_raw_message(session: Session, *, hub_id: str, folder: str, uidvalidity
     if message_id:
         earlier = session.scalar(select(Message).where(Message.hub_id == hub_id, Message.message_id == message_id)
                                  .order_by(Message.id).limit(1))
+    in_reply_to, own_copy = extract_threading(raw)
     row = Message(hub_id=hub_id, folder=folder, uidvalidity=uidvalidity, uid=uid, message_id=message_id,
-                  sha256=sha, raw=raw, size=size if size is not None else len(raw), received_at=received_at,
+                  in_reply_to=in_reply_to, own_copy=own_copy, sha256=sha, raw=raw, size=size if size is not None else len(raw), received_at=received_at,
                   stored_at=now or utcnow(),
                   state=MessageState.STORED, attempts=0)
     stored, created = _insert_or_get(

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="poll the mailboxes, process, reply (until stopped, or --once)",
                               description="The worker: every configured mailbox, the outbox, reminders and digests.")
     run.add_argument("--once", action="store_true", help="one cycle over every mailbox, then the outbox; then exit")
+    run.add_argument("--backfill", type=_now, metavar="SINCE",
+                     help="a mailbox polled for the first time starts at its end (old mail is not answered); with "
+                          "this, it starts at the mail received since SINCE instead")
     _common(run)
 
     demo = commands.add_parser("demo", help="the whole job on generated sample mail: no servers, no config",
@@ -143,7 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _require_config(args.config)
     db = open_database(config.database_url)
-    worker = Worker(config, db, check_settings(config), clock=_clock(args.now))
+    worker = Worker(config, db, check_settings(config), clock=_clock(args.now), backfill=args.backfill)
     if args.once:
         from bot.cli.summary import format_cycle
 

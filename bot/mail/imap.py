@@ -241,10 +241,13 @@ class ImapSource:
             # "N:*" always matches the highest UID even when it is below N, so filter rather than trust it.
             uids = sorted(int(u) for u in found if int(u) > last)
             sizes: dict[int, int] = {}
+            dates: dict[int, datetime] = {}
             for start in range(0, len(uids), 500):
                 chunk = uids[start:start + 500]
-                for uid, data in client.fetch(chunk, ["RFC822.SIZE"]).items():
+                for uid, data in client.fetch(chunk, ["RFC822.SIZE", "INTERNALDATE"]).items():
                     sizes[int(uid)] = int(data.get(b"RFC822.SIZE", 0))
+                    if b"INTERNALDATE" in data:
+                        dates[int(uid)] = _aware(data[b"INTERNALDATE"])
         except _TEMPORARY_ERRORS as exc:
             self._drop()
             raise MailSourceError(f"IMAP search failed: {type(exc).__name__}") from exc
@@ -261,7 +264,7 @@ class ImapSource:
         if skipped:
             log.info("skipping %d message(s) (over size cap or vanished)", len(skipped))
         return FetchRun(uidvalidity=uidvalidity, previous_uidvalidity=cursor.uidvalidity, uids=tuple(wanted),
-                        skipped=skipped, _bodies=lambda ids: self._bodies(uidvalidity, ids))
+                        skipped=skipped, internaldates=dates, _bodies=lambda ids: self._bodies(uidvalidity, ids))
 
     def _bodies(self, uidvalidity: int, uids: Sequence[int]) -> Iterator[FetchedMessage]:
         batch = max(1, self.settings.batch_size)

@@ -93,9 +93,12 @@ class MaildirSource:
         by_uid = {uid: files[key] for key, uid in ledger.uids.items() if uid > last}
         wanted: list[int] = []
         skipped: list[SkippedMessage] = []
+        dates: dict[int, datetime] = {}
         for uid in sorted(by_uid):
             try:
-                size = by_uid[uid].stat().st_size
+                stat = by_uid[uid].stat()
+                size = stat.st_size
+                dates[uid] = datetime.fromtimestamp(stat.st_mtime, timezone.utc)
             except FileNotFoundError:
                 skipped.append(SkippedMessage(uid, 0, SkipReason.VANISHED))
                 continue
@@ -105,7 +108,8 @@ class MaildirSource:
                 wanted.append(uid)
         uidvalidity = ledger.uidvalidity
         return FetchRun(uidvalidity=uidvalidity, previous_uidvalidity=cursor.uidvalidity, uids=tuple(wanted),
-                        skipped=skipped, _bodies=lambda ids: self._bodies(uidvalidity, by_uid, ids))
+                        skipped=skipped, internaldates=dates,
+                        _bodies=lambda ids: self._bodies(uidvalidity, by_uid, ids))
 
     def _bodies(self, uidvalidity: int, by_uid: dict[int, Path], uids: Sequence[int]) -> Iterator[FetchedMessage]:
         for uid in uids:

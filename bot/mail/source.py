@@ -65,6 +65,8 @@ class FetchRun:
     previous_uidvalidity: int | None
     uids: tuple[int, ...]                       # the UIDs the iterator will try to deliver, ascending
     skipped: list[SkippedMessage] = field(default_factory=list)
+    # UID -> when the server received it, where the listing already had it (for starting at a date, not an end).
+    internaldates: dict[int, datetime] = field(default_factory=dict)
     _bodies: Callable[[Sequence[int]], Iterator[FetchedMessage]] | None = field(default=None, repr=False)
 
     @property

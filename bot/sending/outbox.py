@@ -19,11 +19,13 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 
+from bot.faults import crash_point
 from bot.sending.smtp import SendResult, SendStatus, SmtpConnection, SmtpSettings, write_eml
 from rules.automatic import LOOP_HEADER
 from storage import repository as repo
 from storage.db import Database
 from storage.models import EventKind, OutboxItem
+from storage.recovery import mark_data_started, mark_uncertain, take_over_dead_claims, worker_identity
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class DrainReport:
     failed: int = 0
     uncertain: int = 0        # interrupted sends found and parked for a person to check
     lost_claims: int = 0      # our lease expired and another worker took the row before we recorded the outcome
+    partly_refused: int = 0   # sent, but the server refused some recipients (a Cc): listed for staff
 
 
 def backoff(attempts: int, policy: OutboxPolicy) -> timedelta:
@@ -102,13 +105,15 @@ def eml_sender(directory: str | Path) -> Sender:
 
 
 def default_worker_id() -> str:
-    import os
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid:start``, so a worker on the same host can tell at once that this one is gone
+    (``storage.recovery.take_over_dead_claims``)."""
+    return worker_identity()
 
 
 def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now: datetime | None = None,
                  policy: OutboxPolicy = OutboxPolicy(), max_items: int = 5000,
-                 hub_senders: Mapping[str, Sender] | None = None) -> DrainReport:
+                 hub_senders: Mapping[str, Sender] | None = None,
+                 bcc: Mapping[str, str] | None = None) -> DrainReport:
     """Send everything due (up to ``max_items`` per call). ``hub_senders`` lets a hub use its own sender; others
     use ``sender``. ``now`` fixes the clock (tests, ``--now``); otherwise the real time is read at each step.
 
@@ -117,6 +122,9 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
     worker = worker or default_worker_id()
     report = DrainReport()
     with db.session() as session:
+        # A dead worker on this host: its sends that never reached DATA go again now; the rest are uncertain.
+        taken = take_over_dead_claims(session, host=socket.gethostname(), actor=worker, now=now)
+        report.uncertain += taken.uncertain
         for item in repo.park_interrupted_sends(session, now=now or repo.utcnow(), lease=policy.lease):
             report.uncertain += 1
             repo.record_event(session, EventKind.REPLY_UNCERTAIN, hub_id=item.hub_id, actor=worker, outbox_id=item.id,
@@ -133,8 +141,11 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
         report.claimed += len(work)
         for item_id, hub_id, attempts, message in work:
             chosen = (hub_senders or {}).get(hub_id, sender)
+            if bcc and bcc.get(hub_id):
+                # The hub's own copy: when it lands in the mailbox it proves the send (storage.recovery).
+                message["Bcc"] = bcc[hub_id]
             try:
-                result = chosen(message)
+                result = _send(chosen, message, _data_marker(db, item_id, worker, now))
             except Exception as exc:  # noqa: BLE001 - a sender bug must not leave the row stuck in SENDING
                 log.exception("sender raised for outbox row %s", item_id)
                 result = SendResult(SendStatus.TEMPORARY, None, f"sender error: {type(exc).__name__}")
@@ -146,6 +157,22 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
     log.info("outbox drained: claimed=%d sent=%d retried=%d failed=%d", report.claimed, report.sent,
              report.retried, report.failed)
     return report
+
+
+def _send(sender: Sender, message: EmailMessage, before_data: Callable[[], None]) -> SendResult:
+    if getattr(sender, "supports_before_data", False):
+        return sender(message, before_data=before_data)  # type: ignore[call-arg]
+    return sender(message)
+
+
+def _data_marker(db: Database, item_id: int, worker: str, now: datetime | None) -> Callable[[], None]:
+    """Commit "DATA is starting" on the row before the message itself goes: a crash before this line left
+    nothing at the server (safe to send again), one after it may have (the hub's mailbox decides)."""
+    def mark() -> None:
+        with db.session() as session:
+            mark_data_started(session, item_id, worker=worker, now=now or repo.utcnow())
+        crash_point("after_data_marker")
+    return mark
 
 
 def _record(db: Database, item_id: int, worker: str, attempts: int, result: SendResult, now: datetime | None,
@@ -160,9 +187,21 @@ def _record(db: Database, item_id: int, worker: str, attempts: int, result: Send
         if result.status is SendStatus.SENT:
             if repo.mark_sent(session, item, now=at):
                 report.sent += 1
+                if result.refused:
+                    # Sent, but not to everyone (a Cc the server refused): kept on the row for the digest.
+                    item.last_error = ("partly refused: " + "; ".join(result.refused))[:2000]
+                    report.partly_refused += 1
                 repo.record_event(session, EventKind.REPLY_SENT, hub_id=item.hub_id, actor=worker, outbox_id=item.id,
                                   message_id=item.source_message_id, application_id=item.application_id,
                                   detail={**detail, "refused_recipients": result.refused_recipients}, now=at)
+        elif result.status is SendStatus.UNCERTAIN:
+            # The answer to the final "." was lost: it may have gone. Never sent again blindly; the hub's mailbox
+            # (a stored copy of it, or none after the settle time) or a person decides.
+            if mark_uncertain(session, item, error=result.detail):
+                report.uncertain += 1
+                repo.record_event(session, EventKind.REPLY_UNCERTAIN, hub_id=item.hub_id, actor=worker,
+                                  outbox_id=item.id, message_id=item.source_message_id,
+                                  application_id=item.application_id, detail=detail, now=at)
         elif result.status is SendStatus.TEMPORARY and attempts < policy.max_attempts:
             delay = backoff(attempts, policy)
             if repo.schedule_retry(session, item, error=result.detail, delay=delay, now=at):

@@ -147,21 +147,32 @@ def build_digest(session: Session, config: Config, settings: CheckSettings, hub:
                 Status.NO_FORM: "says a form is attached, but none was"}.get(message.verdict_status, "")
         digest.needs_person.append(MailForStaff(message.received_at, sender, subject, status, note))
 
+    for event in session.scalars(select(Event).where(Event.hub_id == hub.id, Event.at >= since,
+                                                     Event.kind == EventKind.MAILBOX_BEHIND).order_by(Event.id)):
+        digest.needs_person.append(MailForStaff(
+            event.at, "hubbot", "the database looks older than the mailbox", "check",
+            "restored from a backup? Mail whose reply is in the mailbox is not answered again; check the rest"))
+
     bounced = bounced_addresses(session, hub.id)
     # A problem is reported the first time in the digest after it happened; an uncertain send stays on the list
     # until a person requeues it, but only a new problem makes a day not quiet.
     recent = set(session.scalars(select(Event.outbox_id).where(
         Event.hub_id == hub.id, Event.at >= since, Event.outbox_id.is_not(None),
-        Event.kind.in_([EventKind.REPLY_FAILED, EventKind.REPLY_UNCERTAIN, EventKind.REPLY_RETRY]))))
+        Event.kind.in_([EventKind.REPLY_FAILED, EventKind.REPLY_UNCERTAIN, EventKind.REPLY_RETRY,
+                        EventKind.REPLY_SENT]))))
     problems = select(OutboxItem).where(OutboxItem.hub_id == hub.id, OutboxItem.kind != EmailKind.DIGEST, or_(
         OutboxItem.state.in_([OutboxState.FAILED, OutboxState.UNCERTAIN]),
-        and_(OutboxItem.state == OutboxState.PENDING, OutboxItem.attempts > 0))).order_by(OutboxItem.id)
+        and_(OutboxItem.state == OutboxState.PENDING, OutboxItem.attempts > 0),
+        # Sent, but the server refused some of its recipients (a Cc): staff may want to tell them another way.
+        and_(OutboxItem.state == OutboxState.SENT, OutboxItem.last_error.like("partly refused%")))
+    ).order_by(OutboxItem.id)
     for item in session.scalars(problems):
         new = item.id in recent
         if not new and item.state is not OutboxState.UNCERTAIN:
             continue
         state = {OutboxState.FAILED: "failed", OutboxState.PENDING: "retrying",
-                 OutboxState.UNCERTAIN: "may not have been sent (check, then requeue)"}[item.state]
+                 OutboxState.UNCERTAIN: "may not have been sent (check, then requeue)",
+                 OutboxState.SENT: "sent, but some recipients were refused"}[item.state]
         if item.state is OutboxState.FAILED and any(a.lower() in bounced for a in item.to):
             state = "bounced"
         digest.reply_problems.append(ReplyProblem(item.id, item.kind.replace("_", " "), ", ".join(item.to), state,
