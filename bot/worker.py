@@ -37,6 +37,7 @@ from bot.sending.outbox import (
     eml_sender,
     smtp_sender,
 )
+from bot.sending.caps import Caps
 from bot.sending.smtp import eml_filename_for
 from bot.workflow import Outcome, Workflow
 from rules.pipeline import CheckSettings
@@ -366,8 +367,11 @@ class Worker:
     def send_due(self) -> DrainReport:
         self.resolve_uncertain()
         bcc = {h.id: h.address for h in self.config.hubs} if self.config.security.bcc_hub else None
+        exempt = frozenset(a.lower() for h in self.config.hubs for a in (h.address, *h.aliases, *h.staff))
+        caps = Caps(per_address_per_day=self.config.max_replies_per_address_per_day,
+                    per_hub_per_hour=self.config.max_emails_per_hub_per_hour, exempt=exempt)
         return drain_outbox(self.db, self.sender, worker=self.worker_id, now=self.clock(),
-                            policy=self.outbox_policy, bcc=bcc)
+                            policy=self.outbox_policy, bcc=bcc, caps=caps)
 
     def resolve_uncertain(self) -> int:
         """Settle uncertain sends without a person wherever the hub's mailbox can show what went: a stored copy

@@ -20,11 +20,12 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from bot.faults import crash_point
+from bot.sending.caps import Caps, hold_until
 from bot.sending.smtp import SendResult, SendStatus, SmtpConnection, SmtpSettings, write_eml
 from rules.automatic import LOOP_HEADER
 from storage import repository as repo
 from storage.db import Database
-from storage.models import EventKind, OutboxItem
+from storage.models import EventKind, OutboxItem, OutboxState
 from storage.recovery import mark_data_started, mark_uncertain, take_over_dead_claims, worker_identity
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class DrainReport:
     uncertain: int = 0        # interrupted sends found and parked for a person to check
     lost_claims: int = 0      # our lease expired and another worker took the row before we recorded the outcome
     partly_refused: int = 0   # sent, but the server refused some recipients (a Cc): listed for staff
+    held: int = 0             # over a cap (per address per day, per hub per hour): waiting, not dropped
 
 
 def backoff(attempts: int, policy: OutboxPolicy) -> timedelta:
@@ -113,7 +115,7 @@ def default_worker_id() -> str:
 def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now: datetime | None = None,
                  policy: OutboxPolicy = OutboxPolicy(), max_items: int = 5000,
                  hub_senders: Mapping[str, Sender] | None = None,
-                 bcc: Mapping[str, str] | None = None) -> DrainReport:
+                 bcc: Mapping[str, str] | None = None, caps: Caps = Caps()) -> DrainReport:
     """Send everything due (up to ``max_items`` per call). ``hub_senders`` lets a hub use its own sender; others
     use ``sender``. ``now`` fixes the clock (tests, ``--now``); otherwise the real time is read at each step.
 
@@ -132,11 +134,16 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
                               detail={"kind": item.kind}, now=now)
     for _ in range(max_items):
         claim_time = now or repo.utcnow()
+        held_before = report.held
         with db.session() as session:
             items = repo.claim_due_replies(session, worker=worker, now=claim_time, limit=1, lease=policy.lease)
+            # Every recipient of every e-mail counts against the caps; one over them waits (bot.sending.caps).
+            items = [item for item in items if not _held(session, item, caps, claim_time, worker, report)]
             # Build the e-mails while the rows are loaded; the SMTP work happens outside any transaction.
             work = [(item.id, item.hub_id, item.attempts, build_email(item)) for item in items]
         if not work:
+            if report.held > held_before:
+                continue   # the claimed row waits for its cap; others may be due
             break
         report.claimed += len(work)
         for item_id, hub_id, attempts, message in work:
@@ -157,6 +164,23 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
     log.info("outbox drained: claimed=%d sent=%d retried=%d failed=%d", report.claimed, report.sent,
              report.retried, report.failed)
     return report
+
+
+def _held(session, item: OutboxItem, caps: Caps, now: datetime, worker: str, report: DrainReport) -> bool:
+    hold = hold_until(session, item, caps, now)
+    if hold is None:
+        return False
+    # Back to waiting, and the claim does not count as an attempt: nothing was tried.
+    item.state = OutboxState.PENDING
+    item.next_attempt_at = hold.until
+    item.attempts = max(0, item.attempts - 1)
+    item.claimed_by = None
+    item.claimed_at = None
+    report.held += 1
+    repo.record_event(session, EventKind.REPLY_SUPPRESSED, hub_id=item.hub_id, actor=worker, outbox_id=item.id,
+                      detail={"reason": hold.reason, "limit": hold.limit, "until": hold.until.isoformat(),
+                              "kind": item.kind}, now=now)
+    return True
 
 
 def _send(sender: Sender, message: EmailMessage, before_data: Callable[[], None]) -> SendResult:
