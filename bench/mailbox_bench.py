@@ -145,6 +145,8 @@ url = "sqlite:///{directory / 'hubbot.db'}"
 host = "{smtp.host}"
 port = {smtp.port}
 security = "none"
+[limits]
+per_hub_per_hour = 1000000
 [schedule]
 poll_every_minutes = {poll_minutes}
 outbox_every_seconds = 1

@@ -43,6 +43,8 @@ from bot.workflow import Outcome, Workflow
 from rules.pipeline import CheckSettings
 from storage import repository as repo
 from storage.db import Database
+from storage.errors import describe as describe_database_fault
+from storage.errors import is_database_fault
 from storage.models import EventKind, Message
 from storage.recovery import (
     Resolution,
@@ -184,6 +186,8 @@ class Worker:
                 log.warning("mailbox of hub %s could not be read: %s", hub.id, exc)
                 self._event(EventKind.MAILBOX_ERROR, hub.id, {"error": str(exc)[:300], "kind": exc.kind.value})
             except Exception as exc:  # noqa: BLE001 - one broken mailbox must not stop the others
+                if describe_database_fault(exc) is not None:
+                    raise   # the database, not the mailbox: the caller says so in one line
                 report.mailbox_errors[hub.id] = type(exc).__name__
                 log.exception("unexpected error polling hub %s", hub.id)
                 self._event(EventKind.MAILBOX_ERROR, hub.id, {"error": type(exc).__name__})
@@ -307,9 +311,9 @@ class Worker:
                 here = (found.folder == folder and found.uidvalidity == fetched.uidvalidity
                         and found.uid == fetched.uid)
                 return StoreOutcome(result.created, found.id, not result.created and here)
-        except (OperationalError, InterfaceError):
-            raise
         except (DBAPIError, StatementError, ValueError, UnicodeError) as exc:
+            if isinstance(exc, (OperationalError, InterfaceError)) or is_database_fault(exc):
+                raise   # the database is down, full or read-only: stop here, with the cursor where it was
             log.warning("message uid %s of hub %s could not be stored: %s", fetched.uid, hub.id, type(exc).__name__)
             with self.db.session() as session:
                 state = repo.get_mailbox_state(session, hub.id, folder)

@@ -7,6 +7,7 @@ export`` may all open the same file; PostgreSQL is reached through psycopg 3 (``
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +91,24 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def _create_private(url: str) -> None:
+    """A new SQLite database file is created readable by its owner only (it holds applications and e-mails);
+    SQLite gives its -wal and -shm files the same permissions."""
+    parsed = make_url(_normalise_url(url))
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return
+    path = Path(parsed.database)
+    if path.exists() or not path.parent.is_dir():
+        return   # an existing file keeps the permissions its owner gave it; a missing folder is reported on open
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 def open_database(url: str, *, migrate: bool = True, **engine_kwargs: Any) -> Database:
     """Connect, migrate to the newest schema (unless ``migrate=False``) and return the database handle."""
+    _create_private(url)
     engine = make_engine(url, **engine_kwargs)
     if migrate:
         upgrade(engine)

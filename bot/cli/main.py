@@ -210,9 +210,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         db.close()
     if args.output:
+        if _is_database_file(args.output, config.database_url):
+            print(f"hubbot export: {args.output} is the bot's own database; choose another file", file=sys.stderr)
+            return 2
         try:
-            # Personal data: a new file is readable by its owner only.
+            # Personal data: readable by its owner only, a new file or an old one written over.
             fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)
         except OSError as exc:
             print(f"hubbot export: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
             return 2
@@ -235,6 +239,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         text.detach()
     return 0
+
+
+def _is_database_file(output: str, database_url: str) -> bool:
+    """Whether ``output`` is the SQLite database (or its journal files): an export must never write over it."""
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return False
+    target = os.path.realpath(output)
+    return any(target == os.path.realpath(url.database + suffix) for suffix in ("", "-wal", "-shm", "-journal"))
 
 
 def _staff_context(args: argparse.Namespace):
@@ -324,6 +341,14 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.command](args)
     except ConfigError as exc:
         print(f"hubbot: {exc.reason}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a database fault is one plain line, never a traceback
+        from storage.errors import describe
+
+        line = describe(exc)
+        if line is None:
+            raise
+        print(f"hubbot: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
