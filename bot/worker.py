@@ -4,7 +4,10 @@ Order matters for crash safety. A fetched message is committed (raw bytes and th
 before anything else happens to it; it is only moved to another folder after that commit. Processing claims one
 stored message at a time and commits its verdict, application changes and reply in one transaction. The outbox is
 drained last. A crash anywhere leaves work that the next cycle picks up: nothing is lost, nothing is answered twice.
-Failures are caught per message and per mailbox, so one bad message or one broken mailbox never stops the rest.
+Failures are caught per message and per mailbox, so one bad message or one broken mailbox never stops the rest:
+a message the database refuses is quarantined by its UID; a database that is down stops the cycle in one line.
+A mailbox the database has never polled starts at its end (``--backfill SINCE`` to answer older mail); claims of
+a worker on this host that died are taken over at once; uncertain sends are settled by the hub's mailbox.
 """
 from __future__ import annotations
 

@@ -2,10 +2,12 @@
 the ``.eml`` writer), and record the outcome: sent; retried later with exponential backoff after a TEMPORARY
 failure; failed for good after a PERMANENT one or too many attempts. Each claim is committed (state SENDING) just
 before the SMTP conversation and each outcome straight after it, so at most one worker talks to the server about a
-row. If a worker dies inside that window we cannot know whether the server accepted the e-mail, so the row is not
-sent again automatically: it becomes UNCERTAIN, the digest asks a person to check, and ``requeue_reply`` sends it
-again. A school is therefore never answered twice; the price is that a crash in the few milliseconds of an SMTP
-conversation delays that one reply until a person looks.
+row. The window in which nobody can know whether the server took an e-mail is narrowed to SMTP DATA: a marker is
+committed on the row just before it, so a send a dead worker (or a cut connection) left before DATA is simply sent
+again, and only one cut after it is UNCERTAIN. An uncertain send is settled by the hub's mailbox where it can show
+what went (``bot.worker.Worker.resolve_uncertain``: a copy in the Sent folder or a Bcc to the hub means sent, none
+after the settle time means send again); otherwise the digest asks a person and ``requeue_reply`` sends it again.
+Every recipient of every e-mail counts against the caps (``bot.sending.caps``); one over them waits.
 """
 from __future__ import annotations
 

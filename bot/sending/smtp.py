@@ -1,8 +1,11 @@
 """Handing one finished e-mail to the hub's SMTP server with aiosmtplib, or, when the config has no ``[smtp]``
 section, writing it as an ``.eml`` file. ``send_message`` never raises for a delivery problem: it returns a
-``SendResult`` whose status says what the outbox should do next. A 4xx reply, a dropped or timed-out connection,
-a missing STARTTLS and a refused login are TEMPORARY (the message is fine; the server or our config is not, so
-retry later); any other 5xx reply is PERMANENT for that message. Security is explicit: ``starttls`` refuses to send
+``SendResult`` whose status says what the outbox should do next. A 4xx reply, a dropped or timed-out connection
+before DATA, a missing STARTTLS, a refused login and a 5xx that is about us ("relaying denied") are TEMPORARY (the
+message is fine; the server or our config is not, so retry later); any other 5xx reply is PERMANENT for that
+message. MAIL and RCPT are sent apart from DATA, so a connection lost once the final "." may have gone is
+UNCERTAIN (the server may have the message; the outbox asks the hub's mailbox), and a Cc the server refuses while
+taking the rest is recorded on the SENT result. Security is explicit: ``starttls`` refuses to send
 over a connection the server will not upgrade, ``tls`` is TLS from the first byte, ``none`` is for loopback tests.
 """
 from __future__ import annotations
