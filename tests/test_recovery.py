@@ -246,3 +246,32 @@ def test_random_kills_with_immediate_restarts(tmp_path: Path, dovecot, smtp_serv
             assert len(ids) + len([i for i in people if i.message_id not in ids]) == expected
     finally:
         bot.close()
+
+
+def test_a_bcc_to_the_hub_settles_an_uncertain_send(tmp_path: Path, dovecot, smtp_server) -> None:
+    """Where the relay keeps no Sent copy, ``bcc_hub`` sends the hub a copy of each e-mail; the copy comes back
+    through the inbox (stored, never answered) and proves the send."""
+    from tests.test_workflow import HUB_ADDRESS
+
+    folder = dovecot.new_folder()
+    dovecot.append(application(urn="640001"), folder)
+    smtp_server.handler.on_accept = lambda got: dovecot.append(got.raw, folder) if HUB_ADDRESS in got.rcpt_tos \
+        else None
+    config = imap_config(tmp_path, dovecot, smtp_server, folder,
+                         extra="[security]\nbcc_hub = true\nsettle_seconds = 0\n")
+    smtp_server.handler.drops.append("accepted")          # the answer to "." is lost
+    ok(hubbot_run(config, dovecot))
+    ok(hubbot_run(config, dovecot, now=T0 + timedelta(minutes=5)))
+    ok(hubbot_run(config, dovecot, now=T0 + timedelta(minutes=10)))
+    (got,) = smtp_server.received
+    assert HUB_ADDRESS in got.rcpt_tos and "Bcc" not in got.message
+    bot = Bot(config)
+    try:
+        (item,) = bot.outbox()
+        assert item.state is OutboxState.SENT
+        (resolved,) = bot.events("reply_resolved")
+        assert resolved.detail["resolution"] == "sent"
+        copies = [m for m in bot.messages() if m.own_copy]
+        assert len(copies) == 1 and copies[0].verdict_status == "ignored"
+    finally:
+        bot.close()
