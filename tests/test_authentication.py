@@ -127,3 +127,7 @@ def test_check_json_reports_authentication(tmp_path: Path) -> None:
     assert out["authentication"] == {"result": "fail", "detail": "dmarc=fail"}
     assert out["status"] == "review" and out["reply"] is None
     assert {"code": "unauthenticated", "detail": "dmarc=fail"} in out["flags"]
+    readable = subprocess.run([sys.executable, "-m", "bot.cli", "check", "--config", str(config), str(eml)],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert "Status:    review" in readable.stdout and "Sender:    fail (dmarc=fail)" in readable.stdout
+    assert "Reply:     none" in readable.stdout

@@ -6,6 +6,7 @@ import shutil
 import textwrap
 
 from parsers.safe_text import one_line, printable
+from rules.authentication import NOT_CONFIGURED
 from rules.verdict import IssueKind, Verdict
 
 
@@ -31,6 +32,8 @@ def format_summary(name: str, verdict: Verdict) -> str:
         out.append(f"Programme: {verdict.programme}")
     out.append(f"Hub:       {verdict.hub or '(not one of our mailboxes)'}")
     out.append(f"From:      {verdict.sender or '(none)'}")
+    if verdict.authentication != NOT_CONFIGURED:
+        out.append(f"Sender:    {verdict.authentication.result.value} ({verdict.authentication.detail})")
     if verdict.received_at:
         out.append(f"Received:  {verdict.received_at:%d %b %Y %H:%M %Z}" + ("  (LATE)" if verdict.late else ""))
     if verdict.attachment:
