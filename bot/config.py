@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -142,6 +143,16 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    """``[security]``: whose authentication results to believe, and where the hub's mailbox shows what we sent."""
+
+    trusted_authserv_ids: tuple[str, ...] = ()
+    sent_folder: str | None = None          # IMAP folder holding copies of what the bot sent (resolves uncertain)
+    bcc_hub: bool = False                   # Bcc each e-mail to the hub's own address: the copy proves the send
+    settle_seconds: float = 120.0           # how long a sent copy may take to show before "no copy" means "not sent"
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     timezone: str = "Europe/London"
@@ -156,6 +167,9 @@ class Config:
     retention_days: int | None = None
     alerts: AlertSettings = AlertSettings()
     templates_dir: Path | None = None        # e-mail templates replacing the built-ins, for every hub
+
+    security: SecuritySettings = SecuritySettings()
+    max_emails_per_hub_per_hour: int | None = 200   # [limits] per_hub_per_hour: recipients of everything we send
 
     def templates_dir_for(self, hub: HubSettings) -> Path | None:
         return hub.templates_dir or self.templates_dir
@@ -276,7 +290,7 @@ def _hub(t: TomlTable, base: Path, smtp_defaults: dict[str, Any] | None) -> HubS
     return HubSettings(
         id=t.get("id", str), name=t.get("name", str), address=t.get("address", str).lower(),
         aliases=tuple(a.lower() for a in t.get("aliases", list, [])),
-        staff=tuple(t.get("staff", list, [])), programmes=tuple(t.get("programmes", list, [])),
+        staff=_addresses(t, "staff"), programmes=tuple(t.get("programmes", list, [])),
         imap=_imap(imap) if imap else None, maildir=(base / maildir) if maildir else None, dates=dates,
         smtp=smtp,
         targets=targets, templates_dir=(base / templates_dir) if templates_dir else None,
@@ -287,7 +301,7 @@ def _hub(t: TomlTable, base: Path, smtp_defaults: dict[str, Any] | None) -> HubS
 def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
     top = TomlTable(data, source)
     top.only("timezone", "database", "smtp", "outbox", "schedule", "hubs", "limits", "programmes_dir",
-             "max_replies_per_address_per_day", "retention_days", "alerts", "templates_dir")
+             "max_replies_per_address_per_day", "retention_days", "alerts", "templates_dir", "security")
     database = top.table("database")
     db_url = "sqlite:///hubbot.db"
     if database:
@@ -315,6 +329,9 @@ def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
         working = [str(d).lower()[:3] for d in sc.get("working_days", list, list(ScheduleSettings.working_days))]
         if not working or not all(d in _WEEKDAYS for d in working):
             raise sc.fail("working_days", 'should list days like ["mon", "tue", "wed", "thu", "fri"]')
+        for key in ("poll_every_minutes", "outbox_every_seconds"):
+            if key in sc.data and sc.get(key, (int, float)) <= 0:
+                raise sc.fail(key, "should be a positive number")
         schedule = ScheduleSettings(
             poll_every_minutes=float(sc.get("poll_every_minutes", (int, float), 5)), digest_at=digest_at,
             reminder_days_before=tuple(days),
@@ -322,10 +339,30 @@ def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
             digest_when_quiet=sc.get("digest_when_quiet", bool, False),
             working_days=tuple(dict.fromkeys(working)), attach_export=sc.get("attach_export", bool, False))
     limits = Limits()
+    per_address = _cap(top, "max_replies_per_address_per_day", 5)
+    per_hub: int | None = 200
     if (lt := top.table("limits")) is not None:
         known = set(Limits.__dataclass_fields__)
-        lt.only(*known)
-        limits = Limits(**{k: lt.get(k, (int, float)) for k in lt.data})
+        lt.only(*known, *_RATE_LIMITS)
+        for key in known & set(lt.data):
+            if lt.get(key, (int, float)) <= 0:
+                raise lt.fail(key, "should be a positive number")
+        limits = Limits(**{k: lt.get(k, (int, float)) for k in lt.data if k in known})
+        # The per-address cap has two names: the old top-level key, and [limits] per_address_per_day.
+        per_address = _cap(lt, "per_address_per_day", per_address)
+        per_hub = _cap(lt, "per_hub_per_hour", per_hub)
+    security = SecuritySettings()
+    if (sec := top.table("security")) is not None:
+        sec.only("trusted_authserv_ids", "sent_folder", "bcc_hub", "settle_seconds")
+        ids = sec.get("trusted_authserv_ids", list, [])
+        if not all(isinstance(i, str) and i.strip() and " " not in i.strip() for i in ids):
+            raise sec.fail("trusted_authserv_ids", "should be a list of server names like \"mx.example.org\"")
+        security = SecuritySettings(trusted_authserv_ids=tuple(i.strip().lower() for i in ids),
+                                    sent_folder=sec.get("sent_folder", str, None),
+                                    bcc_hub=sec.get("bcc_hub", bool, False),
+                                    settle_seconds=float(sec.get("settle_seconds", (int, float), 120.0)))
+        if security.settle_seconds < 0:
+            raise sec.fail("settle_seconds", "should be 0 or more seconds")
     hubs = []
     for i, h in enumerate(top.get("hubs", list, [])):
         hubs.append(_hub(top.item("hubs", i, h), base, smtp_table.data if smtp_table else None))
@@ -348,12 +385,44 @@ def parse_config(data: dict[str, Any], source: str, base: Path) -> Config:
                 raise al.fail(key, "should be 1 or more")
         alerts = AlertSettings(to=tuple(to), **counts)
     templates_dir = top.get("templates_dir", str, None)
-    return Config(path=Path(source), timezone=top.get("timezone", str, "Europe/London"), database_url=db_url,
+    return Config(path=Path(source), timezone=_timezone(top), database_url=db_url,
                   smtp=smtp, outbox_path=outbox_path, schedule=schedule, hubs=tuple(hubs), limits=limits,
                   programmes_dir=(base / programmes_dir) if programmes_dir else None,
-                  max_replies_per_address_per_day=top.get("max_replies_per_address_per_day", int, 5),
-                  retention_days=retention, alerts=alerts,
-                  templates_dir=(base / templates_dir) if templates_dir else None)
+                  max_replies_per_address_per_day=per_address, retention_days=retention, alerts=alerts,
+                  templates_dir=(base / templates_dir) if templates_dir else None, security=security,
+                  max_emails_per_hub_per_hour=per_hub)
+
+_RATE_LIMITS = ("per_address_per_day", "per_hub_per_hour")
+_ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\"]+$")
+
+
+def _addresses(table: TomlTable, key: str) -> tuple[str, ...]:
+    """A list of plain e-mail addresses: a typo here would send staff mail nowhere, or somewhere else."""
+    values = table.get(key, list, [])
+    for value in values:
+        if not isinstance(value, str) or not _ADDRESS.match(value.strip()):
+            raise table.fail(key, f"'{value}' is not an e-mail address like lead@example.org")
+    return tuple(v.strip() for v in values)
+
+
+def _timezone(top: TomlTable) -> str:
+    name = top.get("timezone", str, "Europe/London")
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise top.fail("timezone", f"'{name}' is not a time zone name like Europe/London") from None
+    return name
+
+
+def _cap(table: TomlTable, key: str, default: int | None) -> int | None:
+    if key not in table.data:
+        return default
+    value = table.get(key, int)
+    if value < 1:
+        raise table.fail(key, "should be a whole number of e-mails, 1 or more")
+    return value
 
 
 def load_config(path: Path) -> Config:

@@ -44,7 +44,8 @@ def check_settings(config: Config | None) -> CheckSettings:
         return CheckSettings.builtin()
     registry = load_programmes(config)
     if not config.hubs:
-        return CheckSettings(registry=registry, hubs=HubDirectory.builtin(registry), limits=config.limits)
+        return CheckSettings(registry=registry, hubs=HubDirectory.builtin(registry), limits=config.limits,
+                             trusted_authserv_ids=frozenset(config.security.trusted_authserv_ids))
     hubs = HubDirectory(tuple(
         HubView(id=h.id, name=h.name, addresses=frozenset({h.address, *h.aliases}), programmes=frozenset(h.programmes),
                 maths_hub=match_maths_hub(h.name))
@@ -56,4 +57,5 @@ def check_settings(config: Config | None) -> CheckSettings:
                      for h in config.hubs for programme_id, d in h.dates.items() if d.notifications}
     templates = {h.id: str(folder) for h in config.hubs if (folder := config.templates_dir_for(h)) is not None}
     return CheckSettings(registry=registry, hubs=hubs, limits=config.limits, deadlines=deadlines,
-                         notifications=notifications, templates_dirs=templates)
+                         notifications=notifications, templates_dirs=templates,
+                         trusted_authserv_ids=frozenset(config.security.trusted_authserv_ids))

@@ -5,7 +5,8 @@ the steps whose crash safety the tests prove.
 
 Points: ``after_fetch`` (body downloaded, not stored), ``after_store`` (raw message committed, not processed),
 ``after_verdict`` (verdict and reply decided, transaction not committed), ``after_commit`` (verdict committed,
-reply not sent), ``after_smtp`` (SMTP server accepted the reply, "sent" not committed).
+reply not sent), ``after_data_marker`` (the row says SMTP DATA is starting, nothing of the message sent yet),
+``after_smtp`` (SMTP server accepted the reply, "sent" not committed).
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from bot.config import Config
 from bot.mail.source import MailSourceError
 from bot.staff import jobs
 from bot.worker import Worker
+from storage.errors import describe as describe_database_fault
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +68,33 @@ class Service:
     def retention(self) -> None:
         jobs.apply_retention(self.worker.db, self.config, self.worker.clock(), self.worker.workflow.settings)
 
+    def add_job(self, function: Callable[[], object], trigger, **kwargs) -> None:
+        """A job whose database fault is one plain log line (and is tried again at its next run), not a
+        traceback: a full disk or a read-only file says so in words."""
+        def guarded() -> None:
+            try:
+                function()
+            except Exception as exc:  # noqa: BLE001
+                line = describe_database_fault(exc)
+                if line is None:
+                    raise
+                log.error("%s: %s", kwargs.get("id", "job"), line)
+        self.scheduler.add_job(guarded, trigger, **kwargs)
+
     def schedule(self) -> None:
         schedule = self.config.schedule
         start = datetime.now(timezone.utc) + timedelta(seconds=1)
-        self.scheduler.add_job(self.poll_and_process, IntervalTrigger(minutes=schedule.poll_every_minutes),
+        self.add_job(self.poll_and_process, IntervalTrigger(minutes=schedule.poll_every_minutes),
                                id="poll", next_run_time=start)
-        self.scheduler.add_job(self.send_outbox, IntervalTrigger(seconds=schedule.outbox_every_seconds), id="outbox")
+        self.add_job(self.send_outbox, IntervalTrigger(seconds=schedule.outbox_every_seconds), id="outbox")
         # Reminders are checked hourly: each is due from 09:00 on its day and queued once, whenever it is found.
-        self.scheduler.add_job(self.send_reminders, IntervalTrigger(hours=1), id="reminders",
+        self.add_job(self.send_reminders, IntervalTrigger(hours=1), id="reminders",
                                next_run_time=start + timedelta(seconds=30))
-        self.scheduler.add_job(self.send_digests, daily_at(self.config, schedule.digest_at), id="digest")
-        self.scheduler.add_job(self.retention, CronTrigger(hour=3, minute=15, timezone=self.config.timezone),
+        self.add_job(self.send_digests, daily_at(self.config, schedule.digest_at), id="digest")
+        self.add_job(self.retention, CronTrigger(hour=3, minute=15, timezone=self.config.timezone),
                                id="retention")
         for job_id, (function, trigger) in self.extra_jobs.items():
-            self.scheduler.add_job(function, trigger, id=job_id)
+            self.add_job(function, trigger, id=job_id)
 
     def wake_poll(self) -> None:
         """Run the poll now (IMAP IDLE saw new mail)."""

@@ -8,30 +8,58 @@ Failures are caught per message and per mailbox, so one bad message or one broke
 Each poll's outcome is recorded (a ``mailbox_error`` event, or the mailbox row touched and, after failures, a
 ``mailbox_ok`` event) and each cycle ends with a health review (``bot.ops.health``) that opens and closes incidents
 and queues their alerts. One log line per processed message gives ids, codes and timings, never names or addresses.
+Besides:
+a message the database refuses is quarantined by its UID; a database that is down stops the cycle in one line.
+A mailbox the database has never polled starts at its end (``--backfill SINCE`` to answer older mail); claims of
+a worker on this host that died are taken over at once; uncertain sends are settled by the hub's mailbox.
 """
 from __future__ import annotations
 
 import logging
+import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
 from bot.config import Config, HubSettings
 from bot.faults import crash_point
-from bot.mail.source import Cursor, ErrorKind, MailSource, MailSourceError
+from bot.mail.source import (
+    Cursor,
+    ErrorKind,
+    FetchedMessage,
+    FetchRun,
+    HeaderSource,
+    MailSource,
+    MailSourceError,
+    SkipReason,
+)
 from bot.oauth import TokenProvider, token_provider_for
+from bot.sending.caps import Caps
 from bot.sending.outbox import DrainReport, OutboxPolicy, Sender, default_worker_id, drain_outbox
 from bot.sending.senders import DEFAULT_ENDPOINT, Senders, build_senders, hub_endpoint
-from bot.sending.smtp import FailureCause
+from bot.sending.smtp import FailureCause, eml_filename_for
 from bot.workflow import Outcome, Workflow
 from rules.pipeline import CheckSettings
 from storage import repository as repo
 from storage.db import Database
+from storage.errors import describe as describe_database_fault
+from storage.errors import is_database_fault
 from storage.models import Event, EventKind, Message
+from storage.recovery import (
+    Resolution,
+    behind_evidence,
+    copy_is_stored,
+    quarantine_unstorable,
+    settle_uncertain,
+    take_over_dead_claims,
+    uncertain_sends,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +83,8 @@ class CycleReport:
     incidents_closed: list[str] = field(default_factory=list)
 
 
-def open_source(hub: HubSettings, config: Config, *, token_provider: TokenProvider | None = None) -> MailSource:
+def open_source(hub: HubSettings, config: Config, *, token_provider: TokenProvider | None = None,
+                folder: str | None = None) -> MailSource:
     """The mailbox a hub's config describes: IMAP (password or XOAUTH2) or a local Maildir folder."""
     if hub.maildir is not None:
         from bot.mail.maildir import MaildirSource
@@ -66,6 +95,8 @@ def open_source(hub: HubSettings, config: Config, *, token_provider: TokenProvid
     from bot.mail.imap import ImapSource
 
     settings = hub.imap
+    if folder:
+        settings = replace(settings, folder=folder)   # the hub's Sent folder, read like its inbox
     if token_provider is None:
         token_provider = token_provider_for(settings.auth, settings.oauth, timeout=settings.timeout_seconds)
     return ImapSource(settings, token_provider=token_provider, max_message_bytes=config.limits.message_bytes)
@@ -80,6 +111,18 @@ def imap_token_key(hub_id: str) -> str:
     return f"hubs.{hub_id}.imap"
 
 
+@dataclass(frozen=True)
+class StoreOutcome:
+    created: bool
+    row_id: int
+    at_this_location: bool      # not new, and stored before at this very UID: the cursor was behind
+
+
+def list_chain(first: Iterable[FetchedMessage], second: Iterable[FetchedMessage]) -> Iterator[FetchedMessage]:
+    yield from first
+    yield from second
+
+
 class _CrashPointSender:
     """The configured sender with the ``after_smtp`` crash point between the server's "accepted" and our commit;
     ``close`` passes through so a kept SMTP connection is ended after each drain."""
@@ -87,8 +130,15 @@ class _CrashPointSender:
     def __init__(self, sender: Sender) -> None:
         self.sender = sender
 
-    def __call__(self, message):
-        result = self.sender(message)
+    @property
+    def supports_before_data(self) -> bool:
+        return bool(getattr(self.sender, "supports_before_data", False))
+
+    def __call__(self, message, before_data=None):
+        if before_data is not None and self.supports_before_data:
+            result = self.sender(message, before_data=before_data)
+        else:
+            result = self.sender(message)
         crash_point("after_smtp")
         return result
 
@@ -102,7 +152,8 @@ class Worker:
     def __init__(self, config: Config, db: Database, settings: CheckSettings, *, worker_id: str | None = None,
                  clock: Clock = system_clock, sender: Sender | None = None,
                  sources: Callable[[HubSettings], MailSource] | None = None,
-                 outbox_policy: OutboxPolicy = OutboxPolicy()) -> None:
+                 sent_sources: Callable[[HubSettings], MailSource] | None = None,
+                 outbox_policy: OutboxPolicy = OutboxPolicy(), backfill: datetime | None = None) -> None:
         self.config = config
         self.db = db
         self.worker_id = worker_id or default_worker_id()
@@ -122,6 +173,10 @@ class Worker:
                 self.tokens[imap_token_key(hub.id)] = provider
         self.sources = sources or (lambda hub: open_source(hub, config,
                                                            token_provider=self.tokens.get(imap_token_key(hub.id))))
+        self.sent_sources = sent_sources or (lambda hub: open_source(
+            hub, config, token_provider=self.tokens.get(imap_token_key(hub.id)), folder=config.security.sent_folder))
+        self.backfill = backfill                      # --backfill SINCE: a mailbox's first poll starts there
+        self._polled: dict[str, datetime] = {}        # hub id -> when its last successful poll began
         # Mailbox connections are kept between polls (a poll with no new mail is then one SELECT and one SEARCH);
         # one that fails is closed and opened afresh next time.
         self._open_sources: dict[str, MailSource] = {}
@@ -146,6 +201,8 @@ class Worker:
                 self._event(EventKind.MAILBOX_ERROR, hub.id, {"error": str(exc)[:300], "kind": exc.kind.value,
                                                       "cause": cause})
             except Exception as exc:  # noqa: BLE001 - one broken mailbox must not stop the others
+                if describe_database_fault(exc) is not None:
+                    raise   # the database, not the mailbox: the caller says so in one line
                 report.mailbox_errors[hub.id] = type(exc).__name__
                 log.exception("unexpected error polling hub %s", hub.id)
                 self._event(EventKind.MAILBOX_ERROR, hub.id, {"error": type(exc).__name__, "cause": "mailbox"})
@@ -200,46 +257,66 @@ class Worker:
         self._open_sources.clear()
 
     def poll(self, hub: HubSettings, report: CycleReport | None = None) -> int:
-        """Fetch and store every new message of one hub's mailbox; returns how many were stored."""
-        source = self._open_sources.get(hub.id)
-        if source is None:
-            source = self._open_sources[hub.id] = self.sources(hub)
+        """Fetch and store every new message of one hub's mailbox (and of its Sent folder, where the config names
+        one: copies of what we sent, which settle uncertain sends); returns how many inbox messages were stored."""
+        started = self.clock()
         folder = mailbox_folder(hub)
+        stored = self._poll_folder(hub, hub.id, folder, lambda: self.sources(hub), move=True, report=report)
+        sent_folder = self.config.security.sent_folder
+        if sent_folder and hub.imap:
+            self._poll_folder(hub, f"{hub.id}#sent", sent_folder, lambda: self.sent_sources(hub), move=False)
+        # Uncertain sends may be judged by this poll only if it began after their settle time (send_due).
+        self._polled[hub.id] = started
+        return stored
+
+    def _poll_folder(self, hub: HubSettings, key: str, folder: str, opener: Callable[[], MailSource], *,
+                     move: bool, report: CycleReport | None = None) -> int:
+        source = self._open_sources.get(key)
+        if source is None:
+            source = self._open_sources[key] = opener()
         stored_uids: list[int] = []
+        new_rows: list[int] = []
+        already_here = 0
         try:
             with self.db.session() as session:
                 state = repo.get_mailbox_state(session, hub.id, folder, now=self.clock())
                 cursor = Cursor(state.uidvalidity, state.last_uid)
             run = source.fetch_new(cursor)
+            end = run.highest_uid
+            if cursor.uidvalidity is None:
+                run = self._first_poll(hub, folder, run)
             if run.uidvalidity_changed:
                 self._event(EventKind.UIDVALIDITY_CHANGED, hub.id, {"old": run.previous_uidvalidity, "new": run.uidvalidity})
             for skipped in run.skipped:
                 self._event(EventKind.MESSAGE_SKIPPED, hub.id, {"uid": skipped.uid, "size": skipped.size,
                                                         "reason": skipped.reason.value})
-            for fetched in run:
+            too_large = [s.uid for s in run.skipped if s.reason is SkipReason.TOO_LARGE]
+            fetched_all = list_chain(run, source.fetch_headers(run.uidvalidity, too_large)
+                                     if too_large and isinstance(source, HeaderSource) else ())
+            for fetched in fetched_all:
                 crash_point("after_fetch")
-                with self.db.session() as session:
-                    state = repo.get_mailbox_state(session, hub.id, folder)
-                    result = repo.store_raw_message(
-                        session, hub_id=hub.id, folder=folder, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
-                        raw=fetched.raw, received_at=fetched.internaldate, now=self.clock())
-                    repo.advance_mailbox(session, state, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
-                                         now=self.clock())
-                crash_point("after_store")
-                if result.created:
+                outcome = self._store(hub, folder, fetched)
+                if outcome.created:
                     stored_uids.append(fetched.uid)
+                    new_rows.append(outcome.row_id)
+                elif outcome.at_this_location and not run.uidvalidity_changed:
+                    already_here += 1
+                crash_point("after_store")
             with self.db.session() as session:
-                # Skipped (oversize) messages are past the cursor too, so they are not fetched again every poll.
+                # Skipped (oversize, or older than a fresh start) messages are past the cursor too.
                 state = repo.get_mailbox_state(session, hub.id, folder)
-                if run.uids or run.skipped or state.uidvalidity != run.uidvalidity:
-                    repo.advance_mailbox(session, state, uidvalidity=run.uidvalidity, uid=run.highest_uid,
-                                         now=self.clock())
-                # The row's time is the last good poll (hubbot status), and a poll after failures ends the streak.
-                state.updated_at = self.clock()
-                self._mark_mailbox_ok(session, hub.id)
-            self._move(hub, source, stored_uids, report)
+                if run.uids or run.skipped or end or state.uidvalidity != run.uidvalidity:
+                    repo.advance_mailbox(session, state, uidvalidity=run.uidvalidity,
+                                         uid=max(end, run.highest_uid), now=self.clock())
+                if move:
+                    # The row's time is the last good poll (hubbot status), and a poll after failures ends the streak.
+                    state.updated_at = self.clock()
+                    self._mark_mailbox_ok(session, hub.id)
+            self._check_behind(hub, folder, already_here, new_rows)
+            if move:
+                self._move(hub, source, stored_uids, report)
         except BaseException:
-            self._open_sources.pop(hub.id, None)
+            self._open_sources.pop(key, None)
             source.close()
             raise
         return len(stored_uids)
@@ -272,11 +349,74 @@ class Worker:
         if last is EventKind.MAILBOX_ERROR:
             repo.record_event(session, EventKind.MAILBOX_OK, hub_id=hub_id, actor=self.worker_id, now=self.clock())
 
+    def _first_poll(self, hub: HubSettings, folder: str, run: FetchRun) -> FetchRun:
+        """A mailbox this database has never polled starts at its current end: old mail is not answered (a fresh
+        install, or a new hub, must not answer years of mail), unless ``--backfill SINCE`` asks for the mail
+        received since then."""
+        since = self.backfill
+
+        def wanted(uid: int) -> bool:
+            return since is not None and run.internaldates.get(uid, since) >= since
+
+        kept = tuple(u for u in run.uids if wanted(u))
+        skipped = [s for s in run.skipped if wanted(s.uid)]
+        self._event(EventKind.MAILBOX_STARTED, hub.id, {
+            "folder_kind": "sent" if folder == self.config.security.sent_folder else "inbox",
+            "left_unanswered": len(run.uids) + len(run.skipped) - len(kept) - len(skipped),
+            "backfill": since.isoformat() if since else None})
+        return replace(run, uids=kept, skipped=skipped)
+
+    def _check_behind(self, hub: HubSettings, folder: str, already_here: int, new_rows: list[int]) -> None:
+        """Report a database older than its mailbox (a restored backup): messages past the cursor that are already
+        stored, copies of e-mails we sent that the outbox does not know, replies to such e-mails."""
+        unknown = 0
+        if new_rows:
+            with self.db.session() as session:
+                unknown = behind_evidence(session, hub.id, new_rows)
+        if already_here or unknown:
+            log.warning("hub %s: the database looks older than the mailbox (restored from a backup?)", hub.id)
+            self._event(EventKind.MAILBOX_BEHIND, hub.id, {"already_stored": already_here,
+                                                          "unknown_own_mail": unknown})
+
+    def _store(self, hub: HubSettings, folder: str, fetched: FetchedMessage) -> StoreOutcome:
+        """Store one fetched message with the cursor. A message the database refuses (and the escaping in
+        storage.sanitize did not cure) is quarantined by its UID instead, so the cursor still moves past it; a
+        database that is down or full raises, and the poll stops without moving the cursor."""
+        try:
+            with self.db.session() as session:
+                state = repo.get_mailbox_state(session, hub.id, folder)
+                result = repo.store_raw_message(
+                    session, hub_id=hub.id, folder=folder, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
+                    raw=fetched.raw, received_at=fetched.internaldate, now=self.clock(),
+                    size=max(fetched.size, len(fetched.raw)))
+                repo.advance_mailbox(session, state, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
+                                     now=self.clock())
+                found = result.message
+                here = (found.folder == folder and found.uidvalidity == fetched.uidvalidity
+                        and found.uid == fetched.uid)
+                return StoreOutcome(result.created, found.id, not result.created and here)
+        except (DBAPIError, StatementError, ValueError, UnicodeError) as exc:
+            if isinstance(exc, (OperationalError, InterfaceError)) or is_database_fault(exc):
+                raise   # the database is down, full or read-only: stop here, with the cursor where it was
+            log.warning("message uid %s of hub %s could not be stored: %s", fetched.uid, hub.id, type(exc).__name__)
+            with self.db.session() as session:
+                state = repo.get_mailbox_state(session, hub.id, folder)
+                quarantine_unstorable(session, hub_id=hub.id, folder=folder, uidvalidity=fetched.uidvalidity,
+                                      uid=fetched.uid, raw=fetched.raw, received_at=fetched.internaldate,
+                                      error=type(exc).__name__, actor=self.worker_id, now=self.clock())
+                repo.advance_mailbox(session, state, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
+                                     now=self.clock())
+            return StoreOutcome(False, 0, False)
+
     def process_stored(self, report: CycleReport | None = None) -> CycleReport:
         """Process every stored message, one transaction each; a failure is recorded and retried next cycle,
         and quarantined for a person after ``repo.MAX_MESSAGE_ATTEMPTS``."""
         report = report or CycleReport()
         failed_this_cycle: list[int] = []
+        with self.db.session() as session:
+            # A worker on this host that died mid-message (SIGKILL, OOM) gives its message back now, not after
+            # the lease.
+            take_over_dead_claims(session, host=socket.gethostname(), actor=self.worker_id, now=self.clock())
         while not self.stop_requested:
             now = self.clock()
             with self.db.session() as session:
@@ -316,8 +456,46 @@ class Worker:
         return report
 
     def send_due(self) -> DrainReport:
+        self.resolve_uncertain()
+        bcc = {h.id: h.address for h in self.config.hubs} if self.config.security.bcc_hub else None
+        exempt = frozenset(a.lower() for h in self.config.hubs for a in (h.address, *h.aliases, *h.staff))
+        caps = Caps(per_address_per_day=self.config.max_replies_per_address_per_day,
+                    per_hub_per_hour=self.config.max_emails_per_hub_per_hour, exempt=exempt)
         return drain_outbox(self.db, self.senders.default, worker=self.worker_id, now=self.clock(),
-                            policy=self.outbox_policy, pick=self.senders.pick)
+                            policy=self.outbox_policy, pick=self.senders.pick, bcc=bcc, caps=caps)
+
+    def resolve_uncertain(self) -> int:
+        """Settle uncertain sends without a person wherever the hub's mailbox can show what went: a stored copy
+        of the e-mail (its Sent-folder copy, or the Bcc to the hub) means it was sent; none, in a poll that began
+        after the settle time, means it was not and it is sent again. A send that never reached DATA is sent
+        again at once. The ``.eml`` writer's folder is its own mailbox. Returns how many were settled."""
+        settle = timedelta(seconds=self.config.security.settle_seconds)
+        settled = 0
+        with self.db.session() as session:
+            # A send a dead worker on this host left behind is judged now, in the same cycle.
+            take_over_dead_claims(session, host=socket.gethostname(), actor=self.worker_id, now=self.clock())
+            for item in uncertain_sends(session):
+                resolution, how = self._judge(session, item, settle)
+                if settle_uncertain(session, item, resolution, actor=self.worker_id, how=how, now=self.clock()):
+                    settled += 1
+        return settled
+
+    def _judge(self, session, item, settle: timedelta) -> tuple[Resolution, str]:
+        if copy_is_stored(session, item):
+            return Resolution.SENT, "a copy is in the hub's mailbox"
+        if self.config.smtp is None:
+            # The .eml writer's folder is its mailbox: the file is written whole (atomic rename) or not at all.
+            exists = (Path(self.config.outbox_path) / eml_filename_for(item.message_id)).exists()
+            return (Resolution.SENT, "its .eml file exists") if exists else (Resolution.RESEND, "no .eml file")
+        if item.data_started_at is None:
+            return Resolution.RESEND, "the send never reached DATA"
+        hub = next((h for h in self.config.hubs if h.id == item.hub_id), None)
+        shows = hub is not None and (self.config.security.bcc_hub
+                                     or (self.config.security.sent_folder is not None and hub.imap is not None))
+        polled = self._polled.get(item.hub_id)
+        if shows and polled is not None and polled >= item.data_started_at + settle:
+            return Resolution.RESEND, "no copy in the hub's mailbox after the settle time"
+        return Resolution.UNKNOWN, ""
 
     def _event(self, kind: EventKind, hub_id: str, detail: dict) -> None:
         with self.db.session() as session:

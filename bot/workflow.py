@@ -27,6 +27,7 @@ from rules.decision import Action, ApplicationHistory, Decision, History, Signat
 from rules.pipeline import CheckSettings, read_email
 from rules.verdict import FlagCode, Reply, Status, Verdict
 from storage.models import Application, ApplicationStatus, ApplicationVersion, EventKind, Message, OutboxItem
+from storage.recovery import answered_in_a_forgotten_life
 from storage.repository import (
     add_application_version,
     confirm_signatory,
@@ -89,7 +90,7 @@ class Workflow:
                  now: datetime) -> History:
         if verdict.status is Status.IGNORED:
             return History()   # nothing about the past changes what happens to automatic mail
-        thread = self._application_in_thread(session, message.hub_id, email)
+        thread, answers_our_reply = self._application_in_thread(session, message.hub_id, email)
         school = None
         candidates: list[Application] = []
         form = bool(verdict.programme) and verdict.status in (Status.COMPLETE, Status.INCOMPLETE)
@@ -107,7 +108,8 @@ class Workflow:
                      if hub is not None and hub.staff else None)
         return History(
             duplicate=self._is_duplicate(session, message),
-            thread=_history_of(thread) if thread else None,
+            answered_before=answered_in_a_forgotten_life(session, message),
+            thread=_history_of(thread) if thread else None, answers_our_reply=answers_our_reply,
             school=_history_of(school) if school else None,
             candidates=tuple(_history_of(a) for a in candidates),
             staff_file=decisions,
@@ -136,17 +138,21 @@ class Workflow:
             .limit(1))
         return earlier is not None
 
-    def _application_in_thread(self, session: Session, hub_id: str, email: ParsedEmail) -> Application | None:
-        ids = [i for i in (email.in_reply_to, *email.references) if i]
+    def _application_in_thread(self, session: Session, hub_id: str,
+                               email: ParsedEmail) -> tuple[Application | None, bool]:
+        """The application this e-mail answers, and whether it names one of our own e-mails (True) or only the
+        school's (False): only the first can confirm a signatory."""
+        ids = [i for i in (email.in_reply_to, *email.references) if i][:50]
         if not ids:
-            return None
+            return None, False
         via_outbox = select(OutboxItem.application_id).where(
             OutboxItem.hub_id == hub_id, OutboxItem.message_id.in_(ids), OutboxItem.application_id.is_not(None))
         via_messages = (select(ApplicationVersion.application_id)
                         .join(Message, Message.id == ApplicationVersion.message_id)
                         .where(Message.hub_id == hub_id, Message.message_id.in_(ids)))
-        app_id = session.scalar(via_outbox.limit(1)) or session.scalar(via_messages.limit(1))
-        return session.get(Application, app_id) if app_id else None
+        ours = session.scalar(via_outbox.limit(1))
+        app_id = ours or session.scalar(via_messages.limit(1))
+        return (session.get(Application, app_id) if app_id else None), ours is not None
 
     def _sent_today(self, session: Session, addresses: Iterable[str], now: datetime) -> dict[str, int]:
         """How many e-mails each of ``addresses`` got from us in the last 24 hours, counting every recipient."""
@@ -187,6 +193,8 @@ class Workflow:
                          now=now)
         if decision.reply is not None:
             self._enqueue(session, message, decision.reply, application, now)
+        for notice in decision.notices:
+            self._enqueue(session, message, notice, application, now)
         message.verdict_status = verdict.status
         message.verdict = verdict.to_record()
         message.application_id = application.id if application else None

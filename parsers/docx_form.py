@@ -63,6 +63,7 @@ _SKIP_SUBTREES = frozenset(
 # hurt, so the ratio check only bites on members big enough to matter.
 _RATIO_MIN_BYTES = 64 * 1024
 _MAIN_PART = "word/document.xml"
+_XML_ERR_NO_MEMORY = 2   # libxml2's XML_ERR_NO_MEMORY
 
 _CORRUPT = (
     "We couldn't open this Word file: it seems to be damaged or only partly sent. "
@@ -170,6 +171,9 @@ def _parse(xml: bytes) -> etree._Element:
     try:
         root = etree.fromstring(xml, _parser())
     except (etree.XMLSyntaxError, ValueError) as exc:
+        if getattr(exc, "code", None) == _XML_ERR_NO_MEMORY:
+            # libxml2 reports hitting our memory cap (parsers.bounded) as a syntax error: the file is too big.
+            raise UnsafeFile(_TOO_BIG) from exc
         raise UnreadableFile(_CORRUPT) from exc
     if root is None:
         raise UnreadableFile(_CORRUPT)

@@ -7,19 +7,15 @@ joined, a word cut at a line's end (hyphenated, too wide for its column, an addr
 or paragraph running over a page break (a row cut in two included) becomes one again; running headers and footers
 are dropped, as the .docx reader never sees them. PDFs are parsed by pdfminer, which is pure Python and can be made
 to spin or balloon by a hostile file, so the work runs in a forked child with an address-space cap and a wall-clock
-deadline; the child hands back plain JSON, never pickles.
+deadline (``parsers.bounded``, shared with the .docx reader: one child per message reads all of its documents);
+the child hands back plain JSON, never pickles.
 """
 from __future__ import annotations
 
 import bisect
 import io
 import json
-import math
-import os
 import re
-import select
-import signal
-import time
 from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
@@ -29,6 +25,7 @@ from pdfminer.pdfdocument import PDFEncryptionError, PDFPasswordIncorrect
 from pdfminer.pdftypes import resolve1
 from pdfminer.utils import decode_text
 
+from parsers.bounded import Budget, run_bounded
 from parsers.errors import ScannedDocument, UnreadableFile, UnsafeFile
 from parsers.types import (
     Block,
@@ -40,12 +37,7 @@ from parsers.types import (
     Table,
 )
 
-try:  # not on every platform; without it only the deadline bounds the child
-    import resource
-except ImportError:  # pragma: no cover
-    resource = None  # type: ignore[assignment]
-
-__all__ = ["read_pdf", "extract_blocks"]
+__all__ = ["read_pdf", "read_pdf_here", "extract_blocks"]
 
 _CORRUPT = (
     "We couldn't open this PDF: it seems to be damaged or only partly sent. "
@@ -108,6 +100,12 @@ def read_pdf(data: bytes, limits: Limits) -> FormDocument:
 
     Raises ``ScannedDocument`` (no text layer), ``UnsafeFile`` (too many pages, too slow, too big) or
     ``UnreadableFile`` (damaged, truncated, password-protected)."""
+    _precheck(data)
+    payload = _run_bounded(lambda: _extract_to_json(data, limits), limits)
+    return _from_json(payload, limits)
+
+
+def _precheck(data: bytes) -> None:
     head = data[:1024]
     if b"%PDF-" not in head:
         raise UnreadableFile(_CORRUPT)
@@ -115,8 +113,6 @@ def read_pdf(data: bytes, limits: Limits) -> FormDocument:
     # into a form with missing answers; a missing end marker means the rest never arrived.
     if not _ends_whole(data):
         raise UnreadableFile(_CORRUPT)
-    payload = _run_bounded(lambda: _extract_to_json(data, limits), limits)
-    return _from_json(payload, limits)
 
 
 def _ends_whole(data: bytes) -> bool:
@@ -131,102 +127,17 @@ def _ends_whole(data: bytes) -> bool:
     return len(tail) <= _EOF_WINDOW and not any(mark in tail for mark in _REVISION_MARKS)
 
 
-# ---- the bounded child -------------------------------------------------------------------------------------------
+# ---- the bounded child (parsers.bounded) --------------------------------------------------------------------
 
 def _run_bounded(work: Callable[[], bytes], limits: Limits) -> bytes:
-    """Run ``work`` in a forked child under an address-space cap and a deadline; return the bytes it produced.
-
-    Fork (not spawn) keeps the overhead to a millisecond or two: the child already has pdfplumber imported."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        status = 0
-        try:
-            os.close(read_fd)
-            _limit_child(limits)
-            try:
-                out = work()
-            except MemoryError:
-                out = _error_json("memory")
-            _write_all(write_fd, out)
-        except BaseException:  # noqa: BLE001 - the child must never return into the parent's code
-            status = 1
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    try:
-        return _collect_child(pid, read_fd, limits)
-    finally:
-        os.close(read_fd)
+    """Run ``work`` in a forked child under the PDF caps (``parsers.bounded``); the bytes it produced."""
+    return run_bounded(work, Budget(memory_bytes=limits.pdf_memory_bytes, seconds=limits.pdf_seconds))
 
 
-def _limit_child(limits: Limits) -> None:
-    # The parent's own servers may have installed handlers; the child should just die when told to.
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
-        signal.signal(sig, signal.SIG_DFL)
-    if resource is None:
-        return
-    # The cap is on growth: the forked child starts as big as the parent, which is none of the PDF's doing.
-    current = _address_space_bytes()
-    cap = current + limits.pdf_memory_bytes
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-        cpu = math.ceil(limits.pdf_seconds) + 1
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    except (ValueError, OSError):
-        pass  # an already lower hard limit stays in force, which is just as safe
-
-
-def _address_space_bytes() -> int:
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-    os.close(fd)
-
-
-def _collect_child(pid: int, fd: int, limits: Limits) -> bytes:
-    deadline = time.monotonic() + limits.pdf_seconds
-    chunks: list[bytes] = []
-    size = 0
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLHUP)
-    try:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return _error_json("slow")
-            if not poller.poll(max(1, int(remaining * 1000))):
-                continue
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > _MAX_RESULT_BYTES:
-                return _error_json("memory")
-            chunks.append(chunk)
-    finally:
-        _reap(pid)
-    return b"".join(chunks)
-
-
-def _reap(pid: int) -> None:
-    """Make sure the child is gone and waited for, whatever happened."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == 0:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
+def read_pdf_here(data: bytes, limits: Limits) -> FormDocument:
+    """``read_pdf`` without a child of its own, for a caller already inside a bounded child (one per message)."""
+    _precheck(data)
+    return _from_json(_extract_to_json(data, limits), limits)
 
 
 def _error_json(kind: str, reason: str = "") -> bytes:

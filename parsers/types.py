@@ -156,3 +156,6 @@ class Limits:
     docx_inflated_bytes: int = 60 * 1024 * 1024   # total uncompressed size of the zip's members
     docx_ratio: float = 200.0               # refuse a member that inflates more than this many times
     docx_members: int = 2000
+    # One bounded child reads all of a message's documents (parsers.documents): its time, and how many it opens.
+    message_seconds: float = 30.0
+    documents_per_message: int = 5

@@ -88,7 +88,7 @@ def _null_return_path(email: ParsedEmail, ctx: Context) -> str | None:
 # mailer-daemon and postmaster must be the whole local part (or carry a +tag); no-reply may also sit among other
 # words, as in "gmail-noreply" or "no-reply-notifications".
 _SYSTEM_LOCAL_PART = re.compile(
-    r"^(?P<kind>mailer-daemon|postmaster)(?:\+.*)?$"
+    r"^(?P<kind>mailer-daemon|mailer_daemon|post[-_.]?master)(?:\+.*)?$"
     r"|(?:^|[-_.+])(?P<noreply>no[-_.]?reply|do[-_.]?not[-_.]?reply)(?:$|[-_.+])"
 )
 
@@ -164,6 +164,67 @@ def _out_of_office(email: ParsedEmail, ctx: Context) -> str | None:
     return None
 
 
+def _anonymous_notice(email: ParsedEmail, ctx: Context) -> str | None:
+    # Exchange writes some non-delivery reports with an empty From and an empty Subject; there is nobody to
+    # answer, and answering the envelope could start a loop.
+    # A From header that is there but names nobody ("", "<>", a display name alone): a broken header block that
+    # lost its From altogether is a person's mail gone wrong, and stays for staff to read.
+    value = email.header("From")
+    if value is None or (email.sender is not None and email.sender.email) or "@" in value:
+        return None
+    if not email.subject.strip():
+        return "empty From and Subject (a server notice)"
+    return None
+
+
+_CHALLENGE_HEADERS = ("x-boxbe-challenge", "x-spamarrest", "x-spam-arrest", "x-challenge", "x-cr-hashedpuzzle",
+                      "x-tmda", "x-mailshield-challenge")
+_CHALLENGE_SUBJECT = re.compile(
+    r"(please (confirm|verify) (your|that you sent|the) (message|e-?mail|address)|verify your e-?mail address to "
+    r"deliver|your message (is )?(awaiting|awaits|pending) (verification|approval)|spam ?arrest|"
+    r"sender verification|challenge[- ]response|approve your (message|e-?mail)|is protected by)",
+    re.IGNORECASE,
+)
+
+
+def _challenge_response(email: ParsedEmail, ctx: Context) -> str | None:
+    # Challenge-response filters ask the sender to prove they are human; answering the challenge (or the answer)
+    # is exactly the robot ping-pong the bot must never play.
+    names = email.header_names()
+    for header in _CHALLENGE_HEADERS:
+        if header in names:
+            return f"challenge-response header {header}"
+    if _CHALLENGE_SUBJECT.search(email.subject):
+        return "challenge-response subject"
+    return None
+
+
+_LOOP_SUBJECT = re.compile(r"\b(mail ?loop|loop (alert|detected|warning)|looping message)\b", re.IGNORECASE)
+
+
+def _loop_alert(email: ParsedEmail, ctx: Context) -> str | None:
+    # Lists and ticket systems mark what they send (X-Loop) and send "loop detected" notices to both sides.
+    names = email.header_names()
+    for header in ("x-loop", "rt-loop-prevention", "x-mailman-loop"):
+        if header in names:
+            return f"loop-prevention header {header}"
+    if _LOOP_SUBJECT.search(email.subject):
+        return "loop alert subject"
+    return None
+
+
+def _feedback_report(email: ParsedEmail, ctx: Context) -> str | None:
+    # ARF (RFC 5965): a mailbox provider telling us someone pressed "spam". Also matched as multipart/report; this
+    # rule names it, and catches reports whose outer type a gateway rewrote.
+    content_type = (email.header("Content-Type") or "").lower()
+    if "feedback-report" in content_type or email.header("Feedback-Type") is not None:
+        return "abuse feedback report (ARF)"
+    for attachment in email.attachments:
+        if not attachment.from_forwarded and attachment.content_type == "message/feedback-report":
+            return "abuse feedback report (ARF)"
+    return None
+
+
 # ---- the policy --------------------------------------------------------------------------------------------------
 
 #: The rules in the order they are tried; the first reason found is the one reported.
@@ -171,11 +232,17 @@ DEFAULT_POLICY: tuple[Rule, ...] = (
     Rule("own-loop", "carries our own loop header: our own reply came back", _own_loop_header),
     Rule("own-address", "sent from one of our own mailbox addresses", _own_address),
     Rule("auto-submitted", "RFC 3834 Auto-Submitted header with any value but 'no'", _auto_submitted),
+    Rule("feedback-report", "ARF abuse feedback report (report-type=feedback-report)", _feedback_report),
     Rule("delivery-report", "bounce or delivery/read report: multipart/report, report parts, "
                             "X-Failed-Recipients, a bounce subject", _delivery_report),
     Rule("null-return-path", "Return-Path: <> (RFC 5321: notifications are sent with a null path)",
          _null_return_path),
-    Rule("system-sender", "sender is MAILER-DAEMON, postmaster, no-reply or do-not-reply", _system_sender),
+    Rule("system-sender", "sender is MAILER-DAEMON, postmaster (post_master), bounce(s), no-reply or "
+                          "do-not-reply", _system_sender),
+    Rule("anonymous-notice", "no From address and no Subject (Exchange non-delivery reports)", _anonymous_notice),
+    Rule("challenge-response", "a challenge-response filter asking the sender to prove they are human",
+         _challenge_response),
+    Rule("loop-alert", "X-Loop and friends, or a 'mail loop detected' notice", _loop_alert),
     Rule("out-of-office", "X-Autoreply / X-Autorespond headers or an out-of-office subject", _out_of_office),
     Rule("auto-response-suppress", "X-Auto-Response-Suppress header (Exchange sets it on automatic mail)",
          _auto_response_suppress),

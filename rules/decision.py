@@ -8,14 +8,16 @@ loads the history, calls this, and carries the decision out in one transaction; 
 empty history, so what ``check`` prints is what the worker does with a first e-mail.
 
 The cases, in order: automatic mail is stored and never answered; the same e-mail delivered twice is recorded and
-not answered again; a hub staff member's filled export (subject "Decisions ...", read by the bot beforehand into a
+not answered again; a sender the hub's own servers say failed DMARC gets nothing and goes to staff
+(``review``); a hub staff member's filled export (subject "Decisions ...", read by the bot beforehand into a
 ``StaffFile``) has its decisions checked and the staff member is told what changed and what was refused; a request
 to withdraw is tied to the school's application (the thread, else the one application of the sender's address or
-domain), flagged for staff and acknowledged, and changes no decision; a reply in an application's thread that
-confirms signatories is recorded against it (and, when it completes the application, acknowledged); a form becomes
-a new application or a new version of the school's application (the one its e-mail answers, the one its URN names,
+domain), flagged for staff and acknowledged, and changes no decision; a reply to one of our own e-mails, from an
+awaited signatory's own address (and passing authentication where it is checked), confirms that signatory (and,
+when it completes the application, is acknowledged); a form becomes a new application or a new version of the school's application (the one its e-mail answers, the one its URN names,
 or one from the same sender address or domain with the same school name or URN as written, even when the URN was
-corrected since), keeping signatures already given; anything else keeps the reply its verdict calls for. Last, a
+corrected since), keeping signatures already given, unless it comes from outside the domain the application came
+from, when staff decide and the original sender is told; anything else keeps the reply its verdict calls for. Last, a
 reply that would take any recipient over the daily cap is held back.
 """
 from __future__ import annotations
@@ -24,14 +26,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from rules.authentication import AuthResult, aligned
 from rules.checks import HubView
 from rules.definitions import ProgrammeDefinition
 from rules.outcomes import Announcement, DecisionPlan, DecisionRow, KnownApplication, next_announcement, plan_decisions
-from rules.replies import build_reply, staff_reply
+from rules.replies import build_reply, staff_reply, threading
 from rules.settings import CheckSettings
 from rules.text import normalise
 from rules.verdict import FieldIssue, Flag, FlagCode, Reply, SignatoryState, Status, UnsureField, Verdict
-from templates import EmailKind
+from templates import EmailKind, render_email
 
 
 class Action(StrEnum):
@@ -78,7 +81,9 @@ class History:
     """Everything about the past that decides what happens to a message. Empty for ``hubbot check``."""
 
     duplicate: bool = False                      # an earlier message in this hub has the same Message-ID
+    answered_before: bool = False                # the mailbox holds our reply to it, from a life the DB forgot
     thread: ApplicationHistory | None = None     # the application whose e-mails this one answers
+    answers_our_reply: bool = False              # In-Reply-To/References names one of our own e-mails to ``thread``
     school: ApplicationHistory | None = None     # the application ``application_key`` names, if stored
     # Applications of this hub whose latest form came from the sender's address or domain: the school's own
     # application when its URN was wrong before (or is now), and the application a withdrawal request is about.
@@ -115,6 +120,7 @@ class Decision:
     held_back: Reply | None = None               # the reply the daily cap stopped
     plan: DecisionPlan | None = None             # DECISIONS: what to record, and what was refused
     actor: str | None = None                     # DECISIONS: who made them (no address)
+    notices: tuple[Reply, ...] = ()              # other e-mails to send (the original sender told of a change)
 
     @property
     def reply(self) -> Reply | None:
@@ -155,15 +161,20 @@ def decide(verdict: Verdict, history: History, settings: CheckSettings, hub: Hub
     programme = settings.registry.get(verdict.programme) if verdict.programme else None
     if verdict.status is Status.IGNORED:
         return Decision(Action.IGNORE, replace(verdict, reply=None))
-    if history.duplicate:
-        flags = (*verdict.flags, Flag(FlagCode.DUPLICATE, "delivered more than once"))
+    if history.duplicate or history.answered_before:
+        why = "delivered more than once" if history.duplicate else "answered before the database was restored"
+        flags = (*verdict.flags, Flag(FlagCode.DUPLICATE, why))
         return Decision(Action.DUPLICATE, replace(verdict, flags=flags, reply=None))
+    if verdict.authentication.result is AuthResult.FAIL:
+        # A forged sender gets nothing (no reply goes to, or names, anyone on it) and changes nothing: staff look.
+        flags = (*verdict.flags, Flag(FlagCode.UNAUTHENTICATED, verdict.authentication.detail))
+        return Decision(Action.NOTE, replace(verdict, status=Status.REVIEW, flags=flags, reply=None))
     if history.staff_file is not None:
         return _within_cap(_staff_decisions(verdict, history.staff_file, settings, hub), history)
     if verdict.has_flag(FlagCode.WITHDRAWAL):
         return _within_cap(_withdrawal(verdict, history, settings, hub), history)
     if (history.thread is not None and verdict.programme is None
-            and verdict.status in (Status.NO_FORM, Status.NOT_APPLICATION)):
+            and verdict.status in (Status.NO_FORM, Status.NOT_APPLICATION) and _may_confirm(verdict, history, settings)):
         confirmation = _confirmation(verdict, history.thread, settings, hub)
         if confirmation is not None:
             return _within_cap(confirmation, history)
@@ -173,11 +184,22 @@ def decide(verdict: Verdict, history: History, settings: CheckSettings, hub: Hub
     return _within_cap(Decision(Action.NOTE, _with_reply(verdict, programme, settings, hub)), history)
 
 
+def _may_confirm(verdict: Verdict, history: History, settings: CheckSettings) -> bool:
+    """A thread reply may confirm only when it answers one of our own e-mails (their Message-IDs are random, so
+    only someone who received it can name one) and, where the hub's servers vouch for senders, its sender passed:
+    quoting a school's own Message-ID, or forging a signatory's From, confirms nothing."""
+    if not history.answers_our_reply:
+        return False
+    return not settings.trusted_authserv_ids or verdict.authentication.result is AuthResult.PASS
+
+
 def _form(verdict: Verdict, history: History, programme: ProgrammeDefinition, settings: CheckSettings,
           hub: HubView | None, message_key: str) -> Decision:
     """A form: signatures given earlier to the same person carry over, and the status follows from both."""
     key = application_key(verdict, history.thread, message_key)
     earlier = school_application(verdict, history, key)
+    if earlier is not None and _from_elsewhere(verdict, earlier):
+        return _held_for_staff(verdict, earlier, programme, settings, hub)
     if earlier is not None and not _valid_urn(verdict):
         key = earlier.key    # a form without a usable URN keeps the application's key (a URN, or its own)
     flags = list(verdict.flags)
@@ -276,15 +298,48 @@ def _staff_decisions(verdict: Verdict, staff_file: StaffFile, settings: CheckSet
     return Decision(Action.DECISIONS, replace(verdict, status=status, reply=reply), plan=plan, actor=staff_file.actor)
 
 
+def _from_elsewhere(verdict: Verdict, earlier: ApplicationHistory) -> bool:
+    """A form that would change a school's application sent from outside the domain the application came from."""
+    before = earlier.latest.sender if earlier.latest is not None else None
+    if not before or not verdict.sender:
+        return False
+    return not aligned(before, verdict.sender)
+
+
+def _held_for_staff(verdict: Verdict, earlier: ApplicationHistory, programme: ProgrammeDefinition,
+                    settings: CheckSettings, hub: HubView | None) -> Decision:
+    """Never silently replaced: the new form goes to staff (``review``) and the application's own sender is told,
+    in a short e-mail that names nobody, so a stranger cannot quietly take over a school's application."""
+    flags = (*verdict.flags, Flag(FlagCode.RESUBMISSION, "would change an application sent from another domain"))
+    held = _with_reply(replace(verdict, status=Status.REVIEW, flags=flags), programme, settings, hub)
+    latest = earlier.latest
+    notice = None
+    if latest is not None and latest.correspondence is not None and latest.sender:
+        mail = latest.correspondence
+        hub_name = hub.name if hub else programme.hub.name
+        hub_address = (next((a for a in mail.addressed_to if hub and a in hub.addresses), None)
+                       or (sorted(hub.addresses)[0] if hub else programme.hub.address))
+        rendered = render_email(EmailKind.RESUBMISSION_NOTICE, {
+            "hub_name": hub_name, "hub_address": hub_address, "programme_title": programme.title,
+            "school_name": " ".join((latest.school_name or "").split())})
+        in_reply_to, references = threading(mail)
+        notice = Reply(kind=EmailKind.RESUBMISSION_NOTICE, to=(latest.sender,), cc=(), subject=rendered.subject,
+                       text=rendered.text, html=rendered.html, in_reply_to=in_reply_to, references=references,
+                       from_address=hub_address)
+    return Decision(Action.NOTE, held, notices=(notice,) if notice else ())
+
+
 def _confirmation(verdict: Verdict, application: ApplicationHistory, settings: CheckSettings,
                   hub: HubView | None) -> Decision | None:
     """A reply in an application's thread: every signatory still awaited whose address wrote or was copied
     confirms. When that was the last signature and the form itself had nothing missing, the school gets the
     acknowledgement its form would have had, threaded to its form e-mail. None when nobody confirmed."""
-    mail = verdict.correspondence
-    people = set(mail.correspondents if mail else ()) - set(hub.addresses if hub else ())
+    # Only the signatory writing from their own address confirms: being copied on someone else's note is not a
+    # signature, and a Cc is the easiest header to forge.
+    sender = (verdict.sender or "").lower()
     confirmed = tuple(s.role for s in application.signatories
-                      if s.email and not s.signed and s.email.lower() in people)
+                      if s.email and not s.signed and s.email.lower() == sender
+                      and sender not in (hub.addresses if hub else ()))
     if not confirmed:
         return None
     all_signed = all(s.signed or s.role in confirmed for s in application.signatories)
@@ -329,9 +384,16 @@ def _next_date(verdict: Verdict, programme: ProgrammeDefinition, settings: Check
 def _within_cap(decision: Decision, history: History) -> Decision:
     """Hold the reply back when any of its recipients already had ``daily_cap`` e-mails from us today: a loop
     with another robot, or someone using the bot to mail a third party, stops here."""
-    reply = decision.reply
-    if reply is None or history.daily_cap is None:
+    if history.daily_cap is None:
         return decision
-    if any(history.sent_today.get(address.lower(), 0) >= history.daily_cap for address in (*reply.to, *reply.cc)):
+
+    def over(mail: Reply) -> bool:
+        return any(history.sent_today.get(a.lower(), 0) >= history.daily_cap for a in (*mail.to, *mail.cc))
+
+    notices = tuple(n for n in decision.notices if not over(n))
+    if notices != decision.notices:
+        decision = replace(decision, notices=notices)
+    reply = decision.reply
+    if reply is not None and over(reply):
         return replace(decision, verdict=replace(decision.verdict, reply=None), held_back=reply)
     return decision

@@ -6,7 +6,8 @@ the whole of ``hubbot check``; the worker calls the same two with the history it
 worker does with a first e-mail.
 
 Order of reading: too large or automatic mail is ``ignored`` (never answered); each attachment's type is sniffed
-from its bytes, documents are read and recognised by content (logos and cover letters fall away); the best
+from its bytes, documents are read (all of one message's in one bounded child, ``parsers.documents``: one time and
+memory budget per message, at most ``documents_per_message`` opened) and recognised by content (logos and cover letters fall away); the best
 recognised form is mapped to field ids and every check runs; otherwise a document shaped like an application form
 that matches no programme is ``review`` (flag ``unknown_form``: a person reads it, the school gets a ``received``
 receipt, never "no form arrived"), an unreadable document gives ``unreadable``, a text that says a form is
@@ -30,16 +31,19 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import rules.decision
+from parsers.documents import DocumentRequest, read_documents
 from parsers.email import oversize_attachments, parse_email
 from parsers.errors import UnreadableFile
 from parsers.sniff import FileKind, looks_like_document, read_form, sniff
 from parsers.types import Attachment, DocumentKind, FormDocument, ParsedEmail
+from rules.authentication import authenticate
 from rules.automatic import LOOP_HEADER, automatic_reason
 from rules.calendar import LONDON
 from rules.checks import Findings, FormContext, HubView, run_checks
 from rules.decision import History, decide
 from rules.definitions import ProgrammeDefinition
 from rules.mapping import map_fields
+from rules.quoting import own_subject, own_words, own_words_html
 from rules.recognise import Recognition, looks_like_form, recognise
 from rules.replies import correspondence
 from rules.settings import CheckSettings
@@ -78,7 +82,9 @@ def read_email(email: ParsedEmail, size: int, settings: CheckSettings, *, receiv
     when = _london(received_at or email.received_at or email.date)
     hub = hub or settings.hubs.for_email(email)
     base = dict(message_id=email.message_id, received_at=when, sender=email.sender.email if email.sender else None,
-                hub=hub.id if hub else None, correspondence=correspondence(email))
+                hub=hub.id if hub else None, correspondence=correspondence(email),
+                authentication=authenticate(email.headers, email.sender.email if email.sender else None,
+                                            settings.trusted_authserv_ids))
 
     reason = automatic_reason(email, loop_header=LOOP_HEADER, own_addresses=settings.hubs.all_addresses())
     if reason:
@@ -93,6 +99,7 @@ def read_email(email: ParsedEmail, size: int, settings: CheckSettings, *, receiv
     other_files: list[str] = []
     unknown_forms: list[Attachment] = []
     oversize = oversize_attachments(email)
+    to_read: list[tuple[Attachment, DocumentRequest]] = []
     for index, attachment in enumerate(email.attachments):
         kind = sniff(attachment.filename, attachment.content_type, attachment.payload)
         if not looks_like_document(kind):
@@ -102,10 +109,12 @@ def read_email(email: ParsedEmail, size: int, settings: CheckSettings, *, receiv
             unreadable.append((attachment, f"The file is larger than the "
                                            f"{settings.limits.attachment_bytes / 1_048_576:.0f} MB we can accept."))
             continue
-        try:
-            document = read_form(kind, attachment.payload, settings.limits)
-        except UnreadableFile as exc:
-            unreadable.append((attachment, exc.reason))
+        to_read.append((attachment, DocumentRequest(kind, attachment.payload, _priority(attachment, kind))))
+    # Every document of the message is read in one bounded child, with one budget (parsers.documents).
+    documents = read_documents([request for _, request in to_read], settings.limits)
+    for (attachment, _), document in zip(to_read, documents):
+        if isinstance(document, UnreadableFile):
+            unreadable.append((attachment, document.reason))
             continue
         recognition = recognise(document, settings.registry, hub.programmes if hub else ())
         if recognition is not None:
@@ -198,8 +207,21 @@ def assess_document(data: bytes, filename: str, settings: CheckSettings) -> Verd
                          attachment=filename or None)
 
 
+_FORM_NAME = re.compile(r"applica|form|eoi|expression|declaration|work ?group", re.IGNORECASE)
+
+
+def _priority(attachment: Attachment, kind: FileKind) -> int:
+    """Which documents to read first when there are more than the cap: the sender's own (not forwarded), named
+    like a form, Word before PDF."""
+    return ((2 if attachment.from_forwarded else 0) + (0 if _FORM_NAME.search(attachment.filename) else 1)) * 2 \
+        + (0 if kind is FileKind.DOCX else 1)
+
+
 def _says_form_attached(email: ParsedEmail) -> bool:
-    text = f"{email.subject}\n{email.text_body or email.html_body}"[:20_000]
+    # Only the sender's own words: a quote of our "please reply with the form attached" must not earn another
+    # "did not arrive" (rules.quoting).
+    body = own_words(email.text_body[:50_000]) if email.text_body else own_words_html(email.html_body[:200_000])
+    text = f"{own_subject(email.subject)}\n{body}"[:20_000]
     return bool(_SAYS_ATTACHED.search(text) and _SAYS_FORM.search(text))
 
 

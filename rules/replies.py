@@ -11,11 +11,13 @@ headers point at the school's message.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from datetime import date
 from itertools import groupby
 from typing import Any
 
+from parsers.safe_text import ECHO_LIMIT, one_line
 from parsers.types import ParsedEmail
 from rules.calendar import title_in_force
 from rules.checks import HubView
@@ -44,7 +46,8 @@ def correspondence(email: ParsedEmail) -> Correspondence:
 
 
 def _clean(value: str) -> str:
-    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
+    # One line, no control characters or escape sequences (parsers.safe_text); cut where it is echoed.
+    return one_line(value, None)
 
 
 def _hub_identity(mail: Correspondence, hub: HubView | None,
@@ -128,8 +131,8 @@ def build_reply(verdict: Verdict, mail: Correspondence, *, programme: ProgrammeD
         "other_hub_address": other_hub_address,
         "also_checking": bool(verdict.unsure),
         "school_name": _clean(verdict.school_name or school_name or ""),
-        "original_subject": _clean(mail.subject)[:120],
-        "attachment": _clean(verdict.attachment or ""),
+        "original_subject": one_line(mail.subject, ECHO_LIMIT),
+        "attachment": one_line(verdict.attachment, ECHO_LIMIT),
         "problems": list(verdict.problems),
         "sections": issues_by_section(verdict.issues, programme.sections if programme else (), verdict.fields),
         "not_copied": [s for s in verdict.signatories if s.known and not s.copied and s.email],
@@ -137,13 +140,25 @@ def build_reply(verdict: Verdict, mail: Correspondence, *, programme: ProgrammeD
         "deadline": f"{deadline:%-d %B %Y}" if deadline else "",
         "next_date": f"{next_date.day:%-d %B %Y}" if next_date else "",
         "next_what": next_date.what if next_date else "",
-        "other_files": [_clean(f)[:120] for f in verdict.other_files[:10]],
+        "other_files": [one_line(f, ECHO_LIMIT) for f in verdict.other_files[:10]],
     }
     rendered = render_email(kind, context, templates_dir=templates_dir)
-    references = tuple(r for r in (*mail.references, mail.message_id) if r)
+    in_reply_to, references = threading(mail)
     return Reply(kind=kind, to=(sender,), cc=tuple(cc), subject=rendered.subject, text=rendered.text,
-                 html=rendered.html, in_reply_to=mail.message_id, references=references[-10:],
-                 from_address=hub_address)
+                 html=rendered.html, in_reply_to=in_reply_to, references=references, from_address=hub_address)
+
+
+# A Message-ID we may repeat in In-Reply-To/References: msg-id syntax, printable, short enough for a header line.
+_MSG_ID = re.compile(r"^<[!-;=?-~]{1,250}>$")
+
+
+def threading(mail: Correspondence) -> tuple[str, tuple[str, ...]]:
+    """In-Reply-To and References for a reply to ``mail``: only well-formed Message-IDs (one holding control
+    characters, or thousands of characters, would break the header or the outbox row; the reply then simply
+    starts a new thread)."""
+    ok = [m for m in (*mail.references, mail.message_id) if m and _MSG_ID.match(m)]
+    in_reply_to = mail.message_id if mail.message_id and _MSG_ID.match(mail.message_id) else ""
+    return in_reply_to, tuple(ok[-10:])
 
 
 

@@ -24,6 +24,8 @@ class CheckSettings:
     notifications: Mapping[tuple[str, str], tuple[Notification, ...]] = field(default_factory=dict)
     # hub id -> the hub's own templates folder (config ``templates_dir``), searched before the built-ins.
     templates_dirs: Mapping[str, str] = field(default_factory=dict)
+    # [security] trusted_authserv_ids: whose Authentication-Results headers to believe (rules.authentication).
+    trusted_authserv_ids: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         # A programme naming a check that does not exist fails here, when the settings are made, not on a school's

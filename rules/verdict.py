@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from rules.authentication import NOT_CONFIGURED, Authentication, AuthResult
 from templates import EmailKind
 
 
@@ -33,7 +34,7 @@ class FlagCode(StrEnum):
     RESUBMISSION = "resubmission"
     DUPLICATE = "duplicate"
     UNKNOWN_FORM = "unknown_form"        # looks like an application form, but no known programme's
-    UNAUTHENTICATED = "unauthenticated"  # (for the authentication work) the sender failed DMARC
+    UNAUTHENTICATED = "unauthenticated"  # the sender failed DMARC at the hub's own servers
     WITHDRAWAL = "withdrawal"            # the e-mail asks to withdraw an application
 
 
@@ -132,6 +133,7 @@ class Verdict:
     # How the form was recognised and how each field's label was matched, for staff (``to_record``), not schools.
     recognition: dict[str, Any] | None = None
     readings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    authentication: Authentication = NOT_CONFIGURED   # from the hub's own servers' Authentication-Results
 
     @property
     def missing_fields(self) -> list[str]:
@@ -176,6 +178,7 @@ class Verdict:
             "late": self.late,
             "flags": [{"code": f.code.value, "detail": f.detail} for f in self.flags],
             "problems": list(self.problems),
+            "authentication": self.authentication.to_json(),
             "reply": None if self.reply is None else {
                 "kind": self.reply.kind.value, "to": list(self.reply.to), "cc": list(self.reply.cc),
                 "subject": self.reply.subject, "body": self.reply.text,
@@ -220,6 +223,7 @@ class Verdict:
         c = record.get("correspondence")
         r = record.get("reply")
         school = record.get("school") or {}
+        auth = record.get("authentication") or {}
         return cls(
             message_id=record.get("message_id") or "",
             received_at=datetime.fromisoformat(received) if received else None,
@@ -256,6 +260,8 @@ class Verdict:
                 subject=r.get("subject", ""), text=r.get("body", ""), html=r.get("html", ""),
                 in_reply_to=r.get("in_reply_to", ""), references=tuple(r.get("references") or ()),
                 from_address=r.get("from_address", "")),
+            authentication=Authentication(AuthResult(auth["result"]), auth.get("detail", "")) if auth
+            else NOT_CONFIGURED,
         )
 
 

@@ -9,6 +9,7 @@ log. ``schema_revision`` tells ``hubbot doctor`` and ``hubbot status`` where a d
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from storage import sanitize
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _HERE = Path(__file__).resolve().parent
@@ -73,8 +76,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # waits on busy_timeout instead of failing with "database is locked".
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    # NUL and lone surrogates in any text parameter are escaped: a message must never be unstorable for them.
+    sanitize.install(engine)
+    return engine
 
 
 def alembic_config() -> Config:
@@ -127,8 +133,24 @@ def redacted_url(url: str) -> str:
     return make_url(_normalise_url(url)).render_as_string(hide_password=True)
 
 
+def _create_private(url: str) -> None:
+    """A new SQLite database file is created readable by its owner only (it holds applications and e-mails);
+    SQLite gives its -wal and -shm files the same permissions."""
+    parsed = make_url(_normalise_url(url))
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return
+    path = Path(parsed.database)
+    if path.exists() or not path.parent.is_dir():
+        return   # an existing file keeps the permissions its owner gave it; a missing folder is reported on open
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 def open_database(url: str, *, migrate: bool = True, **engine_kwargs: Any) -> Database:
     """Connect, migrate to the newest schema (unless ``migrate=False``) and return the database handle."""
+    _create_private(url)
     engine = make_engine(url, **engine_kwargs)
     if migrate:
         upgrade(engine)

@@ -109,6 +109,11 @@ class EventKind(enum.StrEnum):
     INCIDENT_CLOSED = "incident_closed"
     ALERT_QUEUED = "alert_queued"
     PRIVACY_ERASED = "privacy_erased"
+    REPLY_RESOLVED = "reply_resolved"          # an uncertain send settled by the hub's mailbox: sent, or safe again
+    CLAIM_TAKEN_OVER = "claim_taken_over"      # a dead worker's claim released at once
+    # Recovery.
+    MAILBOX_STARTED = "mailbox_started"        # first poll of a mailbox: started at its end (or a backfill date)
+    MAILBOX_BEHIND = "mailbox_behind"          # the database is older than the mailbox (a restored backup?)
     # Scheduled jobs.
     REMINDER_QUEUED = "reminder_queued"
     DIGEST_QUEUED = "digest_queued"
@@ -157,6 +162,7 @@ class Message(Base):
         Index("ix_messages_state", "state", "id"),
         Index("ix_messages_stored_at", "stored_at"),
         Index("ix_messages_verdict_status", "hub_id", "verdict_status"),
+        Index("ix_messages_hub_in_reply_to", "hub_id", "in_reply_to"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -181,6 +187,9 @@ class Message(Base):
     verdict_status: Mapped[Status | None] = mapped_column(_enum(Status, "verdict_status"))
     verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     application_id: Mapped[int | None] = mapped_column(ForeignKey("applications.id", ondelete="SET NULL"))
+    # Migration 0005: what it answers, and whether it is a copy of an e-mail the bot sent (Bcc or Sent folder).
+    in_reply_to: Mapped[str | None] = mapped_column(String(998))
+    own_copy: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Application(Base):
@@ -298,6 +307,9 @@ class OutboxItem(Base):
     created_at: Mapped[datetime]
     # Files to attach (migration 0004_decisions): [{"filename", "content_type", "data" (base64)}], or NULL.
     attachments: Mapped[list[Any] | None] = mapped_column(JSON)
+    # Migration 0005: set (and committed) just before SMTP DATA. A send interrupted before it never reached the
+    # server and is retried; after it the server may have the e-mail, so the hub's mailbox is asked first.
+    data_started_at: Mapped[datetime | None]
 
 
 class Event(Base):

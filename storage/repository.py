@@ -22,6 +22,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rules.automatic import LOOP_HEADER
 from storage.models import (
     Application,
     ApplicationStatus,
@@ -36,6 +37,7 @@ from storage.models import (
     OutboxState,
     Signatory,
 )
+from storage.sanitize import db_text
 from templates import EmailKind
 
 DEFAULT_MESSAGE_LEASE = timedelta(minutes=15)
@@ -112,16 +114,31 @@ def extract_message_id(raw: bytes) -> str | None:
     value = headers.get("Message-ID")
     if value is None:
         return None
-    value = " ".join(str(value).split())
-    return value[:998] or None
+    # Escaped before it is cut (storage.sanitize): NULs must not push it past the column's 998 characters. A
+    # longer one keeps a digest of the whole, so two long IDs sharing a prefix are not taken for one e-mail.
+    value = db_text(" ".join(str(value).split()))
+    if len(value) > 998:
+        value = f"{value[:900]}#{hashlib.sha256(value.encode()).hexdigest()}"
+    return value or None
+
+
+def extract_threading(raw: bytes) -> tuple[str | None, bool]:
+    """The first Message-ID in In-Reply-To, and whether the message carries our own loop header (a copy of an
+    e-mail the bot sent, come back through Bcc or a Sent folder)."""
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:1024 * 1024], headersonly=True)
+    value = " ".join(str(headers.get("In-Reply-To") or "").split())
+    first = value[value.find("<"):value.find(">") + 1] if "<" in value and ">" in value else value
+    return (db_text(first)[:998] or None), headers.get(LOOP_HEADER) is not None
 
 
 def store_raw_message(session: Session, *, hub_id: str, folder: str, uidvalidity: int, uid: int, raw: bytes,
-                      received_at: datetime | None, now: datetime | None = None) -> StoreResult:
+                      received_at: datetime | None, now: datetime | None = None,
+                      size: int | None = None) -> StoreResult:
     """Store one fetched message unless it is already here. Already here means the same mailbox location, or the
     same bytes in the same hub (what a UIDVALIDITY reset or a copy in a second folder looks like). A different
     message that reuses a Message-ID already seen in this hub is stored, with ``duplicate_of`` set, so the workflow
-    can decide not to answer it twice."""
+    can decide not to answer it twice. ``size`` is the whole message's size when ``raw`` is only its headers (a
+    message too large to download)."""
     location = select(Message).where(Message.hub_id == hub_id, Message.folder == folder,
                                      Message.uidvalidity == uidvalidity, Message.uid == uid)
     found = session.scalar(location)
@@ -138,8 +155,10 @@ def store_raw_message(session: Session, *, hub_id: str, folder: str, uidvalidity
     if message_id:
         earlier = session.scalar(select(Message).where(Message.hub_id == hub_id, Message.message_id == message_id)
                                  .order_by(Message.id).limit(1))
+    in_reply_to, own_copy = extract_threading(raw)
     row = Message(hub_id=hub_id, folder=folder, uidvalidity=uidvalidity, uid=uid, message_id=message_id,
-                  sha256=sha, raw=raw, size=len(raw), received_at=received_at, stored_at=now or utcnow(),
+                  in_reply_to=in_reply_to, own_copy=own_copy, sha256=sha, raw=raw, size=size if size is not None else len(raw), received_at=received_at,
+                  stored_at=now or utcnow(),
                   state=MessageState.STORED, attempts=0)
     stored, created = _insert_or_get(
         session, row, select(Message).where(

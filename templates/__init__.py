@@ -26,6 +26,8 @@ class EmailKind(StrEnum):
     RECEIVED = "received"            # to ``review``: a warm receipt; the hub team will check; names nothing
     WRONG_HUB = "wrong_hub"          # a form for a programme another hub runs: which hub, and its address
     WITHDRAWAL_RECEIVED = "withdrawal_received"
+    # To the sender of an application when a form from another domain would change it (the hub checks first).
+    RESUBMISSION_NOTICE = "resubmission_notice"
     # Reminders, queued by the calendar.
     REMINDER = "reminder"
     SIGNATORY_REMINDER = "signatory_reminder"

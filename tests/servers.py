@@ -280,12 +280,37 @@ class RecordingHandler:
     oauth_tokens: set[str] = field(default_factory=set)
     auth_log: list[tuple[str, str]] = field(default_factory=list)   # (mechanism, login)
     peers: list[Any] = field(default_factory=list)   # the client's (host, port) for each DATA: one per connection
+    # Fault modes. ``refuse_rcpt``: address (or "*") -> the answer to its RCPT (a refused Cc, "550 relaying
+    # denied"). ``drops``: the next DATA commands end with the connection cut instead of an answer:
+    # "accepted" keeps the message first (the answer to the final "." is what is lost), "lost" does not.
+    refuse_rcpt: dict[str, str] = field(default_factory=dict)
+    drops: collections.deque[str] = field(default_factory=collections.deque)
+    # Called with each accepted message (as Microsoft 365 and Gmail save what you send to your Sent folder).
+    on_accept: Any = None
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        answer = self.refuse_rcpt.get(address.lower()) or self.refuse_rcpt.get("*")
+        if answer == "drop":
+            server.transport.close()       # the connection lost before DATA: nothing can have been delivered
+            return "250 OK"
+        if answer:
+            return answer
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.peers.append(session.peer)
         if self.answers:
             return self.answers.popleft()
-        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+        drop = self.drops.popleft() if self.drops else None
+        if drop != "lost":
+            got = Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))
+            self.received.append(got)
+            if self.on_accept is not None:
+                self.on_accept(got)
+        if drop is not None:
+            server.transport.close()
         return "250 2.0.0 OK queued"
 
     async def auth_XOAUTH2(self, server: Any, args: list[str]) -> Any:

@@ -20,6 +20,7 @@ from samples.mail import out_of_office, question_email
 
 KEYS = ["file", "message_id", "received_at", "sender", "status", "programme", "hub", "attachment", "school",
         "fields", "missing_fields", "invalid_fields", "unsure_fields", "signatories", "late", "flags", "problems",
+        "authentication",
         "reply"]
 REPLY_KEYS = {"kind", "to", "cc", "subject", "body"}
 PID = "secondary-tfm-wg-2024"

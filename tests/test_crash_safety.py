@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from storage.db import open_database
 from storage.models import ApplicationVersion, Event, MessageState, OutboxState
-from tests.test_imap_worker import REPO, T0, hubbot_env, imap_config, received_ids, run_once
+from tests.test_imap_worker import BACKFILL, REPO, T0, hubbot_env, imap_config, received_ids, run_once
 from tests.test_workflow import Bot, application
 
 pytestmark = pytest.mark.slow
@@ -113,7 +113,8 @@ def test_two_workers_on_one_postgres_database_share_the_work(tmp_path: Path, dov
                          extra="max_replies_per_address_per_day = 100")
     open_database(pg_url).close()   # migrate first; the workers then race only for the work itself
 
-    command = [sys.executable, "-m", "bot.cli", "run", "--once", "--config", str(config), "--now", T0.isoformat()]
+    command = [sys.executable, "-m", "bot.cli", "run", "--once", "--config", str(config), "--now", T0.isoformat(),
+               "--backfill", BACKFILL]
     workers = [subprocess.Popen(command, cwd=REPO, env=hubbot_env(dovecot), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [w.communicate(timeout=180)[0] for w in workers]

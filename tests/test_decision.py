@@ -5,6 +5,7 @@ gives a first e-mail.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from parsers.email import parse_email
@@ -90,7 +91,7 @@ def test_a_signatory_confirming_in_the_thread_completes_the_application() -> Non
     application = history_of(form)
     confirm = build_email(sender=waiting[0].email, to=("mathshub@bishopchalloner.bham.sch.uk",), subject="Re: x",
                           body_text="I confirm.")
-    decision = decide(read(confirm), History(thread=application), SETTINGS, None)
+    decision = decide(read(confirm), History(thread=application, answers_our_reply=True), SETTINGS, None)
     assert decision.action is Action.CONFIRM and decision.confirmed == (waiting[0].role,)
     assert decision.completes_application and decision.application_id == application.id
     assert decision.reply is not None and decision.reply.kind is EmailKind.ACKNOWLEDGEMENT
@@ -98,7 +99,47 @@ def test_a_signatory_confirming_in_the_thread_completes_the_application() -> Non
     # The same note from someone who is not an awaited signatory is for a person, not a confirmation.
     stranger = build_email(sender="someone@else.example", to=("mathshub@bishopchalloner.bham.sch.uk",),
                            subject="Re: x", body_text="I confirm.")
-    assert decide(read(stranger), History(thread=application), SETTINGS, None).action is Action.NOTE
+    assert decide(read(stranger), History(thread=application, answers_our_reply=True), SETTINGS,
+                  None).action is Action.NOTE
+
+
+def test_a_confirmation_counts_only_from_the_signatory_answering_our_own_email() -> None:
+    form = read(form_email(pattern="one_missing"))
+    (waiting,) = [s for s in form.signatories if not s.copied]
+    application = history_of(form)
+    hub = ("mathshub@bishopchalloner.bham.sch.uk",)
+    own = build_email(sender=waiting.email, to=hub, subject="Re: x", body_text="I confirm.")
+    # It names only the school's own Message-ID (anyone who saw the school's e-mail could): not a signature.
+    assert decide(read(own), History(thread=application), SETTINGS, None).action is Action.NOTE
+    # Someone else writing with the signatory in Cc: not a signature either.
+    copied = build_email(sender=form.sender, to=hub, cc=(waiting.email,), subject="Re: x", body_text="I confirm.")
+    assert decide(read(copied), History(thread=application, answers_our_reply=True), SETTINGS,
+                  None).action is Action.NOTE
+    # Where the hub's servers vouch for senders, the signatory must pass.
+    strict = replace(SETTINGS, trusted_authserv_ids=frozenset({"mx.hub.example"}))
+    unvouched = read_email(parse_email(own), len(own), strict)
+    assert decide(unvouched, History(thread=application, answers_our_reply=True), strict,
+                  None).action is Action.NOTE
+    domain = waiting.email.rpartition("@")[2]
+    vouched_raw = f"Authentication-Results: mx.hub.example; dmarc=pass header.from={domain}\r\n".encode() + own
+    vouched = read_email(parse_email(vouched_raw), len(vouched_raw), strict)
+    assert decide(vouched, History(thread=application, answers_our_reply=True), strict,
+                  None).action is Action.CONFIRM
+
+
+def test_a_form_from_another_domain_never_silently_replaces_the_application() -> None:
+    first = read(form_email())
+    school = history_of(first, signed=True, complete=True)
+    raw = re.sub(rb"(?m)^From: .*$", b"From: Someone <a@elsewhere.example>", form_email(), count=1)
+    decision = decide(read(raw), History(school=school), SETTINGS, None)
+    assert decision.action is Action.NOTE and decision.verdict.status is Status.REVIEW
+    assert decision.verdict.has_flag(FlagCode.RESUBMISSION)
+    (notice,) = decision.notices
+    assert notice.kind is EmailKind.RESUBMISSION_NOTICE and notice.to == (first.sender,) and notice.cc == ()
+    assert notice.in_reply_to == first.message_id and "a@elsewhere.example" not in notice.text
+    # The same school's own domain is an ordinary resubmission.
+    again = decide(read(form_email()), History(school=school), SETTINGS, None)
+    assert again.action is Action.RECORD and not again.notices
 
 
 def test_the_daily_cap_holds_a_reply_back_for_any_recipient() -> None:

@@ -36,6 +36,8 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD_ENV = "HUBBOT_TEST_IMAP_PASSWORD"
 T0 = datetime(2024, 6, 20, 12, 0, tzinfo=LONDON)
+# The tests fill a mailbox before its first poll; a real first poll starts at the end unless told otherwise.
+BACKFILL = "1970-01-01T00:00:00+00:00"
 
 
 def imap_config(tmp_path: Path, dovecot, smtp_server, folder: str, *, move_to: str | None = None,
@@ -62,7 +64,7 @@ def hubbot_env(dovecot, **extra: str) -> dict[str, str]:
 def run_once(config: Path, dovecot, *, now: datetime = T0, timeout: float = 120,
              **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bot.cli", "run", "--once", "--config", str(config),
-                           "--now", now.isoformat()], cwd=REPO, env=hubbot_env(dovecot, **env),
+                           "--now", now.isoformat(), "--backfill", BACKFILL], cwd=REPO, env=hubbot_env(dovecot, **env),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -260,7 +262,8 @@ def test_permanent_smtp_failure_is_failed_and_not_retried(tmp_path: Path, doveco
 def test_wrong_imap_password_is_a_mailbox_error_not_a_crash(tmp_path: Path, dovecot, smtp_server) -> None:
     folder = dovecot.new_folder()
     config = imap_config(tmp_path, dovecot, smtp_server, folder)
-    result = subprocess.run([sys.executable, "-m", "bot.cli", "run", "--once", "--config", str(config)],
+    result = subprocess.run([sys.executable, "-m", "bot.cli", "run", "--once", "--config", str(config),
+                             "--backfill", BACKFILL],
                             cwd=REPO, env={**hubbot_env(dovecot), PASSWORD_ENV: "wrong"}, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 1, result.stderr

@@ -151,6 +151,9 @@ def _write_config(root: Path) -> None:
     (root / "hubbot.toml").write_text(CONFIG.format(hubs="\n".join(blocks)), encoding="utf-8")
 
 
+_EVERYTHING = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def run_demo(root: Path, *, now: datetime | None = None) -> int:
     from bot.config import load_config
     from bot.context import check_settings
@@ -189,7 +192,8 @@ def run_demo(root: Path, *, now: datetime | None = None) -> int:
             titles[sample.raw] = sample.title
         progress.update(task, description="Processing the inbox as `hubbot run --once` does", total=1)
         db = open_database(config.database_url)
-        worker = Worker(config, db, check_settings(config), clock=lambda: now)
+        # The demo's inboxes are new and hold only the sample mail: all of it is to be answered.
+        worker = Worker(config, db, check_settings(config), clock=lambda: now, backfill=_EVERYTHING)
         try:
             report = worker.run_once()
         finally:

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                               description="The worker: every configured mailbox, the outbox, reminders and digests.")
     run.add_argument("--once", action="store_true",
                      help="one cycle over every mailbox, then every scheduled job that is due, then the outbox")
+    run.add_argument("--backfill", type=_now, metavar="SINCE",
+                     help="a mailbox polled for the first time starts at its end (old mail is not answered); with "
+                          "this, it starts at the mail received since SINCE instead")
     _common(run)
 
     demo = commands.add_parser("demo", help="the whole job on generated sample mail: no servers, no config",
@@ -178,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.configure()
     config = _require_config(args.config)
     db = open_database(config.database_url)
-    worker = Worker(config, db, check_settings(config), clock=_clock(args.now))
+    worker = Worker(config, db, check_settings(config), clock=_clock(args.now), backfill=args.backfill)
     if args.once:
         from bot.cli.summary import format_cycle
         from bot.staff import jobs
@@ -249,9 +252,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         db.close()
     if args.output:
+        if _is_database_file(args.output, config.database_url):
+            print(f"hubbot export: {args.output} is the bot's own database; choose another file", file=sys.stderr)
+            return 2
         try:
-            # Personal data: a new file is readable by its owner only.
+            # Personal data: readable by its owner only, a new file or an old one written over.
             fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)
         except OSError as exc:
             print(f"hubbot export: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
             return 2
@@ -276,6 +283,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_database_file(output: str, database_url: str) -> bool:
+    """Whether ``output`` is the SQLite database (or its journal files): an export must never write over it."""
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return False
+    target = os.path.realpath(output)
+    return any(target == os.path.realpath(url.database + suffix) for suffix in ("", "-wal", "-shm", "-journal"))
+
+
 def _staff_context(args: argparse.Namespace):
     from bot.context import check_settings
     from bot.worker import Worker, system_clock
@@ -292,6 +312,7 @@ def cmd_digest(args: argparse.Namespace) -> int:
     from bot.staff import jobs
     from bot.staff.digest import render_digest
     from parsers.errors import ConfigError
+    from parsers.safe_text import printable
 
     config, db, worker, now = _staff_context(args)
     if args.hub and args.hub not in {h.id for h in config.hubs}:
@@ -305,7 +326,8 @@ def cmd_digest(args: argparse.Namespace) -> int:
                                 else "no staff configured"))
         else:
             rendered = render_digest(run.digest)
-            print(rendered.html if args.html else f"Subject: {rendered.subject}\n\n{rendered.text}")
+            # School names, subjects and file names come from strangers: no escape sequence reaches the terminal.
+            print(printable(rendered.html if args.html else f"Subject: {rendered.subject}\n\n{rendered.text}"))
             if run.skipped_quiet:
                 print(f"({hub}: a quiet day: --send would not send this digest)")
     if args.send:
@@ -319,8 +341,10 @@ def cmd_remind(args: argparse.Namespace) -> int:
     from bot.staff.reminders import describe
 
     config, db, worker, now = _staff_context(args)
+    from parsers.safe_text import printable
+
     due = jobs.remind(db, config, worker.workflow.settings, now, send=args.send)
-    print(describe(due, now))
+    print(printable(describe(due, now)))
     if args.send and due:
         report = worker.send_due()
         print(f"sent {report.sent}, retrying {report.retried}, failed {report.failed}")
@@ -368,6 +392,14 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.command](args)
     except ConfigError as exc:
         print(f"hubbot: {exc.reason}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a database fault is one plain line, never a traceback
+        from storage.errors import describe
+
+        line = describe(exc)
+        if line is None:
+            raise
+        print(f"hubbot: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -6,6 +6,8 @@ from __future__ import annotations
 import shutil
 import textwrap
 
+from parsers.safe_text import one_line, printable
+from rules.authentication import NOT_CONFIGURED
 from rules.verdict import IssueKind, Verdict
 
 
@@ -32,10 +34,12 @@ def format_summary(name: str, verdict: Verdict) -> str:
     bare = not verdict.message_id and verdict.sender is None and verdict.attachment is not None
     out.append(f"Hub:       {verdict.hub or ('(a form on its own: no e-mail)' if bare else '(not one of our mailboxes)')}")
     out.append(f"From:      {verdict.sender or '(none)'}")
+    if verdict.authentication != NOT_CONFIGURED:
+        out.append(f"Sender:    {verdict.authentication.result.value} ({verdict.authentication.detail})")
     if verdict.received_at:
         out.append(f"Received:  {verdict.received_at:%d %b %Y %H:%M %Z}" + ("  (LATE)" if verdict.late else ""))
     if verdict.attachment:
-        out.append(f"Form:      {verdict.attachment}")
+        out.append(f"Form:      {one_line(verdict.attachment)}")
     if verdict.ignored_because:
         out.append(f"Ignored:   {verdict.ignored_because} (automatic mail is never answered)")
     for problem in verdict.problems:
@@ -68,8 +72,9 @@ def format_summary(name: str, verdict: Verdict) -> str:
         out += [f"Reply:     {r.kind.value}", f"  To:      {', '.join(r.to)}"]
         if r.cc:
             out.append(f"  Cc:      {', '.join(r.cc)}")
-        out += [f"  Subject: {r.subject}", ""] + ["    " + line for line in r.text.splitlines()]
-    return "\n".join(out) + "\n"
+        out += [f"  Subject: {one_line(r.subject)}", ""] + ["    " + line for line in r.text.splitlines()]
+    # Everything shown came from a stranger's e-mail or form: no escape sequence reaches the terminal.
+    return printable("\n".join(out) + "\n")
 
 
 def _recognition_note(verdict: Verdict) -> str:

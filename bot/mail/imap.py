@@ -181,10 +181,13 @@ class ImapSource:
             # "N:*" always matches the highest UID even when it is below N, so filter rather than trust it.
             uids = sorted(int(u) for u in found if int(u) > last)
             sizes: dict[int, int] = {}
+            dates: dict[int, datetime] = {}
             for start in range(0, len(uids), 500):
                 chunk = uids[start:start + 500]
-                for uid, data in client.fetch(chunk, ["RFC822.SIZE"]).items():
+                for uid, data in client.fetch(chunk, ["RFC822.SIZE", "INTERNALDATE"]).items():
                     sizes[int(uid)] = int(data.get(b"RFC822.SIZE", 0))
+                    if b"INTERNALDATE" in data:
+                        dates[int(uid)] = _aware(data[b"INTERNALDATE"])
         except _TEMPORARY_ERRORS as exc:
             self._drop()
             raise MailSourceError(f"IMAP search in folder '{self.settings.folder}' on {self.settings.where} "
@@ -202,7 +205,7 @@ class ImapSource:
         if skipped:
             log.info("skipping %d message(s) (over size cap or vanished)", len(skipped))
         return FetchRun(uidvalidity=uidvalidity, previous_uidvalidity=cursor.uidvalidity, uids=tuple(wanted),
-                        skipped=skipped, _bodies=lambda ids: self._bodies(uidvalidity, ids))
+                        skipped=skipped, internaldates=dates, _bodies=lambda ids: self._bodies(uidvalidity, ids))
 
     def _bodies(self, uidvalidity: int, uids: Sequence[int]) -> Iterator[FetchedMessage]:
         batch = max(1, self.batch_size)
@@ -227,6 +230,29 @@ class ImapSource:
                 raw = bytes(data[b"BODY[]"])
                 yield FetchedMessage(uidvalidity=uidvalidity, uid=uid, internaldate=_aware(data.get(b"INTERNALDATE")),
                                      raw=raw, size=len(raw))
+
+    def fetch_headers(self, uidvalidity: int, uids: Sequence[int]) -> Iterator[FetchedMessage]:
+        """The header block alone of messages too large to download (``raw`` is the headers, ``size`` the whole
+        message's size): enough to store them, tell the sender once, and show staff."""
+        if not uids:
+            return
+        try:
+            client = self.connect()
+            if self._selected_readonly is None:
+                info = self._select(readonly=True)
+                if int(info[b"UIDVALIDITY"]) != uidvalidity:
+                    raise MailSourceError("UIDVALIDITY changed during fetch")
+            response = client.fetch(list(uids), ["BODY.PEEK[HEADER]", "INTERNALDATE", "RFC822.SIZE"])
+        except _TEMPORARY_ERRORS as exc:
+            self._drop()
+            raise MailSourceError(f"IMAP fetch failed: {type(exc).__name__}") from exc
+        for uid in uids:
+            data = response.get(uid)
+            if data is None or b"BODY[HEADER]" not in data:
+                continue
+            raw = bytes(data[b"BODY[HEADER]"])[:1024 * 1024]
+            yield FetchedMessage(uidvalidity=uidvalidity, uid=uid, internaldate=_aware(data.get(b"INTERNALDATE")),
+                                 raw=raw, size=int(data.get(b"RFC822.SIZE", len(raw))))
 
     # -- after the caller has committed --
 

@@ -93,9 +93,12 @@ class MaildirSource:
         by_uid = {uid: files[key] for key, uid in ledger.uids.items() if uid > last}
         wanted: list[int] = []
         skipped: list[SkippedMessage] = []
+        dates: dict[int, datetime] = {}
         for uid in sorted(by_uid):
             try:
-                size = by_uid[uid].stat().st_size
+                stat = by_uid[uid].stat()
+                size = stat.st_size
+                dates[uid] = datetime.fromtimestamp(stat.st_mtime, timezone.utc)
             except FileNotFoundError:
                 skipped.append(SkippedMessage(uid, 0, SkipReason.VANISHED))
                 continue
@@ -105,7 +108,8 @@ class MaildirSource:
                 wanted.append(uid)
         uidvalidity = ledger.uidvalidity
         return FetchRun(uidvalidity=uidvalidity, previous_uidvalidity=cursor.uidvalidity, uids=tuple(wanted),
-                        skipped=skipped, _bodies=lambda ids: self._bodies(uidvalidity, by_uid, ids))
+                        skipped=skipped, internaldates=dates,
+                        _bodies=lambda ids: self._bodies(uidvalidity, by_uid, ids))
 
     def _bodies(self, uidvalidity: int, by_uid: dict[int, Path], uids: Sequence[int]) -> Iterator[FetchedMessage]:
         for uid in uids:
@@ -121,6 +125,26 @@ class MaildirSource:
             except FileNotFoundError:
                 continue
             yield FetchedMessage(uidvalidity=uidvalidity, uid=uid, internaldate=delivered, raw=raw, size=len(raw))
+
+    def fetch_headers(self, uidvalidity: int, uids: Sequence[int]) -> Iterator[FetchedMessage]:
+        """The header block alone of messages too large to read whole (``size`` is the file's size)."""
+        ledger = self._load_ledger()
+        files = self._files()
+        by_uid = {uid: files[key] for key, uid in ledger.uids.items() if key in files}
+        for uid in uids:
+            path = by_uid.get(uid)
+            if path is None:
+                continue
+            try:
+                with path.open("rb") as handle:
+                    head = handle.read(1024 * 1024)
+                size = path.stat().st_size
+                delivered = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+            except FileNotFoundError:
+                continue
+            end = min((i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0), default=len(head))
+            yield FetchedMessage(uidvalidity=uidvalidity, uid=uid, internaldate=delivered, raw=head[:end + 4],
+                                 size=size)
 
     def move_to(self, uids: Sequence[int], folder: str) -> None:
         """Move messages into another Maildir (``folder`` is a path, or a Maildir++ subfolder name like

@@ -68,6 +68,8 @@ class FetchRun:
     previous_uidvalidity: int | None
     uids: tuple[int, ...]                       # the UIDs the iterator will try to deliver, ascending
     skipped: list[SkippedMessage] = field(default_factory=list)
+    # UID -> when the server received it, where the listing already had it (for starting at a date, not an end).
+    internaldates: dict[int, datetime] = field(default_factory=dict)
     _bodies: Callable[[Sequence[int]], Iterator[FetchedMessage]] | None = field(default=None, repr=False)
 
     @property
@@ -94,3 +96,11 @@ class MailSource(Protocol):
     def move_to(self, uids: Sequence[int], folder: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class HeaderSource(Protocol):
+    """A source that can fetch just the headers of a message too large to download, so it is still stored (and
+    answered once, and shown to staff) rather than only skipped."""
+
+    def fetch_headers(self, uidvalidity: int, uids: Sequence[int]) -> Iterator[FetchedMessage]: ...

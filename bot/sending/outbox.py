@@ -2,12 +2,14 @@
 the ``.eml`` writer), and record the outcome: sent; retried later with exponential backoff after a TEMPORARY
 failure; failed for good after a PERMANENT one or too many attempts. Each claim is committed (state SENDING) just
 before the SMTP conversation and each outcome straight after it, so at most one worker talks to the server about a
-row. If a worker dies inside that window we cannot know whether the server accepted the e-mail, so the row is not
-sent again automatically: it becomes UNCERTAIN, the digest asks a person to check, and ``requeue_reply`` sends it
-again. A school is therefore never answered twice; the price is that a crash in the few milliseconds of an SMTP
-conversation delays that one reply until a person looks. Which sender takes a row is the caller's choice: one for
-everything, one per hub (``[hubs.smtp]``), or a ``pick`` function that sees the row's hub, kind and key (alerts use
-it to go around a broken server). Each outcome's event names its cause (``FailureCause``) so the health checks can
+row. The window in which nobody can know whether the server took an e-mail is narrowed to SMTP DATA: a marker is
+committed on the row just before it, so a send a dead worker (or a cut connection) left before DATA is simply sent
+again, and only one cut after it is UNCERTAIN. An uncertain send is settled by the hub's mailbox where it can show
+what went (``bot.worker.Worker.resolve_uncertain``: a copy in the Sent folder or a Bcc to the hub means sent, none
+after the settle time means send again); otherwise the digest asks a person and ``requeue_reply`` sends it again.
+Every recipient of every e-mail counts against the caps (``bot.sending.caps``); one over them waits. Which sender
+takes a row is the caller's choice: one for everything, one per hub (``[hubs.smtp]``), or a ``pick`` function that
+sees the row's hub, kind and key (alerts use it to go around a broken server). Each outcome's event names its cause (``FailureCause``) so the health checks can
 tell a broken server from a mistyped address.
 """
 from __future__ import annotations
@@ -24,12 +26,15 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from bot.config import SmtpSettings
+from bot.faults import crash_point
 from bot.oauth import TokenProvider
+from bot.sending.caps import Caps, hold_until
 from bot.sending.smtp import SendResult, SendStatus, SmtpConnection, write_eml
 from rules.automatic import LOOP_HEADER
 from storage import repository as repo
 from storage.db import Database
-from storage.models import EventKind, OutboxItem
+from storage.models import EventKind, OutboxItem, OutboxState
+from storage.recovery import mark_data_started, mark_uncertain, take_over_dead_claims, worker_identity
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,8 @@ class DrainReport:
     failed: int = 0
     uncertain: int = 0        # interrupted sends found and parked for a person to check
     lost_claims: int = 0      # our lease expired and another worker took the row before we recorded the outcome
+    partly_refused: int = 0   # sent, but the server refused some recipients (a Cc): listed for staff
+    held: int = 0             # over a cap (per address per day, per hub per hour): waiting, not dropped
 
 
 def backoff(attempts: int, policy: OutboxPolicy) -> timedelta:
@@ -125,13 +132,15 @@ def eml_sender(directory: str | Path) -> Sender:
 
 
 def default_worker_id() -> str:
-    import os
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid:start``, so a worker on the same host can tell at once that this one is gone
+    (``storage.recovery.take_over_dead_claims``)."""
+    return worker_identity()
 
 
 def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now: datetime | None = None,
                  policy: OutboxPolicy = OutboxPolicy(), max_items: int = 5000,
-                 hub_senders: Mapping[str, Sender] | None = None, pick: Pick | None = None) -> DrainReport:
+                 hub_senders: Mapping[str, Sender] | None = None, pick: Pick | None = None,
+                 bcc: Mapping[str, str] | None = None, caps: Caps = Caps()) -> DrainReport:
     """Send everything due (up to ``max_items`` per call). ``hub_senders`` lets a hub use its own sender; others
     use ``sender``; ``pick``, when given, chooses for every row instead. ``now`` fixes the clock (tests,
     ``--now``); otherwise the real time is read at each step.
@@ -142,6 +151,9 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
     report = DrainReport()
     used = {id(one): one for one in (sender, *(hub_senders or {}).values())}
     with db.session() as session:
+        # A dead worker on this host: its sends that never reached DATA go again now; the rest are uncertain.
+        taken = take_over_dead_claims(session, host=socket.gethostname(), actor=worker, now=now)
+        report.uncertain += taken.uncertain
         for item in repo.park_interrupted_sends(session, now=now or repo.utcnow(), lease=policy.lease):
             report.uncertain += 1
             repo.record_event(session, EventKind.REPLY_UNCERTAIN, hub_id=item.hub_id, actor=worker, outbox_id=item.id,
@@ -149,19 +161,27 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
                               detail={"kind": item.kind}, now=now)
     for _ in range(max_items):
         claim_time = now or repo.utcnow()
+        held_before = report.held
         with db.session() as session:
             items = repo.claim_due_replies(session, worker=worker, now=claim_time, limit=1, lease=policy.lease)
+            # Every recipient of every e-mail counts against the caps; one over them waits (bot.sending.caps).
+            items = [item for item in items if not _held(session, item, caps, claim_time, worker, report)]
             # Build the e-mails while the rows are loaded; the SMTP work happens outside any transaction.
             work = [(item.id, Routing(item.hub_id, item.kind, item.dedupe_key), item.attempts, build_email(item))
                     for item in items]
         if not work:
+            if report.held > held_before:
+                continue   # the claimed row waits for its cap; others may be due
             break
         report.claimed += len(work)
         for item_id, routing, attempts, message in work:
             chosen = pick(routing) if pick else (hub_senders or {}).get(routing.hub_id, sender)
             used.setdefault(id(chosen), chosen)
+            if bcc and bcc.get(routing.hub_id):
+                # The hub's own copy: when it lands in the mailbox it proves the send (storage.recovery).
+                message["Bcc"] = bcc[routing.hub_id]
             try:
-                result = chosen(message)
+                result = _send(chosen, message, _data_marker(db, item_id, worker, now))
             except Exception as exc:  # noqa: BLE001 - a sender bug must not leave the row stuck in SENDING
                 log.exception("sender raised for outbox row %s", item_id)
                 result = SendResult(SendStatus.TEMPORARY, None, f"sender error: {type(exc).__name__}")
@@ -177,6 +197,39 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
     return report
 
 
+def _held(session, item: OutboxItem, caps: Caps, now: datetime, worker: str, report: DrainReport) -> bool:
+    hold = hold_until(session, item, caps, now)
+    if hold is None:
+        return False
+    # Back to waiting, and the claim does not count as an attempt: nothing was tried.
+    item.state = OutboxState.PENDING
+    item.next_attempt_at = hold.until
+    item.attempts = max(0, item.attempts - 1)
+    item.claimed_by = None
+    item.claimed_at = None
+    report.held += 1
+    repo.record_event(session, EventKind.REPLY_SUPPRESSED, hub_id=item.hub_id, actor=worker, outbox_id=item.id,
+                      detail={"reason": hold.reason, "limit": hold.limit, "until": hold.until.isoformat(),
+                              "kind": item.kind}, now=now)
+    return True
+
+
+def _send(sender: Sender, message: EmailMessage, before_data: Callable[[], None]) -> SendResult:
+    if getattr(sender, "supports_before_data", False):
+        return sender(message, before_data=before_data)  # type: ignore[call-arg]
+    return sender(message)
+
+
+def _data_marker(db: Database, item_id: int, worker: str, now: datetime | None) -> Callable[[], None]:
+    """Commit "DATA is starting" on the row before the message itself goes: a crash before this line left
+    nothing at the server (safe to send again), one after it may have (the hub's mailbox decides)."""
+    def mark() -> None:
+        with db.session() as session:
+            mark_data_started(session, item_id, worker=worker, now=now or repo.utcnow())
+        crash_point("after_data_marker")
+    return mark
+
+
 def _record(db: Database, item_id: int, worker: str, attempts: int, result: SendResult, now: datetime | None,
             policy: OutboxPolicy, report: DrainReport) -> None:
     at = now or repo.utcnow()
@@ -190,9 +243,21 @@ def _record(db: Database, item_id: int, worker: str, attempts: int, result: Send
         if result.status is SendStatus.SENT:
             if repo.mark_sent(session, item, now=at):
                 report.sent += 1
+                if result.refused:
+                    # Sent, but not to everyone (a Cc the server refused): kept on the row for the digest.
+                    item.last_error = ("partly refused: " + "; ".join(result.refused))[:2000]
+                    report.partly_refused += 1
                 repo.record_event(session, EventKind.REPLY_SENT, hub_id=item.hub_id, actor=worker, outbox_id=item.id,
                                   message_id=item.source_message_id, application_id=item.application_id,
                                   detail={**detail, "refused_recipients": result.refused_recipients}, now=at)
+        elif result.status is SendStatus.UNCERTAIN:
+            # The answer to the final "." was lost: it may have gone. Never sent again blindly; the hub's mailbox
+            # (a stored copy of it, or none after the settle time) or a person decides.
+            if mark_uncertain(session, item, error=result.detail):
+                report.uncertain += 1
+                repo.record_event(session, EventKind.REPLY_UNCERTAIN, hub_id=item.hub_id, actor=worker,
+                                  outbox_id=item.id, message_id=item.source_message_id,
+                                  application_id=item.application_id, detail=detail, now=at)
         elif result.status is SendStatus.TEMPORARY and attempts < policy.max_attempts:
             delay = backoff(attempts, policy)
             if repo.schedule_retry(session, item, error=result.detail, delay=delay, now=at):

@@ -1,13 +1,15 @@
 """Handing one finished e-mail to the hub's SMTP server with aiosmtplib, or, when the config has no ``[smtp]``
 section, writing it as an ``.eml`` file. ``send_message`` never raises for a delivery problem: it returns a
 ``SendResult`` whose status says what the outbox should do next and whose cause says whose fault it was. A 4xx reply,
-a dropped or timed-out connection, a missing STARTTLS, a refused login and a missing OAuth2 token are TEMPORARY (the
-message is fine; the server or our config is not, so retry later); any other 5xx reply is PERMANENT for that
-message. Security is explicit: ``starttls`` refuses to send over a connection the server will not upgrade, ``tls`` is
-TLS from the first byte, ``none`` is for loopback tests. Login is by password or XOAUTH2 (``bot.oauth``); a refused
-token is thrown away and one fresh token tried on the same connection. The settings are the config's
-``SmtpSettings``; the token provider and TLS context are passed beside them. ``probe`` logs in and quits without
-sending, for ``hubbot doctor``.
+a dropped or timed-out connection before DATA, a missing STARTTLS, a refused login, a missing OAuth2 token and a 5xx
+that is about us ("relaying denied") are TEMPORARY (the message is fine; the server or our config is not, so retry
+later); any other 5xx reply is PERMANENT for that message. MAIL and RCPT are sent apart from DATA, so a connection
+lost once the final "." may have gone is UNCERTAIN (the server may have the message; the outbox asks the hub's
+mailbox), and a Cc the server refuses while taking the rest is recorded on the SENT result. Security is explicit:
+``starttls`` refuses to send over a connection the server will not upgrade, ``tls`` is TLS from the first byte,
+``none`` is for loopback tests. Login is by password or XOAUTH2 (``bot.oauth``); a refused token is thrown away and
+one fresh token tried on the same connection. The settings are the config's ``SmtpSettings``; the token provider
+and TLS context are passed beside them. ``probe`` logs in and quits without sending, for ``hubbot doctor``.
 """
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ import os
 import re
 import ssl
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiosmtplib
+from aiosmtplib.email import extract_recipients, extract_sender, flatten_message
 
 from bot.config import Security, SmtpSettings
 from bot.mail.source import ErrorKind
@@ -32,6 +36,7 @@ class SendStatus(enum.StrEnum):
     SENT = "sent"
     TEMPORARY = "temporary"
     PERMANENT = "permanent"
+    UNCERTAIN = "uncertain"     # lost after the message's final "." was sent: the server may have taken it
 
 
 class FailureCause(enum.StrEnum):
@@ -59,6 +64,7 @@ class SendResult:
     detail: str = ""                 # server text or error class; no addresses (servers echo them, so trimmed)
     refused_recipients: int = 0      # SENT, but this many recipients were refused
     cause: FailureCause | None = None
+    refused: tuple[str, ...] = ()    # SENT: which addresses, each with the server's code ("cc@x: 550")
 
     @property
     def ok(self) -> bool:
@@ -73,9 +79,19 @@ def _clean(text: str) -> str:
     return _ADDRESS.sub("<address>", " ".join(str(text).split()))[:500]
 
 
+# A 5xx that is about us, not the address: our relay will not relay for us, or wants a login we did not give. The
+# message and the school's address are fine; a person must fix the config, so it waits (and staff see it) rather
+# than being recorded as the school's address bouncing.
+_OUR_SIDE = re.compile(r"relay|authenticat|auth(entication)? required|sender address rejected|not permitted to send",
+                       re.IGNORECASE)
+
+
 def _by_code(code: int | None, detail: str, cause: FailureCause = FailureCause.SERVER) -> SendResult:
     text = _clean(f"{code} {detail}" if code is not None else detail)
     if code is not None and 500 <= code < 600:
+        if _OUR_SIDE.search(detail):
+            return SendResult(SendStatus.TEMPORARY, code, "our mail server refused to send it: " + text,
+                              cause=FailureCause.CONFIG)
         return SendResult(SendStatus.PERMANENT, code, text, cause=cause)
     return SendResult(SendStatus.TEMPORARY, code, text, cause=cause)
 
@@ -138,13 +154,57 @@ async def _xoauth2(client: aiosmtplib.SMTP, username: str, provider: TokenProvid
         await client.auth_xoauth2(username, provider())
 
 
-async def _deliver(client: aiosmtplib.SMTP, message: email.message.EmailMessage,
-                   settings: SmtpSettings) -> SendResult:
+async def _deliver(client: aiosmtplib.SMTP, message: email.message.EmailMessage, settings: SmtpSettings,
+                   before_data: Callable[[], None] | None = None) -> SendResult:
+    """One mail transaction, MAIL and RCPT apart from DATA, so that we know which side of the final "." a lost
+    connection fell on: before DATA nothing can have been delivered (TEMPORARY, safe to retry); once the
+    message's final "." may have been sent and its answer is lost, the server may have taken it (UNCERTAIN).
+    ``before_data`` runs (and records that DATA is starting) just before the DATA command."""
     try:
-        errors, response = await client.send_message(message)
-        return SendResult(SendStatus.SENT, None, _clean(response), refused_recipients=len(errors))
-    except Exception as exc:  # noqa: BLE001 - classified below; anything unknown is temporary
+        sender = extract_sender(message)
+        recipients = extract_recipients(message)
+        del message["Bcc"]
+        if not sender or not recipients:
+            return SendResult(SendStatus.PERMANENT, None, "no sender or no recipient")
+        if client.last_ehlo_response is None:
+            await client.ehlo()
+        options = ["BODY=8BITMIME"] if client.supports_extension("8BITMIME") else []
+        flat = flatten_message(message, utf8=False, cte_type="8bit" if options else "7bit")
+        await client.mail(sender, options=options)
+        refused: dict[str, aiosmtplib.SMTPRecipientRefused] = {}
+        for recipient in recipients:
+            try:
+                await client.rcpt(recipient)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                refused[recipient] = exc
+        if len(refused) == len(recipients):
+            await _rset(client)
+            return _failure(aiosmtplib.SMTPRecipientsRefused(list(refused.values())), settings)
+        if before_data is not None:
+            before_data()
+    except Exception as exc:  # noqa: BLE001 - nothing of the message has been sent yet: safe to retry
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            await _rset(client)
         return _failure(exc, settings)
+    try:
+        response = await client.data(flat)
+    except aiosmtplib.SMTPResponseException as exc:
+        # The server answered (DATA itself, or the final "."): it did not take the message.
+        await _rset(client)
+        return _by_code(exc.code, exc.message)
+    except Exception as exc:  # noqa: BLE001 - the answer to the final "." may be what was lost
+        return SendResult(SendStatus.UNCERTAIN, None, f"connection lost during DATA: {type(exc).__name__}",
+                          cause=FailureCause.CONNECTION)
+    return SendResult(SendStatus.SENT, None, _clean(response.message), refused_recipients=len(refused),
+                      refused=tuple(f"{address}: {exc.code} {_clean(exc.message)}"[:300]
+                                    for address, exc in refused.items()))
+
+
+async def _rset(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.rset()
+    except Exception:  # noqa: BLE001 - a failed RSET only means the connection is dropped next
+        pass
 
 
 def _failure(exc: Exception, settings: SmtpSettings) -> SendResult:
@@ -218,12 +278,16 @@ class SmtpConnection:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: aiosmtplib.SMTP | None = None
 
-    def __call__(self, message: email.message.EmailMessage) -> SendResult:
+    supports_before_data = True
+
+    def __call__(self, message: email.message.EmailMessage,
+                 before_data: Callable[[], None] | None = None) -> SendResult:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(self._send(message))
+        return self._loop.run_until_complete(self._send(message, before_data))
 
-    async def _send(self, message: email.message.EmailMessage) -> SendResult:
+    async def _send(self, message: email.message.EmailMessage,
+                    before_data: Callable[[], None] | None = None) -> SendResult:
         if self._client is not None:
             try:
                 await self._client.noop()
@@ -235,7 +299,7 @@ class SmtpConnection:
             if isinstance(opened, SendResult):
                 return opened
             self._client = opened
-        result = await _deliver(self._client, message, self.settings)
+        result = await _deliver(self._client, message, self.settings, before_data)
         if not result.ok:
             await _quit(self._client)
             self._client = None
@@ -254,7 +318,12 @@ class SmtpConnection:
 # ---- .eml files -----------------------------------------------------------------------------------------------
 
 def eml_filename(message: email.message.EmailMessage) -> str:
-    message_id = str(message.get("Message-ID", "")).strip().strip("<>")
+    return eml_filename_for(str(message.get("Message-ID", "")))
+
+
+def eml_filename_for(message_id: str) -> str:
+    """The file an e-mail with this Message-ID is written to (so its presence proves it was written)."""
+    message_id = message_id.strip().strip("<>")
     if not message_id:
         raise ValueError("an outgoing message needs a Message-ID to be written as a file")
     return re.sub(r"[^A-Za-z0-9._@+-]", "_", message_id)[:200] + ".eml"

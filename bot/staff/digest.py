@@ -32,6 +32,7 @@ from bot.config import Config, HubSettings
 from bot.ops.health import OpenIncident, open_incidents
 from bot.staff.outcomes import ChangedAfterSent, WithdrawalRequest, changed_after_sent, undecided, withdrawal_requests
 from bot.staff.views import ApplicationView, LastSent, SignatoryView, application_views, bounced_addresses, last_sent
+from parsers.safe_text import ECHO_LIMIT, one_line
 from rules.calendar import LONDON, days_until
 from rules.outcomes import StaffDecision, announcements
 from rules.pipeline import CheckSettings
@@ -119,8 +120,8 @@ def _last_digest_time(session: Session, hub_id: str) -> datetime | None:
 def _headers(raw: bytes) -> tuple[str, str]:
     try:
         headers = BytesHeaderParser(policy=default_policy).parsebytes(raw[:65536], headersonly=True)
-        return (" ".join(str(headers.get("From", "")).split())[:120],
-                " ".join(str(headers.get("Subject", "")).split())[:160])
+        return (one_line(str(headers.get("From", "")), ECHO_LIMIT),
+                one_line(str(headers.get("Subject", "")), ECHO_LIMIT))
     except Exception:  # noqa: BLE001 - a broken header block still deserves a row for a person
         return "(unreadable header)", ""
 
@@ -186,21 +187,32 @@ def build_digest(session: Session, config: Config, settings: CheckSettings, hub:
 
     digest.withdrawals = withdrawal_requests(session, hub.id)
     digest.changed = changed_after_sent(session, hub.id)
+    for event in session.scalars(select(Event).where(Event.hub_id == hub.id, Event.at >= since,
+                                                     Event.kind == EventKind.MAILBOX_BEHIND).order_by(Event.id)):
+        digest.needs_person.append(MailForStaff(
+            event.at, "hubbot", "the database looks older than the mailbox", "check",
+            "restored from a backup? Mail whose reply is in the mailbox is not answered again; check the rest"))
+
     bounced = bounced_addresses(session, hub.id)
     # A problem is reported the first time in the digest after it happened; an uncertain send stays on the list
     # until a person requeues it, but only a new problem makes a day not quiet.
     recent = set(session.scalars(select(Event.outbox_id).where(
         Event.hub_id == hub.id, Event.at > since, Event.outbox_id.is_not(None),
-        Event.kind.in_([EventKind.REPLY_FAILED, EventKind.REPLY_UNCERTAIN, EventKind.REPLY_RETRY]))))
+        Event.kind.in_([EventKind.REPLY_FAILED, EventKind.REPLY_UNCERTAIN, EventKind.REPLY_RETRY,
+                        EventKind.REPLY_SENT]))))
     problems = select(OutboxItem).where(OutboxItem.hub_id == hub.id, OutboxItem.kind != EmailKind.DIGEST, or_(
         OutboxItem.state.in_([OutboxState.FAILED, OutboxState.UNCERTAIN]),
-        and_(OutboxItem.state == OutboxState.PENDING, OutboxItem.attempts > 0))).order_by(OutboxItem.id)
+        and_(OutboxItem.state == OutboxState.PENDING, OutboxItem.attempts > 0),
+        # Sent, but the server refused some of its recipients (a Cc): staff may want to tell them another way.
+        and_(OutboxItem.state == OutboxState.SENT, OutboxItem.last_error.like("partly refused%")))
+    ).order_by(OutboxItem.id)
     for item in session.scalars(problems):
         new = item.id in recent
         if not new and item.state is not OutboxState.UNCERTAIN:
             continue
         state = {OutboxState.FAILED: "failed", OutboxState.PENDING: "retrying",
-                 OutboxState.UNCERTAIN: "may not have been sent (check, then requeue)"}[item.state]
+                 OutboxState.UNCERTAIN: "may not have been sent (check, then requeue)",
+                 OutboxState.SENT: "sent, but some recipients were refused"}[item.state]
         if item.state is OutboxState.FAILED and any(a.lower() in bounced for a in item.to):
             state = "bounced"
         digest.reply_problems.append(ReplyProblem(item.id, item.kind.replace("_", " "), ", ".join(item.to), state,

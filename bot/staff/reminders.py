@@ -118,8 +118,10 @@ def _for_application(app: ApplicationView, hub: HubSettings, days_before: int, d
     context = {**base, "school_name": school, "days_left": days_left,
                "sections": issues_by_section(app.issues, section_order),
                "not_copied": [{"title": s.title, "name": s.name, "email": s.email} for s in app.awaiting]}
+    # Only addresses that were on the school's own e-mails: an address only the form names is never mailed.
+    allowed = app.correspondents
     signed = tuple(s.email for s in app.signatories if s.email and s.signed and s.email not in bounced
-                   and s.email != app.sender)
+                   and s.email != app.sender and s.email.lower() in allowed)
     if app.sender and app.sender not in bounced:
         out.append(DueReminder(
             EmailKind.REMINDER, f"reminder:{app.id}:{days_before}", hub, (app.sender,), signed,
@@ -127,7 +129,7 @@ def _for_application(app: ApplicationView, hub: HubSettings, days_before: int, d
             f"{school}: {len(app.issues)} field problem(s), {len(app.awaiting)} signatory(ies) awaited; "
             f"{days_before}-day reminder", app.id, app.school_message_id))
     for signatory in app.awaiting:
-        if signatory.email in bounced:
+        if signatory.email in bounced or (signatory.email or "").lower() not in allowed:
             continue
         note = {**base, "school_name": school, "days_left": days_left, "title": signatory.title,
                 "name": signatory.name, "greeting": greeting_name(signatory.name)}

@@ -62,9 +62,11 @@ class ApplicationView:
     decided_at: datetime | None = None
     ever_complete: bool = False     # some form from the school was complete (it is never told "not complete yet")
     urn_as_written: str | None = None   # the URN on the latest form, even when it is not a valid one
-    correspondents: tuple[str, ...] = ()   # the latest form e-mail's From, To and Cc (who outcome e-mails go to)
     school_subject: str = ""        # the latest form e-mail's subject, for threading
     flag_details: tuple[tuple[str, str], ...] = ()   # (code, detail) of each flag of the latest version
+    # Every address that was on one of the school's e-mails (From, To, Cc) or confirmed from its own address: the
+    # only addresses any e-mail about this application may go to (sorted, so e-mails list them in a stable order).
+    correspondents: tuple[str, ...] = ()
 
     @property
     def awaiting(self) -> tuple[SignatoryView, ...]:
@@ -112,11 +114,22 @@ def application_views(session: Session, *, hub_id: str | None = None,
             decision=app.decision, decided_at=app.decided_at,
             ever_complete=any(v.status is ApplicationStatus.COMPLETE for v in app.versions),
             urn_as_written=(verdict.fields.get("school.urn") or verdict.school_urn) if verdict else None,
-            correspondents=tuple(verdict.correspondence.correspondents) if verdict and verdict.correspondence else (),
+            correspondents=tuple(sorted(_correspondents(app))),
             school_subject=verdict.correspondence.subject if verdict and verdict.correspondence else "",
             flag_details=tuple((f.code.value, f.detail) for f in verdict.flags) if verdict else (),
         ))
     return views
+
+
+def _correspondents(app: Application) -> frozenset[str]:
+    found: set[str] = set()
+    for version in app.versions:
+        mail = (version.verdict or {}).get("correspondence") or {}
+        found.update(a.lower() for a in mail.get("correspondents") or ())
+        if mail.get("sender"):
+            found.add(str(mail["sender"]).lower())
+    found.update(s.email.lower() for s in app.signatories if s.email and s.confirmed)
+    return frozenset(found)
 
 
 def bounced_addresses(session: Session, hub_id: str) -> frozenset[str]:

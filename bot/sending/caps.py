@@ -1,0 +1,79 @@
+"""Send-time caps: every recipient of every e-mail the bot sends counts, whatever kind it is (reply, reminder,
+notice, digest). ``per_address_per_day`` stops any one address getting more than so many e-mails from us in 24
+hours (a loop with another robot, or someone using the bot to pester a third party, ends here even when the
+e-mails were queued by different jobs at once); ``per_hub_per_hour`` spreads a flood (a round's deadline day)
+over time instead of letting one hub's relay be used as a cannon. A capped e-mail is not dropped: it waits until
+the window frees, and staff see why in the event log. The hub's own addresses and its staff are exempt from the
+per-address cap (they are us) but count towards the hub's hourly total.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from storage.models import OutboxItem, OutboxState
+
+__all__ = ["Caps", "Hold", "hold_until"]
+
+DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Caps:
+    per_address_per_day: int | None = None
+    per_hub_per_hour: int | None = None
+    exempt: frozenset[str] = frozenset()      # lower-case: the hubs' own addresses and their staff
+
+
+@dataclass(frozen=True)
+class Hold:
+    until: datetime
+    reason: str                                # "daily limit for an address" | "hourly limit for the hub"
+    limit: int
+
+
+def _recipients(item: OutboxItem) -> set[str]:
+    return {a.lower() for a in (*(item.to or ()), *(item.cc or ()))}
+
+
+def hold_until(session: Session, item: OutboxItem, caps: Caps, now: datetime) -> Hold | None:
+    """When this e-mail may go if sending it now would break a cap, else None. Counts what went (or may have
+    gone: uncertain sends) in the window before ``now``."""
+    if caps.per_address_per_day is None and caps.per_hub_per_hour is None:
+        return None
+    went = func.coalesce(OutboxItem.sent_at, OutboxItem.data_started_at)
+    gone = select(OutboxItem.to, OutboxItem.cc, went).where(
+        OutboxItem.id != item.id, or_(OutboxItem.state == OutboxState.SENT, OutboxItem.state == OutboxState.UNCERTAIN),
+        went >= now - DAY)
+    mine = _recipients(item)
+    if caps.per_address_per_day is not None:
+        watched = mine - caps.exempt
+        if watched:
+            times: dict[str, list[datetime]] = {}
+            for to, cc, at in session.execute(gone):
+                for address in {a.lower() for a in (*(to or ()), *(cc or ()))} & watched:
+                    times.setdefault(address, []).append(at)
+            for address, seen in times.items():
+                if len(seen) >= caps.per_address_per_day:
+                    oldest = sorted(seen)[len(seen) - caps.per_address_per_day]
+                    return Hold(max(oldest + DAY, now + timedelta(minutes=1)), "daily limit for an address",
+                                caps.per_address_per_day)
+    if caps.per_hub_per_hour is not None:
+        counted: Counter[datetime] = Counter()
+        for to, cc, at in session.execute(gone.where(OutboxItem.hub_id == item.hub_id, went >= now - HOUR)):
+            counted[at] += len({a.lower() for a in (*(to or ()), *(cc or ()))})
+        if sum(counted.values()) + len(mine) > caps.per_hub_per_hour:
+            # Wait until enough of the last hour's sends have aged out to make room.
+            total = sum(counted.values()) + len(mine)
+            for at in sorted(counted):
+                total -= counted[at]
+                if total <= caps.per_hub_per_hour:
+                    return Hold(max(at + HOUR, now + timedelta(minutes=1)), "hourly limit for the hub",
+                                caps.per_hub_per_hour)
+            return Hold(now + HOUR, "hourly limit for the hub", caps.per_hub_per_hour)
+    return None
