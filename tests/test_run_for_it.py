@@ -90,7 +90,8 @@ def test_a_missing_move_to_is_one_line_at_every_run(tmp_path: Path, dovecot) -> 
     expected = (f"central: WARNING: move_to folder 'Procesed' on {dovecot.host}:{dovecot.port} cannot take "
                 f"messages: it does not exist; messages stay in '{folder}'")
     for run in range(2):
-        result = hubbot("run", "--once", "--config", str(config), "--now", NOW.isoformat(), cwd=tmp_path, env=env)
+        result = hubbot("run", "--once", "--backfill", "1970-01-01", "--config", str(config), "--now",
+                        NOW.isoformat(), cwd=tmp_path, env=env)
         assert result.returncode == 1 and expected in result.stdout.splitlines(), result.stdout
         assert "Traceback" not in result.stderr
         assert ("1 complete" in result.stdout) == (run == 0)     # the mail was read all the same
