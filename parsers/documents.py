@@ -19,7 +19,7 @@ from parsers.docx_form import read_docx
 from parsers.errors import ScannedDocument, UnreadableFile, UnsafeFile
 from parsers.pdf_form import read_pdf_here
 from parsers.sniff import FileKind, read_form
-from parsers.types import Cell, DocumentKind, FormDocument, Limits, Paragraph, Table
+from parsers.types import DocumentKind, FormDocument, Limits, blocks_from_json, blocks_to_json
 
 __all__ = ["DocumentRequest", "read_documents"]
 
@@ -110,13 +110,7 @@ _CORRUPT_GENERIC = ("We couldn't open this file: it seems to be damaged or only 
 
 
 def _encode(document: FormDocument) -> dict[str, Any]:
-    blocks: list[list[Any]] = []
-    for block in document.blocks:
-        if isinstance(block, Paragraph):
-            blocks.append(["p", block.text])
-        else:
-            blocks.append(["t", [[list(cell.lines) for cell in row] for row in block.rows]])
-    return {"kind": document.kind.value, "pages": document.pages, "blocks": blocks}
+    return {"kind": document.kind.value, "pages": document.pages, "blocks": blocks_to_json(document.blocks)}
 
 
 def _decode(line: bytes) -> FormDocument | UnreadableFile:
@@ -127,7 +121,4 @@ def _decode(line: bytes) -> FormDocument | UnreadableFile:
     if "error" in data:
         return _ERROR_TYPES.get(data["error"], UnreadableFile)(data.get("reason") or _CORRUPT_GENERIC)
     doc = data["doc"]
-    blocks = tuple(Paragraph(item[1]) if item[0] == "p"
-                   else Table(tuple(tuple(Cell(tuple(lines)) for lines in row) for row in item[1]))
-                   for item in doc["blocks"])
-    return FormDocument(kind=DocumentKind(doc["kind"]), blocks=blocks, pages=int(doc["pages"]))
+    return FormDocument(kind=DocumentKind(doc["kind"]), blocks=blocks_from_json(doc["blocks"]), pages=int(doc["pages"]))

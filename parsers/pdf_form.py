@@ -35,6 +35,8 @@ from parsers.types import (
     Limits,
     Paragraph,
     Table,
+    blocks_from_json,
+    blocks_to_json,
 )
 
 __all__ = ["read_pdf", "read_pdf_here", "extract_blocks"]
@@ -158,14 +160,7 @@ def _from_json(payload: bytes, limits: Limits) -> FormDocument:
             raise UnsafeFile(_too_many_pages(limits))
         error_type, reason = _ERRORS.get(kind, (UnreadableFile, _CORRUPT))
         raise error_type(reason)
-    blocks: list[Block] = []
-    for item in result["blocks"]:
-        if item[0] == "p":
-            blocks.append(Paragraph(item[1]))
-        else:
-            blocks.append(Table(tuple(tuple(Cell(tuple(lines), tuple(runs_on)) for lines, runs_on in row)
-                                      for row in item[1]), tuple(item[2])))
-    return FormDocument(kind=DocumentKind.PDF, blocks=tuple(blocks), pages=int(result["pages"]))
+    return FormDocument(kind=DocumentKind.PDF, blocks=blocks_from_json(result["blocks"]), pages=int(result["pages"]))
 
 
 def _extract_to_json(data: bytes, limits: Limits) -> bytes:
@@ -173,14 +168,7 @@ def _extract_to_json(data: bytes, limits: Limits) -> bytes:
         pages, blocks = extract_blocks(data, limits)
     except _Refused as refused:
         return _error_json(refused.kind, refused.reason)
-    encoded: list[list[Any]] = []
-    for block in blocks:
-        if isinstance(block, Paragraph):
-            encoded.append(["p", block.text])
-        else:
-            encoded.append(["t", [[[list(cell.lines), list(cell.runs_on)] for cell in row] for row in block.rows],
-                            list(block.page_starts)])
-    return json.dumps({"pages": pages, "blocks": encoded}).encode()
+    return json.dumps({"pages": pages, "blocks": blocks_to_json(blocks)}).encode()
 
 
 # ---- extraction (runs in the child; callable directly for profiling) ---------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 # ---- forms -------------------------------------------------------------------------------------------------------
 
@@ -79,6 +80,26 @@ class FormDocument:
                 for row in block.rows:
                     out.extend(cell.text for cell in row)
         return "\n".join(out)
+
+
+def blocks_to_json(blocks: "tuple[Block, ...] | list[Block]") -> list[list[Any]]:
+    """Blocks as plain JSON values, for a bounded child to hand back to its parent (never pickles)."""
+    out: list[list[Any]] = []
+    for block in blocks:
+        if isinstance(block, Paragraph):
+            out.append(["p", block.text])
+        else:
+            out.append(["t", [[[list(cell.lines), list(cell.runs_on)] for cell in row] for row in block.rows],
+                        list(block.page_starts)])
+    return out
+
+
+def blocks_from_json(items: list[list[Any]]) -> tuple[Block, ...]:
+    """``blocks_to_json`` read back: the same blocks, line breaks that run on and page starts included."""
+    return tuple(Paragraph(item[1]) if item[0] == "p" else
+                 Table(tuple(tuple(Cell(tuple(lines), tuple(runs_on)) for lines, runs_on in row) for row in item[1]),
+                       tuple(item[2]))
+                 for item in items)
 
 
 # ---- e-mail ------------------------------------------------------------------------------------------------------
