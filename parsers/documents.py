@@ -5,13 +5,18 @@ An e-mail may carry many attachments; each .docx and PDF is a stranger's file. `
 of growth) and reads at most ``Limits.documents_per_message`` documents in it, the likeliest forms first. The child
 sends one JSON line per document as it finishes, so when the budget runs out the documents already read are kept,
 the one being read gets "too slow" or "too big", and any left over get a plain reason of their own. Without a
-document there is no child at all. The readers themselves (``read_docx``, ``read_pdf_here``) never fork.
+document there is no child at all. A .docx small enough that reading it is bounded work anyway (its parts add up to
+``Limits.docx_in_process_bytes`` at most, as its zip says and as read) is read in the worker, with that as its cap:
+a form is a few hundred kilobytes, and a fork would cost several times the reading. The readers themselves
+(``read_docx``, ``read_pdf_here``) never fork.
 """
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from parsers.bounded import Budget, Stop, run_bounded_lines
@@ -64,8 +69,14 @@ def read_documents(requests: Sequence[DocumentRequest], limits: Limits) -> list[
         results[index] = UnsafeFile(_too_many(limits.documents_per_message))
     # Kinds with no reader to run (old .doc, pictures) are answered here; only real reading goes to the child.
     to_read: list[int] = []
+    small = replace(limits, docx_inflated_bytes=min(limits.docx_inflated_bytes, limits.docx_in_process_bytes))
     for index in chosen:
-        if requests[index].kind in (FileKind.DOCX, FileKind.PDF):
+        if requests[index].kind is FileKind.DOCX and _declared_size(requests[index].payload) <= small.docx_inflated_bytes:
+            try:
+                results[index] = read_docx(requests[index].payload, small)
+            except UnreadableFile as exc:
+                results[index] = exc
+        elif requests[index].kind in (FileKind.DOCX, FileKind.PDF):
             to_read.append(index)
         else:
             try:
@@ -84,6 +95,16 @@ def read_documents(requests: Sequence[DocumentRequest], limits: Limits) -> list[
             else:
                 results[index] = UnsafeFile(_NOT_READ)
     return [r if r is not None else UnreadableFile(_NOT_READ) for r in results]
+
+
+def _declared_size(payload: bytes) -> int:
+    """What a zip says its members add up to; a file that is not a readable zip gets an answer that sends it to the
+    child (where ``read_docx`` says what is wrong with it under the full caps)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except Exception:  # noqa: BLE001 - anything odd about the zip is the child's to find
+        return 1 << 62
 
 
 # ---- in the child ------------------------------------------------------------------------------------------------

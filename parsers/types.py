@@ -179,4 +179,8 @@ class Limits:
     docx_members: int = 2000
     # One bounded child reads all of a message's documents (parsers.documents): its time, and how many it opens.
     message_seconds: float = 30.0
+    # A .docx whose parts add up to no more than this (as its zip says, and as read: the reading is capped to it too)
+    # is read in the worker itself: parsing that much XML is bounded work (tens of milliseconds, tens of MB), and
+    # a fork per message would cost several times the reading. Anything bigger is read in the bounded child.
+    docx_in_process_bytes: int = 4 * 1024 * 1024
     documents_per_message: int = 5

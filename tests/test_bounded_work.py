@@ -118,3 +118,14 @@ def test_the_worker_answers_the_worst_mail_and_the_next_one(tmp_path: Path, dove
     assert len(smtp_server.received) == 2, kinds
     bodies = " ".join(r.message.get_body(("plain",)).get_content() for r in smtp_server.received)
     assert "more than 5 documents" in bodies and "Application received" in kinds
+
+
+def test_a_form_sized_docx_is_read_in_the_worker_and_a_big_one_in_the_child(forks: list[int]) -> None:
+    # A form is a few hundred kilobytes: reading it is bounded work, and a fork per message would cost more than
+    # the reading. Over docx_in_process_bytes (as the zip says), the child reads it under the full caps.
+    form = fill_form(PID, complete_answers(PID))
+    (document,) = read_documents([DocumentRequest(FileKind.DOCX, form)], Limits())
+    assert isinstance(document, FormDocument) and forks == []
+    (again,) = read_documents([DocumentRequest(FileKind.DOCX, form)], Limits(docx_in_process_bytes=1024))
+    assert isinstance(again, FormDocument) and len(forks) == 1
+    assert again.blocks == document.blocks
