@@ -177,6 +177,8 @@ class Worker:
             hub, config, token_provider=self.tokens.get(imap_token_key(hub.id)), folder=config.security.sent_folder))
         self.backfill = backfill                      # --backfill SINCE: a mailbox's first poll starts there
         self._polled: dict[str, datetime] = {}        # hub id -> when its last successful poll began
+        # Hubs this worker sent mail for since it last polled them (under --now the clock cannot tell the order).
+        self._sent_since_poll: set[str] = set()
         # Mailbox connections are kept between polls (a poll with no new mail is then one SELECT and one SEARCH);
         # one that fails is closed and opened afresh next time.
         self._open_sources: dict[str, MailSource] = {}
@@ -260,6 +262,7 @@ class Worker:
         """Fetch and store every new message of one hub's mailbox (and of its Sent folder, where the config names
         one: copies of what we sent, which settle uncertain sends); returns how many inbox messages were stored."""
         started = self.clock()
+        self._sent_since_poll.discard(hub.id)
         folder = mailbox_folder(hub)
         stored = self._poll_folder(hub, hub.id, folder, lambda: self.sources(hub), move=True, report=report)
         sent_folder = self.config.security.sent_folder
@@ -461,8 +464,11 @@ class Worker:
         exempt = frozenset(a.lower() for h in self.config.hubs for a in (h.address, *h.aliases, *h.staff))
         caps = Caps(per_address_per_day=self.config.max_replies_per_address_per_day,
                     per_hub_per_hour=self.config.max_emails_per_hub_per_hour, exempt=exempt)
-        return drain_outbox(self.db, self.senders.default, worker=self.worker_id, now=self.clock(),
-                            policy=self.outbox_policy, pick=self.senders.pick, bcc=bcc, caps=caps)
+        report = drain_outbox(self.db, self.senders.default, worker=self.worker_id, now=self.clock(),
+                              policy=self.outbox_policy, pick=self.senders.pick, bcc=bcc, caps=caps)
+        if report.claimed:
+            self._sent_since_poll.update(h.id for h in self.config.hubs)
+        return report
 
     def resolve_uncertain(self) -> int:
         """Settle uncertain sends without a person wherever the hub's mailbox can show what went: a stored copy
@@ -493,6 +499,8 @@ class Worker:
         shows = hub is not None and (self.config.security.bcc_hub
                                      or (self.config.security.sent_folder is not None and hub.imap is not None))
         polled = self._polled.get(item.hub_id)
+        if item.hub_id in self._sent_since_poll:
+            return Resolution.UNKNOWN, ""   # sent by this worker after its last poll: that poll cannot show a copy
         if shows and polled is not None and polled >= item.data_started_at + settle:
             return Resolution.RESEND, "no copy in the hub's mailbox after the settle time"
         return Resolution.UNKNOWN, ""

@@ -55,7 +55,7 @@ def test_the_daily_cap_for_an_address_counts_every_kind_of_email(tmp_path: Path,
                 repo.enqueue_reply(session, hub_id="central", kind=kind, from_addr="hub@example.org",
                                    to=["office@school.example"], cc=[], subject=f"e-mail {n}", text="x",
                                    dedupe_key=f"k{n}", now=T0)
-        sender = smtp_sender(SmtpSettings(host=smtp_server.host, port=smtp_server.port, security="none", timeout=10))
+        sender = smtp_sender(SmtpSettings(host=smtp_server.host, port=smtp_server.port, security="none", timeout_seconds=10))
         caps = Caps(per_address_per_day=2)
         first = drain_outbox(db, sender, worker="w", now=T0, caps=caps)
         assert (first.sent, first.held) == (2, 1)

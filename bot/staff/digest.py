@@ -226,7 +226,7 @@ def _review_note(verdict: Verdict | None) -> str:
         return ""
     if verdict.unsure:
         return "please check the form: " + "; ".join(f"{u.label}: {u.reason}" for u in verdict.unsure)
-    return "; ".join(f.detail for f in verdict.flags) or "please check the form"
+    return "; ".join(f"{f.code.value}: {f.detail}" for f in verdict.flags) or "please check the form"
 
 
 def render_digest(digest: Digest, *, templates_dir: str | None = None) -> RenderedEmail:
