@@ -13,9 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
 from bot.config import Config, HubSettings
 from bot.faults import crash_point
-from bot.mail.source import Cursor, MailSource, MailSourceError
+from bot.mail.source import Cursor, FetchedMessage, MailSource, MailSourceError
 from bot.sending.outbox import (
     DrainReport,
     OutboxPolicy,
@@ -29,12 +32,17 @@ from bot.workflow import Outcome, Workflow
 from rules.pipeline import CheckSettings
 from storage import repository as repo
 from storage.db import Database
-from storage.models import EventKind, Message
+from storage.locks import try_lock
+from storage.models import EventKind, Message, MessageState
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 MAX_MESSAGE_ATTEMPTS = 3
+# Fetched messages stored per transaction (the cursor moves with each batch): few enough that a crash refetches
+# little, enough that a commit is shared by many messages.
+STORE_BATCH = 25
+STORE_BATCH_BYTES = 16 * 1024 * 1024
 
 
 def system_clock() -> datetime:
@@ -155,40 +163,43 @@ class Worker:
         self._open_sources.clear()
 
     def poll(self, hub: HubSettings) -> int:
-        """Fetch and store every new message of one hub's mailbox; returns how many were stored."""
+        """Fetch and store every new message of one hub's mailbox; returns how many were stored. Another worker
+        polling the same mailbox right now is left to it (see ``storage.locks``): this one stores nothing."""
         source = self._open_sources.get(hub.id)
         if source is None:
             source = self._open_sources[hub.id] = self.sources(hub)
         folder = hub.imap.folder if hub.imap else "maildir"
         stored_uids: list[int] = []
         try:
-            with self.db.session() as session:
-                state = repo.get_mailbox_state(session, hub.id, folder, now=self.clock())
-                cursor = Cursor(state.uidvalidity, state.last_uid)
-            run = source.fetch_new(cursor)
-            if run.uidvalidity_changed:
-                self._event(EventKind.UIDVALIDITY_CHANGED, hub.id, {"old": run.previous_uidvalidity, "new": run.uidvalidity})
-            for skipped in run.skipped:
-                self._event(EventKind.MESSAGE_SKIPPED, hub.id, {"uid": skipped.uid, "size": skipped.size,
-                                                        "reason": skipped.reason.value})
-            for fetched in run:
-                crash_point("after_fetch")
+            with try_lock(self.db.engine, f"poll:{hub.id}:{folder}") as ours:
+                if not ours:
+                    log.debug("hub %s: another worker is polling this mailbox", hub.id)
+                    return 0
                 with self.db.session() as session:
+                    state = repo.get_mailbox_state(session, hub.id, folder, now=self.clock())
+                    cursor = Cursor(state.uidvalidity, state.last_uid)
+                run = source.fetch_new(cursor)
+                if run.uidvalidity_changed:
+                    self._event(EventKind.UIDVALIDITY_CHANGED, hub.id,
+                                {"old": run.previous_uidvalidity, "new": run.uidvalidity})
+                for skipped in run.skipped:
+                    self._event(EventKind.MESSAGE_SKIPPED, hub.id, {"uid": skipped.uid, "size": skipped.size,
+                                                                    "reason": skipped.reason.value})
+                batch: list[FetchedMessage] = []
+                for fetched in run:
+                    crash_point("after_fetch")
+                    batch.append(fetched)
+                    if len(batch) >= STORE_BATCH or sum(m.size for m in batch) >= STORE_BATCH_BYTES:
+                        stored_uids += self._store(hub.id, folder, batch)
+                        batch = []
+                if batch:
+                    stored_uids += self._store(hub.id, folder, batch)
+                with self.db.session() as session:
+                    # Skipped (oversize) messages are past the cursor too, so they are not fetched again every poll.
                     state = repo.get_mailbox_state(session, hub.id, folder)
-                    result = repo.store_raw_message(
-                        session, hub_id=hub.id, folder=folder, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
-                        raw=fetched.raw, received_at=fetched.internaldate, now=self.clock())
-                    repo.advance_mailbox(session, state, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
-                                         now=self.clock())
-                crash_point("after_store")
-                if result.created:
-                    stored_uids.append(fetched.uid)
-            with self.db.session() as session:
-                # Skipped (oversize) messages are past the cursor too, so they are not fetched again every poll.
-                state = repo.get_mailbox_state(session, hub.id, folder)
-                if run.uids or run.skipped or state.uidvalidity != run.uidvalidity:
-                    repo.advance_mailbox(session, state, uidvalidity=run.uidvalidity, uid=run.highest_uid,
-                                         now=self.clock())
+                    if run.uids or run.skipped or state.uidvalidity != run.uidvalidity:
+                        repo.advance_mailbox(session, state, uidvalidity=run.uidvalidity, uid=run.highest_uid,
+                                             now=self.clock())
             if hub.imap and hub.imap.move_to and stored_uids:
                 source.move_to(stored_uids, hub.imap.move_to)
         except BaseException:
@@ -197,45 +208,89 @@ class Worker:
             raise
         return len(stored_uids)
 
+    def _store(self, hub_id: str, folder: str, batch: list[FetchedMessage]) -> list[int]:
+        """Store a batch of fetched messages and move the cursor past them in one transaction: each message is
+        committed with the cursor before anything else happens to it, as before, with one commit per batch rather
+        than per message. Returns the UIDs of the messages that were new."""
+        created: list[int] = []
+        with self.db.session() as session:
+            state = repo.get_mailbox_state(session, hub_id, folder)
+            for fetched in batch:
+                result = repo.store_raw_message(
+                    session, hub_id=hub_id, folder=folder, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
+                    raw=fetched.raw, received_at=fetched.internaldate, now=self.clock())
+                if result.created:
+                    created.append(fetched.uid)
+            for fetched in batch:   # after the stores, so the cursor is written once per batch
+                repo.advance_mailbox(session, state, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
+                                     now=self.clock())
+        crash_point("after_store")
+        return created
+
     def process_stored(self, report: CycleReport | None = None) -> CycleReport:
         """Process every stored message, one transaction each; a failure is recorded and retried next cycle,
-        and quarantined for a person after ``MAX_MESSAGE_ATTEMPTS``."""
+        and quarantined for a person after ``MAX_MESSAGE_ATTEMPTS``.
+
+        A message is claimed (its attempt counted and committed) before it is read, as always; the claim of the
+        next message is made in the same commit as the previous message's outcome, so each message costs one
+        commit, and the e-mail is parsed and read before its transaction's first statement."""
         report = report or CycleReport()
         failed_this_cycle: list[int] = []
-        while not self.stop_requested:
-            now = self.clock()
-            with self.db.session() as session:
-                message = repo.claim_next_message(session, worker=self.worker_id, now=now,
-                                                  max_attempts=MAX_MESSAGE_ATTEMPTS, exclude=failed_this_cycle)
-                if message is None:
-                    break
-                message_row_id = message.id
-            try:
-                with self.db.session() as session:
-                    message = session.get(Message, message_row_id)
-                    assert message is not None
-                    outcome = self.workflow.process(session, message, now)
-                    crash_point("after_verdict")
-                crash_point("after_commit")
-                report.outcomes.append(outcome)
-            except Exception as exc:  # noqa: BLE001 - per message: record, release, carry on with the next
-                report.failed_messages += 1
-                failed_this_cycle.append(message_row_id)
-                log.exception("processing message %s failed", message_row_id)
-                with self.db.session() as session:
-                    message = session.get(Message, message_row_id)
-                    if message is not None:
-                        repo.release_message(session, message, error=f"{type(exc).__name__}: {str(exc)[:300]}")
-                        repo.record_event(session, EventKind.PROCESSING_FAILED, hub_id=message.hub_id,
-                                          actor=self.worker_id, message_id=message.id,
-                                          detail={"error": type(exc).__name__, "attempt": message.attempts},
-                                          now=now)
-                        if message.attempts >= MAX_MESSAGE_ATTEMPTS:
-                            repo.mark_quarantined(session, message, error=type(exc).__name__, now=now)
-                            repo.record_event(session, EventKind.MESSAGE_QUARANTINED, hub_id=message.hub_id,
-                                              actor=self.worker_id, message_id=message.id,
-                                              detail={"reason": "processing failed"}, now=now)
+        with self.db.session() as session:
+            message = self._claim(session, self.clock(), failed_this_cycle)
+        while message is not None:
+            if self.stop_requested:
+                self._unclaim(message)
+                break
+            message = self._process_one(message, report, failed_this_cycle)
         return report
+
+    def _claim(self, session: Session, now: datetime, failed_this_cycle: list[int]) -> Message | None:
+        return repo.claim_next_message(session, worker=self.worker_id, now=now, max_attempts=MAX_MESSAGE_ATTEMPTS,
+                                       exclude=failed_this_cycle)
+
+    def _process_one(self, message: Message, report: CycleReport, failed_this_cycle: list[int]) -> Message | None:
+        """Read, decide and record one claimed message; returns the next message, claimed in the same commit."""
+        message_row_id = message.id
+        now = self.clock()
+        try:
+            with self.db.session() as session:
+                # Loaded when claimed: re-attached, not read again. The database transaction begins with the first
+                # statement, after the e-mail has been parsed and read.
+                session.add(message)
+                outcome = self.workflow.process(session, message, now)
+                following = self._claim(session, now, failed_this_cycle + [message_row_id])
+                crash_point("after_verdict")
+            crash_point("after_commit")
+            report.outcomes.append(outcome)
+            return following
+        except Exception as exc:  # noqa: BLE001 - per message: record, release, carry on with the next
+            report.failed_messages += 1
+            failed_this_cycle.append(message_row_id)
+            log.exception("processing message %s failed", message_row_id)
+            with self.db.session() as session:
+                message = session.get(Message, message_row_id)
+                if message is not None:
+                    repo.release_message(session, message, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+                    repo.record_event(session, EventKind.PROCESSING_FAILED, hub_id=message.hub_id,
+                                      actor=self.worker_id, message_id=message.id,
+                                      detail={"error": type(exc).__name__, "attempt": message.attempts},
+                                      now=now)
+                    if message.attempts >= MAX_MESSAGE_ATTEMPTS:
+                        repo.mark_quarantined(session, message, error=type(exc).__name__, now=now)
+                        repo.record_event(session, EventKind.MESSAGE_QUARANTINED, hub_id=message.hub_id,
+                                          actor=self.worker_id, message_id=message.id,
+                                          detail={"reason": "processing failed"}, now=now)
+                return self._claim(session, now, failed_this_cycle)
+
+    def _unclaim(self, message: Message) -> None:
+        """Stopping with a message claimed but not read: give it back, uncounted, for the next worker now rather
+        than when the lease runs out."""
+        with self.db.session() as session:
+            session.execute(update(Message).where(Message.id == message.id, Message.claimed_by == self.worker_id,
+                                                  Message.state == MessageState.STORED)
+                            .values(claimed_by=None, claimed_at=None, attempts=Message.attempts - 1)
+                            .execution_options(synchronize_session=False))
 
     def send_due(self) -> DrainReport:
         return drain_outbox(self.db, self.sender, worker=self.worker_id, now=self.clock(),
