@@ -103,10 +103,15 @@ class StoreResult:
 _END_OF_HEADERS = re.compile(rb"(?>\r\n|\r|\n)(?>\r\n|\r|\n)")
 
 
-def extract_message_id(raw: bytes) -> str | None:
-    # Only the header block is parsed: the parser would read the body line by line just to skip it.
+def header_block(raw: bytes) -> bytes:
+    """The headers of ``raw`` up to and including the empty line that ends them: what a header-only parse reads
+    (the parser would otherwise read the whole body line by line just to skip it)."""
     end = _END_OF_HEADERS.search(raw)
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:end.end()] if end else raw, headersonly=True)
+    return raw[:end.end()] if end else raw
+
+
+def extract_message_id(raw: bytes) -> str | None:
+    headers = BytesHeaderParser(policy=compat32).parsebytes(header_block(raw), headersonly=True)
     value = headers.get("Message-ID")
     if value is None:
         return None

@@ -53,13 +53,19 @@ def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
     return jinja2.Environment(autoescape=False, **common), jinja2.Environment(autoescape=True, **common)
 
 
+def render_subject(kind: EmailKind, context: dict[str, Any]) -> str:
+    """The subject alone of one e-mail of ``kind`` (a list of what would be sent needs no bodies)."""
+    plain, _ = _environments()
+    subject = plain.get_template(f"{EmailKind(kind).value}.subject.j2").render(context)
+    # A subject is one header line: nothing a school typed may break it into two.
+    return " ".join(subject.split())
+
+
 def render_email(kind: EmailKind, context: dict[str, Any]) -> RenderedEmail:
     """The subject, text and HTML of one e-mail of ``kind`` from its template trio and ``context``."""
     name = EmailKind(kind).value
     plain, html = _environments()
-    subject = plain.get_template(f"{name}.subject.j2").render(context)
-    # A subject is one header line: nothing a school typed may break it into two.
-    subject = " ".join(subject.split())
+    subject = render_subject(kind, context)
     return RenderedEmail(
         subject=subject,
         text=plain.get_template(f"{name}.txt.j2").render(context).strip() + "\n",

@@ -15,7 +15,7 @@ from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from email.utils import formataddr
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import LargeBinary, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from bot.config import Config, HubSettings
@@ -24,6 +24,7 @@ from rules.calendar import LONDON, days_until
 from rules.pipeline import CheckSettings
 from rules.verdict import Status, Verdict
 from storage import repository as repo
+from storage.repository import header_block
 from storage.models import ApplicationStatus, Event, EventKind, Message, MessageState, OutboxItem, OutboxState
 from templates import EmailKind, RenderedEmail, render_email
 
@@ -90,7 +91,7 @@ def _last_digest_time(session: Session, hub_id: str) -> datetime | None:
 
 def _headers(raw: bytes) -> tuple[str, str]:
     try:
-        headers = BytesHeaderParser(policy=default_policy).parsebytes(raw[:65536], headersonly=True)
+        headers = BytesHeaderParser(policy=default_policy).parsebytes(header_block(raw[:65536]), headersonly=True)
         return (" ".join(str(headers.get("From", "")).split())[:120],
                 " ".join(str(headers.get("Subject", "")).split())[:160])
     except Exception:  # noqa: BLE001 - a broken header block still deserves a row for a person
@@ -128,10 +129,13 @@ def build_digest(session: Session, config: Config, settings: CheckSettings, hub:
                 digest.ahead.append(DateAhead(day, left_days, programme_id, what))
     digest.ahead.sort(key=lambda d: d.day)
 
-    needing = select(Message).where(Message.hub_id == hub.id, Message.stored_at >= since, or_(
-        Message.verdict_status.in_(NEEDS_PERSON), Message.state == MessageState.QUARANTINED)).order_by(Message.id)
-    for message in session.scalars(needing):
-        sender, subject = _headers(message.raw)
+    # The first 64 KiB of each message is all _headers reads: a 20 MB unreadable attachment stays in the database.
+    needing = select(Message.received_at, Message.state, Message.application_id, Message.verdict_status,
+                     Message.verdict, func.substr(Message.raw, 1, 65536, type_=LargeBinary).label("head")).where(
+        Message.hub_id == hub.id, Message.stored_at >= since, or_(
+            Message.verdict_status.in_(NEEDS_PERSON), Message.state == MessageState.QUARANTINED)).order_by(Message.id)
+    for message in session.execute(needing.execution_options(yield_per=200)):
+        sender, subject = _headers(message.head)
         if message.state is MessageState.QUARANTINED:
             status, note = "quarantined", "hubbot could not process this message; please read it"
         elif message.application_id is not None:

@@ -9,10 +9,14 @@ deadline, none to a complete application, none to an address that bounced.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import formataddr
+from functools import cached_property
+from typing import Any
 
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from bot.config import Config, HubSettings
@@ -21,8 +25,8 @@ from rules.calendar import LONDON, days_until, due_reminder_point, due_staff_not
 from rules.pipeline import CheckSettings
 from rules.replies import issues_by_section
 from storage import repository as repo
-from storage.models import ApplicationStatus, EventKind
-from templates import EmailKind, RenderedEmail, render_email
+from storage.models import ApplicationStatus, EventKind, OutboxItem
+from templates import EmailKind, RenderedEmail, render_email, render_subject
 
 
 @dataclass(frozen=True)
@@ -32,15 +36,27 @@ class DueReminder:
     hub: HubSettings
     to: tuple[str, ...]
     cc: tuple[str, ...]
-    email: RenderedEmail
-    why: str                      # for `hubbot remind`: what this is and why it is due
+    context: Mapping[str, Any] = field(compare=False, repr=False)   # what its templates are rendered from
+    why: str = ""                 # for `hubbot remind`: what this is and why it is due
     application_id: int | None = None
     in_reply_to: str | None = None
 
+    # Rendered when first wanted: `hubbot remind` lists subjects only, and a round has thousands of reminders.
+    @cached_property
+    def email(self) -> RenderedEmail:
+        return render_email(self.kind, dict(self.context))
+
+    @cached_property
+    def subject(self) -> str:
+        return self.__dict__["email"].subject if "email" in self.__dict__ else render_subject(self.kind,
+                                                                                             dict(self.context))
+
 
 def due_reminders(session: Session, config: Config, settings: CheckSettings, now: datetime) -> list[DueReminder]:
-    """Every reminder due at ``now`` that has not been queued before."""
+    """Every reminder due at ``now`` that has not been queued before, in a fixed number of queries however many
+    applications there are."""
     due: list[DueReminder] = []
+    queued = _queued_keys(session)
     for hub in config.hubs:
         bounced = bounced_addresses(session, hub.id)
         apps = [a for a in application_views(session, hub_id=hub.id)]
@@ -75,9 +91,14 @@ def due_reminders(session: Session, config: Config, settings: CheckSettings, now
                                              "status": a.status.value, "flags": ", ".join(a.flags)} for a in mine]}
                 due.append(DueReminder(
                     EmailKind.STAFF_NOTICE, f"staff:{hub.id}:{programme_id}:{notice.date.isoformat()}", hub,
-                    tuple(hub.staff), (), render_email(EmailKind.STAFF_NOTICE, context),
-                    f"staff note: {programme_id} {notice.what} on {notice.date}"))
-    return [d for d in due if not repo.outbox_has(session, d.key)]
+                    tuple(hub.staff), (), context, f"staff note: {programme_id} {notice.what} on {notice.date}"))
+    return [d for d in due if d.key not in queued]
+
+
+def _queued_keys(session: Session) -> set[str]:
+    """The keys of every reminder and staff note ever queued (the outbox keeps their keys unique), in one query."""
+    return set(session.scalars(select(OutboxItem.dedupe_key).where(
+        or_(OutboxItem.dedupe_key.startswith("reminder:"), OutboxItem.dedupe_key.startswith("staff:")))))
 
 
 def _for_application(app: ApplicationView, hub: HubSettings, days_before: int, days_left: int, base: dict,
@@ -91,8 +112,7 @@ def _for_application(app: ApplicationView, hub: HubSettings, days_before: int, d
                    and s.email != app.sender)
     if app.sender and app.sender not in bounced:
         out.append(DueReminder(
-            EmailKind.REMINDER, f"reminder:{app.id}:{days_before}", hub, (app.sender,), signed,
-            render_email(EmailKind.REMINDER, context),
+            EmailKind.REMINDER, f"reminder:{app.id}:{days_before}", hub, (app.sender,), signed, context,
             f"{school}: {len(app.issues)} field problem(s), {len(app.awaiting)} signatory(ies) awaited; "
             f"{days_before}-day reminder", app.id, app.school_message_id))
     for signatory in app.awaiting:
@@ -102,8 +122,7 @@ def _for_application(app: ApplicationView, hub: HubSettings, days_before: int, d
                 "name": signatory.name}
         out.append(DueReminder(
             EmailKind.SIGNATORY_REMINDER, f"reminder:{app.id}:{days_before}:{signatory.role}", hub, (signatory.email,),
-            (), render_email(EmailKind.SIGNATORY_REMINDER, note),
-            f"{school}: {signatory.title} asked to confirm; {days_before}-day reminder", app.id,
+            (), note, f"{school}: {signatory.title} asked to confirm; {days_before}-day reminder", app.id,
             app.school_message_id))
     return out
 
@@ -131,5 +150,5 @@ def describe(reminders: list[DueReminder], now: datetime) -> str:
     lines = [f"{len(reminders)} reminder(s) due at {now.astimezone(LONDON):%a %d %b %Y %H:%M} (London):"]
     for r in reminders:
         lines.append(f"  [{r.hub.id}] {r.kind.value}: to {', '.join(r.to)} - {r.why}")
-        lines.append(f"      Subject: {r.email.subject}")
+        lines.append(f"      Subject: {r.subject}")
     return "\n".join(lines)

@@ -8,11 +8,19 @@ import email.policy
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from rules.verdict import IssueKind, Status, Verdict
-from storage.models import Application, ApplicationStatus, ApplicationVersion, Message, OutboxItem, OutboxState
+from storage.models import (
+    Application,
+    ApplicationStatus,
+    ApplicationVersion,
+    Message,
+    OutboxItem,
+    OutboxState,
+    Signatory,
+)
 
 
 @dataclass(frozen=True)
@@ -71,27 +79,39 @@ class ApplicationView:
 
 def application_views(session: Session, *, hub_id: str | None = None,
                       programme: str | None = None) -> list[ApplicationView]:
-    query = select(Application).order_by(Application.hub_id, Application.programme, Application.school_name)
+    """Every application (of the hub, of the programme), in three queries whatever their number: the applications
+    with their latest version, their signatories, their version counts."""
+    conditions: list[ColumnElement[bool]] = []
     if hub_id:
-        query = query.where(Application.hub_id == hub_id)
+        conditions.append(Application.hub_id == hub_id)
     if programme:
-        query = query.where(Application.programme == programme)
+        conditions.append(Application.programme == programme)
+    signatories: dict[int, list[Signatory]] = {}
+    for signatory in session.scalars(select(Signatory).join(Application, Application.id == Signatory.application_id)
+                                     .where(*conditions).order_by(Signatory.id)):
+        signatories.setdefault(signatory.application_id, []).append(signatory)
+    versions = {app_id: count for app_id, count in session.execute(
+        select(ApplicationVersion.application_id, func.count(ApplicationVersion.id))
+        .join(Application, Application.id == ApplicationVersion.application_id).where(*conditions)
+        .group_by(ApplicationVersion.application_id))}
+    query = (select(Application, ApplicationVersion.verdict, ApplicationVersion.flags)
+             .outerjoin(ApplicationVersion, ApplicationVersion.id == Application.latest_version_id)
+             .where(*conditions).order_by(Application.hub_id, Application.programme, Application.school_name))
     views = []
-    for app in session.scalars(query):
-        latest = session.get(ApplicationVersion, app.latest_version_id) if app.latest_version_id else None
-        verdict = Verdict.from_record(latest.verdict) if latest else None
+    for app, record, flags in session.execute(query):
+        verdict = Verdict.from_record(record) if record is not None else None
         titles = {s.role: s.title for s in verdict.signatories} if verdict else {}
         views.append(ApplicationView(
             id=app.id, hub_id=app.hub_id, programme=app.programme, school_name=app.school_name,
-            school_urn=app.school_urn, status=app.status, flags=tuple(latest.flags or ()) if latest else (),
+            school_urn=app.school_urn, status=app.status, flags=tuple(flags or ()) if record is not None else (),
             issues=tuple(IssueView(i.label, i.section, i.reason, i.kind is IssueKind.MISSING)
                          for i in (verdict.issues if verdict else ())),
             signatories=tuple(SignatoryView(s.role, titles.get(s.role, s.role), s.name, s.email, s.copied,
-                                            s.confirmed, s.confirmed_at) for s in app.signatories),
+                                            s.confirmed, s.confirmed_at) for s in signatories.get(app.id, ())),
             sender=verdict.sender if verdict else None,
             school_message_id=(verdict.message_id or None) if verdict else None,
             received_at=verdict.received_at if verdict else None,
-            created_at=app.created_at, versions=len(app.versions),
+            created_at=app.created_at, versions=versions.get(app.id, 0),
         ))
     return views
 
@@ -107,7 +127,7 @@ def bounced_addresses(session: Session, hub_id: str) -> frozenset[str]:
         found.update(address.lower() for address in to)
     # Automatic mail is a small share of a mailbox; only delivery reports among it are parsed.
     ignored = select(Message.raw).where(Message.hub_id == hub_id, Message.verdict_status == Status.IGNORED)
-    for raw in session.scalars(ignored):
+    for raw in session.scalars(ignored.execution_options(yield_per=100)):   # streamed: a mailbox's worth of bytes
         if b"delivery-status" in raw:
             found.update(_failed_recipients(raw))
     return frozenset(found)
