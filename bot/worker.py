@@ -247,7 +247,7 @@ class Worker:
 
     def _claim(self, session: Session, now: datetime, failed_this_cycle: list[int]) -> Message | None:
         return repo.claim_next_message(session, worker=self.worker_id, now=now, max_attempts=MAX_MESSAGE_ATTEMPTS,
-                                       exclude=failed_this_cycle)
+                                       exclude=failed_this_cycle, hub_ids=[h.id for h in self.config.hubs])
 
     def _process_one(self, message: Message, report: CycleReport, failed_this_cycle: list[int]) -> Message | None:
         """Read, decide and record one claimed message; returns the next message, claimed in the same commit."""
@@ -294,7 +294,7 @@ class Worker:
 
     def send_due(self) -> DrainReport:
         return drain_outbox(self.db, self.sender, worker=self.worker_id, now=self.clock(),
-                            policy=self.outbox_policy)
+                            policy=self.outbox_policy, hub_ids=[h.id for h in self.config.hubs])
 
     def _event(self, kind: EventKind, hub_id: str, detail: dict) -> None:
         with self.db.session() as session:

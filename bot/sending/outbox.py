@@ -13,7 +13,7 @@ import email.policy
 import logging
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.headerregistry import HeaderRegistry
@@ -132,9 +132,11 @@ def default_worker_id() -> str:
 
 def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now: datetime | None = None,
                  policy: OutboxPolicy = OutboxPolicy(), max_items: int = 5000,
-                 hub_senders: Mapping[str, Sender] | None = None) -> DrainReport:
-    """Send everything due (up to ``max_items`` per call). ``hub_senders`` lets a hub use its own sender; others
-    use ``sender``. ``now`` fixes the clock (tests, ``--now``); otherwise the real time is read at each step.
+                 hub_senders: Mapping[str, Sender] | None = None,
+                 hub_ids: Sequence[str] | None = None) -> DrainReport:
+    """Send everything due (up to ``max_items`` per call; only ``hub_ids``' e-mails when given, for a worker run for
+    a group of hubs). ``hub_senders`` lets a hub use its own sender; others use ``sender``. ``now`` fixes the clock
+    (tests, ``--now``); otherwise the real time is read at each step.
 
     Rows are claimed one at a time, just before their own SMTP conversation: a row marked SENDING is always the
     one being sent, so a crash leaves exactly that row UNCERTAIN and the rest simply PENDING. The outcome of one
@@ -148,7 +150,7 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
             repo.record_event(session, EventKind.REPLY_UNCERTAIN, hub_id=item.hub_id, actor=worker, outbox_id=item.id,
                               message_id=item.source_message_id, application_id=item.application_id,
                               detail={"kind": item.kind}, now=now)
-        claimed = _claim_one(session, worker, now, policy)
+        claimed = _claim_one(session, worker, now, policy, hub_ids)
     while claimed is not None and report.claimed < max_items:
         report.claimed += 1
         item = claimed
@@ -162,7 +164,7 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
             result = SendResult(SendStatus.TEMPORARY, None, f"sender error: {type(exc).__name__}")
         with db.session() as session:
             _record(session, item, worker, result, now, policy, report)
-            claimed = _claim_one(session, worker, now, policy) if report.claimed < max_items else None
+            claimed = _claim_one(session, worker, now, policy, hub_ids) if report.claimed < max_items else None
     for used in {sender, *(hub_senders or {}).values()}:
         close = getattr(used, "close", None)
         if close is not None:
@@ -172,8 +174,10 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
     return report
 
 
-def _claim_one(session: Session, worker: str, now: datetime | None, policy: OutboxPolicy) -> OutboxItem | None:
-    items = repo.claim_due_replies(session, worker=worker, now=now or repo.utcnow(), limit=1, lease=policy.lease)
+def _claim_one(session: Session, worker: str, now: datetime | None, policy: OutboxPolicy,
+               hub_ids: Sequence[str] | None) -> OutboxItem | None:
+    items = repo.claim_due_replies(session, worker=worker, now=now or repo.utcnow(), limit=1, lease=policy.lease,
+                                   hub_ids=hub_ids)
     return items[0] if items else None
 
 
