@@ -21,13 +21,14 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
 from bot.sending.smtp import SendResult, SendStatus, SmtpConnection, SmtpSettings, write_eml
 from rules.automatic import LOOP_HEADER
 from storage import repository as repo
 from storage.db import Database
-from storage.models import EventKind, OutboxItem
+from storage.models import EventKind, OutboxItem, OutboxState
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +177,20 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
 
 def _claim_one(session: Session, worker: str, now: datetime | None, policy: OutboxPolicy,
                hub_ids: Sequence[str] | None) -> OutboxItem | None:
-    items = repo.claim_due_replies(session, worker=worker, now=now or repo.utcnow(), limit=1, lease=policy.lease,
-                                   hub_ids=hub_ids)
-    return items[0] if items else None
+    """``repo.claim_due_replies`` for one row, as one statement: UPDATE the first due row (skipping rows another
+    worker has locked) and RETURN it, rather than SELECT, UPDATE and SELECT again."""
+    at = now or repo.utcnow()
+    due = and_(OutboxItem.state == OutboxState.PENDING, OutboxItem.next_attempt_at <= at)
+    if hub_ids is not None:
+        due = and_(due, OutboxItem.hub_id.in_(list(hub_ids)))
+    first = select(OutboxItem.id).where(due).order_by(OutboxItem.next_attempt_at, OutboxItem.id).limit(1)
+    if session.get_bind().dialect.name == "postgresql":
+        first = first.with_for_update(skip_locked=True)
+    claim = (update(OutboxItem).where(OutboxItem.id == first.scalar_subquery(), due)
+             .values(state=OutboxState.SENDING, claimed_by=worker, claimed_at=at, attempts=OutboxItem.attempts + 1)
+             .returning(OutboxItem))
+    return session.scalars(claim, execution_options={"populate_existing": True,
+                                                     "synchronize_session": False}).one_or_none()
 
 
 def _record(session: Session, item: OutboxItem, worker: str, result: SendResult, now: datetime | None,
