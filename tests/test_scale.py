@@ -5,7 +5,7 @@ one worker is skipped by the other; storing the same bytes from two sessions at 
 one; the daily reply cap counted from ``outbox_recipients`` gives exactly what reading the outbox gave (every
 recipient, any case, each e-mail once, the last 24 hours), follows retention, and counts e-mails queued before the
 upgrade; the streamed export writes what the in-memory export and the writers before streaming wrote, byte for
-byte (CSV, JSON) and cell for cell (XLSX).
+byte (CSV, JSON) and cell for cell (XLSX); a worker told to stop hands back the message it had claimed for next.
 """
 from __future__ import annotations
 
@@ -407,3 +407,32 @@ def test_streamed_json_of_nothing_is_an_empty_list() -> None:
     stream = io.StringIO()
     write_json([], stream)
     assert stream.getvalue() == "[]\n" and json.loads(stream.getvalue()) == []
+
+
+def test_stopping_gives_back_the_message_claimed_for_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next message is claimed in the commit of the previous one; a worker told to stop then hands it back
+    at once, its attempt uncounted, rather than leaving it leased for the next worker to wait out."""
+    from bot.workflow import Workflow
+
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'hubbot.db'}")
+    for urn in ("700001", "700002", "700003"):
+        deliver(tmp_path / "mail", application(urn=urn))
+    bot = Bot(config)
+    try:
+        worker = bot.worker()
+        real = Workflow.process
+
+        def process_then_stop(self, session, message, now):
+            worker.stop_requested = True   # SIGTERM while the first message is being processed
+            return real(self, session, message, now)
+
+        monkeypatch.setattr(Workflow, "process", process_then_stop)
+        report = worker.run_once()
+        assert len(report.outcomes) == 1
+        states = [(m.state, m.attempts, m.claimed_by) for m in bot.messages()]
+        assert states == [(MessageState.PROCESSED, 1, None), (MessageState.STORED, 0, None),
+                          (MessageState.STORED, 0, None)]
+        monkeypatch.setattr(Workflow, "process", real)
+        assert len(bot.run().outcomes) == 2   # the next worker takes them straight away
+    finally:
+        bot.close()
