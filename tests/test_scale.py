@@ -436,3 +436,23 @@ def test_stopping_gives_back_the_message_claimed_for_next(tmp_path: Path, monkey
         assert len(bot.run().outcomes) == 2   # the next worker takes them straight away
     finally:
         bot.close()
+
+
+def test_xlsx_cells_written_plain_or_as_cells_read_as_before() -> None:
+    """Plain texts and numbers go to openpyxl as values, the rest as formatted cells: each reads back as the
+    writer before streaming wrote it, texts that look like formulas or Excel errors included."""
+    from bot.staff.export import Column, ColumnKind, ExportRow
+
+    columns = (*META_COLUMNS, Column("note", "Note", ColumnKind.FIELD), Column("head.copied", "Head: copied",
+                                                                             ColumnKind.SIGNATORY))
+    tricky = ["plain", "#N/A", "#DIV/0!", "=1+1", "+44 1325", "-3", "@home", "\tx", "", "multi\nline text", "x" * 90]
+    rows = tuple(ExportRow(i, status, {"hub": "h", "programme": "p", "school_name": note, "urn": "100001",
+                                       "status": status, "flags": ("late",) if i % 2 else (), "received_at":
+                                       datetime(2024, 6, 20, 10, i), "versions": i, "note": note,
+                                       "head.copied": bool(i % 2)})
+                 for i, (note, status) in enumerate(zip(tricky, ["complete", "incomplete", "unreadable", "other"] * 3)))
+    sheets = [ExportSheet("p", "P", columns, rows)]
+    streamed, before = io.BytesIO(), io.BytesIO()
+    write_xlsx(sheets, streamed)
+    _reference_xlsx(sheets, before)
+    assert _workbook(streamed.getvalue()) == _workbook(before.getvalue())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import os
 import pickle
@@ -461,11 +462,12 @@ def write_xlsx(sheets: Sequence[ExportSheet], path_or_stream: str | Path | IO[by
         for row in sheet.rows:
             cells: list[Any] = []
             for col, column in enumerate(sheet.columns):
-                cell = _xlsx_cell(ws, row.get(column.key))
-                if col == status_col and row.status in fills:
+                fill = fills.get(row.status) if col == status_col else None
+                cell = _xlsx_cell(ws, row.get(column.key), as_cell=fill is not None)
+                if fill is not None:
                     if cell is None:
                         cell = WriteOnlyCell(ws)
-                    cell.fill = fills[row.status]
+                    cell.fill = fill
                 cells.append(cell)
             ws.append(cells)
     workbook.save(path_or_stream)  # type: ignore[arg-type]  # openpyxl accepts a binary file object too
@@ -480,20 +482,31 @@ def _xlsx_width(value: Value) -> int:
     return max((len(line) for line in text.splitlines()), default=0)
 
 
-def _xlsx_cell(ws: Any, value: Value) -> Any:
-    """One cell (None for an empty one)."""
+@functools.cache
+def _openpyxl() -> tuple[Any, tuple[str, ...]]:
+    # Imported when an XLSX is written (CSV and JSON exports do without), once rather than for each cell.
     from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ERROR_CODES
+    return WriteOnlyCell, tuple(ERROR_CODES)
 
+
+def _xlsx_cell(ws: Any, value: Value, *, as_cell: bool = False) -> Any:
+    """One cell: None for an empty one, the plain value where openpyxl stores it as we would (a number, a text it
+    takes for nothing else), otherwise (or ``as_cell``, to style it) a cell object with its format: most cells
+    are plain, and a cell object each costs more than writing it."""
+    WriteOnlyCell, ERROR_CODES = _openpyxl()  # noqa: N806 - a class and a constant, named as openpyxl names them
     if isinstance(value, datetime):
         # Excel has no time zones: London wall-clock time, as staff read the deadline.
         cell = WriteOnlyCell(ws, value=value.replace(tzinfo=None))
         cell.number_format = EXCEL_DATETIME_FORMAT
         return cell
     if isinstance(value, int) and not isinstance(value, bool):
-        return WriteOnlyCell(ws, value=value)
+        return WriteOnlyCell(ws, value=value) if as_cell else value
     text = _text(value)
     if not text:
         return None
+    if not as_cell and not text.startswith(FORMULA_TRIGGERS) and text not in ERROR_CODES:
+        return text   # openpyxl makes it a string cell; "=..." and "#N/A" would be a formula and an error
     cell = WriteOnlyCell(ws, value=text)
     # openpyxl would store "=..." as a formula; a string cell is never evaluated, and quotePrefix keeps it text even
     # when someone edits the cell in Excel.
