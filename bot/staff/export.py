@@ -421,8 +421,9 @@ def sheet_names(sheets: Sequence[ExportSheet]) -> list[str]:
 
 
 def write_xlsx(sheets: Sequence[ExportSheet], path_or_stream: str | Path | IO[bytes]) -> None:
-    """The workbook, written as it goes (openpyxl's write-only mode): a sheet's rows are read twice, once to size
-    the columns (which come before the rows in the file) and once to write them, and never held."""
+    """The workbook, written as it goes (openpyxl's write-only mode). The column widths come before the rows in
+    the file, so each sheet's rows are read once, sized and turned into cell values into a temporary file, then
+    written from it: never all held, never built twice."""
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.comments import Comment
@@ -441,76 +442,85 @@ def write_xlsx(sheets: Sequence[ExportSheet], path_or_stream: str | Path | IO[by
         ws = workbook.create_sheet(name)
         status_col = next(i for i, c in enumerate(sheet.columns) if c.key == "status")
         widths = [len(c.label) for c in sheet.columns]
-        for row in sheet.rows:
-            for col, column in enumerate(sheet.columns):
-                widths[col] = max(widths[col], _xlsx_width(row.get(column.key)))
-        for col, width in enumerate(widths, start=1):
-            # Long statements would make a column screens wide; 60 characters is enough to recognise them.
-            ws.column_dimensions[get_column_letter(col)].width = min(max(width, 6), 60) + 2
-        ws.freeze_panes = "A2"
-        last = get_column_letter(len(sheet.columns))
-        ws.auto_filter.ref = f"A1:{last}{max(len(sheet.rows) + 1, 1)}"
-        header = []
-        for column in sheet.columns:
-            cell = WriteOnlyCell(ws, value=column.label)
-            cell.font = bold
-            cell.alignment = top
-            # The key (field id) as a comment rather than a second header row, which filters would treat as data.
-            cell.comment = Comment(column.key, "hubbot")
-            header.append(cell)
-        ws.append(header)
-        for row in sheet.rows:
-            cells: list[Any] = []
-            for col, column in enumerate(sheet.columns):
-                fill = fills.get(row.status) if col == status_col else None
-                cell = _xlsx_cell(ws, row.get(column.key), as_cell=fill is not None)
+        keys = [c.key for c in sheet.columns]
+        with tempfile.TemporaryFile(prefix="hubbot-xlsx-") as prepared:
+            count = 0
+            for row in sheet.rows:
+                values = []
+                for col, key in enumerate(keys):
+                    value, width = _xlsx_value(row.get(key))
+                    values.append(value)
+                    if width > widths[col]:
+                        widths[col] = width
+                pickle.dump((row.status, values), prepared, protocol=pickle.HIGHEST_PROTOCOL)
+                count += 1
+            for col, width in enumerate(widths, start=1):
+                # Long statements would make a column screens wide; 60 characters is enough to recognise them.
+                ws.column_dimensions[get_column_letter(col)].width = min(max(width, 6), 60) + 2
+            ws.freeze_panes = "A2"
+            last = get_column_letter(len(sheet.columns))
+            ws.auto_filter.ref = f"A1:{last}{max(count + 1, 1)}"
+            header = []
+            for column in sheet.columns:
+                cell = WriteOnlyCell(ws, value=column.label)
+                cell.font = bold
+                cell.alignment = top
+                # The key (field id) as a comment rather than a second header row, which filters would treat as
+                # data.
+                cell.comment = Comment(column.key, "hubbot")
+                header.append(cell)
+            ws.append(header)
+            prepared.seek(0)
+            for _ in range(count):
+                status, values = pickle.load(prepared)
+                cells = [_xlsx_cell(ws, WriteOnlyCell, v) if type(v) is tuple else v for v in values]
+                fill = fills.get(status)
                 if fill is not None:
-                    if cell is None:
-                        cell = WriteOnlyCell(ws)
+                    value = values[status_col]
+                    cell = cells[status_col] if type(value) is tuple else _xlsx_cell(ws, WriteOnlyCell, ("n", value))
                     cell.fill = fill
-                cells.append(cell)
-            ws.append(cells)
+                    cells[status_col] = cell
+                ws.append(cells)
     workbook.save(path_or_stream)  # type: ignore[arg-type]  # openpyxl accepts a binary file object too
 
 
-def _xlsx_width(value: Value) -> int:
+def _xlsx_value(value: Value) -> tuple[Any, int]:
+    """A cell's value as handed to openpyxl and its width. Most cells are a plain text or number, given as they are
+    (openpyxl writes them as a string or number cell); the others are tagged for ``_xlsx_cell``: ("d", moment),
+    ("q", text) for a text that must not run as a formula, ("s", text) for one openpyxl would take for an error."""
     if isinstance(value, datetime):
-        return len(EXCEL_DATETIME_FORMAT)
+        # Excel has no time zones: London wall-clock time, as staff read the deadline.
+        return ("d", value.replace(tzinfo=None)), len(EXCEL_DATETIME_FORMAT)
     if isinstance(value, int) and not isinstance(value, bool):
-        return len(str(value))
+        return value, len(str(value))
     text = _text(value)
-    return max((len(line) for line in text.splitlines()), default=0)
+    if not text:
+        return None, 0
+    width = max((len(line) for line in text.splitlines()), default=0)
+    if text.startswith(FORMULA_TRIGGERS):
+        return ("q", text), width
+    if text in _error_codes():
+        return ("s", text), width
+    return text, width
 
 
 @functools.cache
-def _openpyxl() -> tuple[Any, tuple[str, ...]]:
-    # Imported when an XLSX is written (CSV and JSON exports do without), once rather than for each cell.
-    from openpyxl.cell import WriteOnlyCell
+def _error_codes() -> frozenset[str]:
+    # Texts openpyxl would store as Excel's error values ("#N/A") rather than as text.
     from openpyxl.cell.cell import ERROR_CODES
-    return WriteOnlyCell, tuple(ERROR_CODES)
+    return frozenset(ERROR_CODES)
 
 
-def _xlsx_cell(ws: Any, value: Value, *, as_cell: bool = False) -> Any:
-    """One cell: None for an empty one, the plain value where openpyxl stores it as we would (a number, a text it
-    takes for nothing else), otherwise (or ``as_cell``, to style it) a cell object with its format: most cells
-    are plain, and a cell object each costs more than writing it."""
-    WriteOnlyCell, ERROR_CODES = _openpyxl()  # noqa: N806 - a class and a constant, named as openpyxl names them
-    if isinstance(value, datetime):
-        # Excel has no time zones: London wall-clock time, as staff read the deadline.
-        cell = WriteOnlyCell(ws, value=value.replace(tzinfo=None))
+def _xlsx_cell(ws: Any, cell_class: Any, tagged: tuple[str, Any]) -> Any:
+    """The cell object for a tagged value (or ("n", plain value) for a plain one that needs a style)."""
+    tag, value = tagged
+    cell = cell_class(ws, value=value)
+    if tag == "d":
         cell.number_format = EXCEL_DATETIME_FORMAT
-        return cell
-    if isinstance(value, int) and not isinstance(value, bool):
-        return WriteOnlyCell(ws, value=value) if as_cell else value
-    text = _text(value)
-    if not text:
-        return None
-    if not as_cell and not text.startswith(FORMULA_TRIGGERS) and text not in ERROR_CODES:
-        return text   # openpyxl makes it a string cell; "=..." and "#N/A" would be a formula and an error
-    cell = WriteOnlyCell(ws, value=text)
-    # openpyxl would store "=..." as a formula; a string cell is never evaluated, and quotePrefix keeps it text even
-    # when someone edits the cell in Excel.
-    cell.data_type = "s"
-    if text.startswith(FORMULA_TRIGGERS):
-        cell.quotePrefix = True
+    elif tag in ("q", "s") or isinstance(value, str):
+        # openpyxl would store "=..." as a formula; a string cell is never evaluated, and quotePrefix keeps it text
+        # even when someone edits the cell in Excel.
+        cell.data_type = "s"
+        if tag == "q":
+            cell.quotePrefix = True
     return cell
