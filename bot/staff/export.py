@@ -134,7 +134,7 @@ class _Stored:
 
 class SpooledRows:
     """A sheet's rows, built one at a time, in the sheet's order, from what ``spool_rows`` wrote to a temporary file
-    (and so as often as a writer needs: XLSX reads them twice, once for the column widths)."""
+    (as often as a writer needs)."""
 
     def __init__(self, spool: _Spool, ids: Sequence[int], columns: tuple[Column, ...], tz: ZoneInfo) -> None:
         self._spool, self._ids, self._columns, self._tz = spool, ids, columns, tz
