@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import sanitize
+from storage.locks import migration_lock
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _HERE = Path(__file__).resolve().parent
@@ -92,7 +93,8 @@ def alembic_config() -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     cfg = alembic_config()
-    with engine.begin() as connection:
+    # Several workers may start together on a new database: one migrates, the others wait, then find nothing to do.
+    with migration_lock(engine), engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 
