@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.utils import formataddr
 
 from sqlalchemy import select
@@ -26,6 +26,7 @@ from parsers.types import ParsedEmail
 from rules.decision import Action, ApplicationHistory, Decision, History, SignatoryHistory, application_key, decide
 from rules.pipeline import CheckSettings, read_email
 from rules.verdict import FlagCode, Reply, Status, Verdict
+from storage.counters import sent_in_last_day
 from storage.models import Application, ApplicationStatus, ApplicationVersion, EventKind, Message, OutboxItem
 from storage.recovery import answered_in_a_forgotten_life
 from storage.repository import (
@@ -155,15 +156,9 @@ class Workflow:
         return (session.get(Application, app_id) if app_id else None), ours is not None
 
     def _sent_today(self, session: Session, addresses: Iterable[str], now: datetime) -> dict[str, int]:
-        """How many e-mails each of ``addresses`` got from us in the last 24 hours, counting every recipient."""
-        wanted = {a.lower() for a in addresses}
-        counts: dict[str, int] = {}
-        rows = session.execute(select(OutboxItem.to, OutboxItem.cc).where(
-            OutboxItem.created_at >= now - timedelta(days=1)))
-        for to, cc in rows:
-            for address in {a.lower() for a in (*(to or ()), *(cc or ()))} & wanted:
-                counts[address] = counts.get(address, 0) + 1
-        return counts
+        """How many e-mails each of ``addresses`` got from us in the last 24 hours, counting every recipient: one
+        indexed count per address (storage/counters.py), not a read of the day's outbox."""
+        return sent_in_last_day(session, addresses, now)
 
     # ---- carrying the decision out -----------------------------------------------------------------------------
 
@@ -198,12 +193,12 @@ class Workflow:
         message.verdict_status = verdict.status
         message.verdict = verdict.to_record()
         message.application_id = application.id if application else None
+        mark_processed(session, message, now=now)   # before the event's flush: one UPDATE of the message, not two
         reply = decision.reply
         record_event(session, _EVENT_FOR_ACTION[decision.action], hub_id=message.hub_id, actor=self.worker,
                      message_id=message.id, application_id=application.id if application else None,
                      detail={"status": verdict.status.value, "reply": reply.kind.value if reply else None,
                              "flags": [f.code.value for f in verdict.flags], **detail}, now=now)
-        mark_processed(session, message, now=now)
         return Outcome(message.id, verdict.status, reply.kind if reply else None,
                        application.id if application else None, tuple(f.code for f in verdict.flags),
                        decision.confirmed)

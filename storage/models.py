@@ -340,3 +340,16 @@ class JobClaim(Base):
     key: Mapped[str] = mapped_column(String(255))
     claimed_at: Mapped[datetime]
     claimed_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class OutboxRecipient(Base):
+    """One address one outbox e-mail went to (lower-cased, once per e-mail), written with the e-mail. The daily
+    reply cap is then one indexed count per address instead of a scan of the last day's outbox for every reply
+    (migration 0006); deleting the outbox row deletes these with it."""
+
+    __tablename__ = "outbox_recipients"
+    __table_args__ = (Index("ix_outbox_recipients_address_created", "address", "created_at"),)
+
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id", ondelete="CASCADE"), primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    created_at: Mapped[datetime]

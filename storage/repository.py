@@ -9,6 +9,7 @@ that need them.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,10 +20,11 @@ from email.utils import parseaddr
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rules.automatic import LOOP_HEADER
+from storage.counters import record_recipients
+from storage.inserts import insert_once
 from storage.models import (
     Application,
     ApplicationStatus,
@@ -59,18 +61,10 @@ def _is_postgres(session: Session) -> bool:
 
 
 def _insert_or_get(session: Session, row: T, lookup: Any) -> tuple[T, bool]:
-    """Insert ``row`` in a savepoint; if a unique constraint says someone else got there first, return theirs.
-    This is what makes the idempotent operations safe between concurrent workers, not just sequential reruns."""
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-        return row, True
-    except IntegrityError:
-        existing = session.scalar(lookup)
-        if existing is None:  # the conflict was on some other constraint: a real error
-            raise
-        return existing, False
+    """Insert ``row`` unless a unique constraint says someone else got there first, and then return theirs. This
+    is what makes the idempotent operations safe between concurrent workers, not just sequential reruns. It is
+    ``INSERT ... ON CONFLICT DO NOTHING`` (``storage.inserts``): no savepoint, and no dead row when a race is lost."""
+    return insert_once(session, row, lookup)
 
 
 # ---- mailbox ledger -------------------------------------------------------------------------------------------
@@ -109,8 +103,14 @@ class StoreResult:
         return self.created and self.duplicate_of is None
 
 
+# The first empty line, with line ends as the e-mail parser reads them (CRLF, CR or LF): the end of the headers.
+_END_OF_HEADERS = re.compile(rb"(?>\r\n|\r|\n)(?>\r\n|\r|\n)")
+
+
 def extract_message_id(raw: bytes) -> str | None:
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw, headersonly=True)
+    # Only the header block is parsed: the parser would read the body line by line just to skip it.
+    end = _END_OF_HEADERS.search(raw)
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:end.end()] if end else raw, headersonly=True)
     value = headers.get("Message-ID")
     if value is None:
         return None
@@ -361,6 +361,8 @@ def enqueue_reply(session: Session, *, hub_id: str, kind: EmailKind, from_addr: 
                      in_reply_to=in_reply_to, references=references, state=OutboxState.PENDING, attempts=0,
                      next_attempt_at=now, created_at=now, attachments=list(attachments) if attachments else None)
     item, created = _insert_or_get(session, row, lookup)
+    if created:
+        record_recipients(session, item)   # the daily cap counts it from now on (storage/counters.py)
     return EnqueueResult(item, created)
 
 

@@ -34,7 +34,7 @@ from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from bot.config import Config
@@ -46,6 +46,7 @@ from storage.models import (
     EventKind,
     Message,
     OutboxItem,
+    OutboxRecipient,
     OutboxState,
     Signatory,
 )
@@ -345,6 +346,8 @@ def erase(db: Database, config: Config, address: str, now: datetime, *, actor: s
                 # Nobody left to send it to: it must not go out, and must not wait forever either.
                 item.state = OutboxState.FAILED
                 item.last_error = "not sent: its recipient was erased on request"
+        # The reply cap's per-address counts (storage/counters.py) hold the address too.
+        session.execute(delete(OutboxRecipient).where(OutboxRecipient.address.contains(needle, autoescape=True)))
         for path in found.files:
             path.unlink(missing_ok=True)
         counts = found.counts()
@@ -362,7 +365,8 @@ def _clean_files(db: Database) -> tuple[bool, bool]:
             row = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             return True, bool(row and row[0])
         if db.dialect == "postgresql":
-            for table in ("messages", "application_versions", "applications", "signatories", "outbox"):
+            for table in ("messages", "application_versions", "applications", "signatories", "outbox",
+                          "outbox_recipients"):
                 connection.exec_driver_sql(f"VACUUM {table}")
             return True, False
     return False, False
