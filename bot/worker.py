@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
@@ -40,6 +40,7 @@ from bot.mail.source import (
     SkipReason,
 )
 from bot.oauth import TokenProvider, token_provider_for
+from bot.ops.health import ALERT_HUB
 from bot.sending.caps import Caps
 from bot.sending.outbox import DrainReport, OutboxPolicy, Sender, default_worker_id, drain_outbox
 from bot.sending.senders import DEFAULT_ENDPOINT, Senders, build_senders, hub_endpoint
@@ -50,7 +51,8 @@ from storage import repository as repo
 from storage.db import Database
 from storage.errors import describe as describe_database_fault
 from storage.errors import is_database_fault
-from storage.models import Event, EventKind, Message
+from storage.locks import try_lock
+from storage.models import Event, EventKind, Message, MessageState
 from storage.recovery import (
     Resolution,
     behind_evidence,
@@ -64,6 +66,10 @@ from storage.recovery import (
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+# Fetched messages stored per transaction, the cursor moving with each batch: few enough that a crash fetches
+# little again, enough that many messages share a commit.
+STORE_BATCH = 25
+STORE_BATCH_BYTES = 16 * 1024 * 1024
 
 
 def system_clock() -> datetime:
@@ -116,6 +122,21 @@ class StoreOutcome:
     created: bool
     row_id: int
     at_this_location: bool      # not new, and stored before at this very UID: the cursor was behind
+
+
+def _batches(messages: Iterable[FetchedMessage], *, crash_point_name: str) -> Iterator[list[FetchedMessage]]:
+    """``messages`` in lists of at most ``STORE_BATCH`` messages or about ``STORE_BATCH_BYTES``."""
+    batch: list[FetchedMessage] = []
+    size = 0
+    for fetched in messages:
+        crash_point(crash_point_name)
+        batch.append(fetched)
+        size += len(fetched.raw)
+        if len(batch) >= STORE_BATCH or size >= STORE_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def list_chain(first: Iterable[FetchedMessage], second: Iterable[FetchedMessage]) -> Iterator[FetchedMessage]:
@@ -183,6 +204,8 @@ class Worker:
         # one that fails is closed and opened afresh next time.
         self._open_sources: dict[str, MailSource] = {}
         self.outbox_policy = outbox_policy
+        # A worker claims and sends only its configured hubs' mail, so workers may run one per group of hubs.
+        self.hub_ids = [h.id for h in config.hubs]
         self.stop_requested = False
 
     # ---- one cycle -------------------------------------------------------------------------------------------
@@ -281,40 +304,47 @@ class Worker:
         new_rows: list[int] = []
         already_here = 0
         try:
-            with self.db.session() as session:
-                state = repo.get_mailbox_state(session, hub.id, folder, now=self.clock())
-                cursor = Cursor(state.uidvalidity, state.last_uid)
-            run = source.fetch_new(cursor)
-            end = run.highest_uid
-            if cursor.uidvalidity is None:
-                run = self._first_poll(hub, folder, run)
-            if run.uidvalidity_changed:
-                self._event(EventKind.UIDVALIDITY_CHANGED, hub.id, {"old": run.previous_uidvalidity, "new": run.uidvalidity})
-            for skipped in run.skipped:
-                self._event(EventKind.MESSAGE_SKIPPED, hub.id, {"uid": skipped.uid, "size": skipped.size,
-                                                        "reason": skipped.reason.value})
-            too_large = [s.uid for s in run.skipped if s.reason is SkipReason.TOO_LARGE]
-            fetched_all = list_chain(run, source.fetch_headers(run.uidvalidity, too_large)
-                                     if too_large and isinstance(source, HeaderSource) else ())
-            for fetched in fetched_all:
-                crash_point("after_fetch")
-                outcome = self._store(hub, folder, fetched)
-                if outcome.created:
-                    stored_uids.append(fetched.uid)
-                    new_rows.append(outcome.row_id)
-                elif outcome.at_this_location and not run.uidvalidity_changed:
-                    already_here += 1
-                crash_point("after_store")
-            with self.db.session() as session:
-                # Skipped (oversize, or older than a fresh start) messages are past the cursor too.
-                state = repo.get_mailbox_state(session, hub.id, folder)
-                if run.uids or run.skipped or end or state.uidvalidity != run.uidvalidity:
-                    repo.advance_mailbox(session, state, uidvalidity=run.uidvalidity,
-                                         uid=max(end, run.highest_uid), now=self.clock())
-                if move:
-                    # The row's time is the last good poll (hubbot status), and a poll after failures ends the streak.
-                    state.updated_at = self.clock()
-                    self._mark_mailbox_ok(session, hub.id)
+            with try_lock(self.db.engine, f"poll:{hub.id}:{folder}") as ours:
+                if not ours:
+                    # Another worker is storing this mailbox's new mail right now: fetching it too would only find
+                    # it stored. This one goes on to the stored work instead.
+                    log.debug("hub %s: another worker is polling %s", hub.id, folder)
+                    return 0
+                with self.db.session() as session:
+                    state = repo.get_mailbox_state(session, hub.id, folder, now=self.clock())
+                    cursor = Cursor(state.uidvalidity, state.last_uid)
+                run = source.fetch_new(cursor)
+                end = run.highest_uid
+                if cursor.uidvalidity is None:
+                    run = self._first_poll(hub, folder, run)
+                if run.uidvalidity_changed:
+                    self._event(EventKind.UIDVALIDITY_CHANGED, hub.id,
+                                {"old": run.previous_uidvalidity, "new": run.uidvalidity})
+                for skipped in run.skipped:
+                    self._event(EventKind.MESSAGE_SKIPPED, hub.id, {"uid": skipped.uid, "size": skipped.size,
+                                                                    "reason": skipped.reason.value})
+                too_large = [s.uid for s in run.skipped if s.reason is SkipReason.TOO_LARGE]
+                fetched_all = list_chain(run, source.fetch_headers(run.uidvalidity, too_large)
+                                         if too_large and isinstance(source, HeaderSource) else ())
+                for batch in _batches(fetched_all, crash_point_name="after_fetch"):
+                    for fetched, outcome in zip(batch, self._store_batch(hub, folder, batch)):
+                        if outcome.created:
+                            stored_uids.append(fetched.uid)
+                            new_rows.append(outcome.row_id)
+                        elif outcome.at_this_location and not run.uidvalidity_changed:
+                            already_here += 1
+                    crash_point("after_store")
+                with self.db.session() as session:
+                    # Skipped (oversize, or older than a fresh start) messages are past the cursor too.
+                    state = repo.get_mailbox_state(session, hub.id, folder)
+                    if run.uids or run.skipped or end or state.uidvalidity != run.uidvalidity:
+                        repo.advance_mailbox(session, state, uidvalidity=run.uidvalidity,
+                                             uid=max(end, run.highest_uid), now=self.clock())
+                    if move:
+                        # The row's time is the last good poll (hubbot status); a poll after failures ends the
+                        # streak.
+                        state.updated_at = self.clock()
+                        self._mark_mailbox_ok(session, hub.id)
             self._check_behind(hub, folder, already_here, new_rows)
             if move:
                 self._move(hub, source, stored_uids, report)
@@ -381,6 +411,34 @@ class Worker:
             self._event(EventKind.MAILBOX_BEHIND, hub.id, {"already_stored": already_here,
                                                           "unknown_own_mail": unknown})
 
+    def _store_batch(self, hub: HubSettings, folder: str, batch: list[FetchedMessage]) -> list[StoreOutcome]:
+        """Store a batch of fetched messages with the cursor in one transaction: each message is committed with the
+        cursor before anything else happens to it, as one at a time would, with one commit for the batch. If the
+        database refuses one of them (and is not itself at fault), the batch is stored again one message at a time,
+        so that only the refused one is quarantined."""
+        try:
+            with self.db.session() as session:
+                state = repo.get_mailbox_state(session, hub.id, folder)
+                outcomes = [self._store_in(session, hub, folder, fetched) for fetched in batch]
+                for fetched in batch:
+                    repo.advance_mailbox(session, state, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
+                                         now=self.clock())
+            return outcomes
+        except (DBAPIError, StatementError, ValueError, UnicodeError):
+            # Again one at a time: a message the database refuses is then quarantined alone, and a database at
+            # fault (down, full, read-only) raises there as it would have here.
+            log.info("hub %s: a batch of %d messages was refused; storing them one at a time", hub.id, len(batch))
+            return [self._store(hub, folder, fetched) for fetched in batch]
+
+    def _store_in(self, session: Session, hub: HubSettings, folder: str, fetched: FetchedMessage) -> StoreOutcome:
+        result = repo.store_raw_message(
+            session, hub_id=hub.id, folder=folder, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
+            raw=fetched.raw, received_at=fetched.internaldate, now=self.clock(),
+            size=max(fetched.size, len(fetched.raw)))
+        found = result.message
+        here = found.folder == folder and found.uidvalidity == fetched.uidvalidity and found.uid == fetched.uid
+        return StoreOutcome(result.created, found.id, not result.created and here)
+
     def _store(self, hub: HubSettings, folder: str, fetched: FetchedMessage) -> StoreOutcome:
         """Store one fetched message with the cursor. A message the database refuses (and the escaping in
         storage.sanitize did not cure) is quarantined by its UID instead, so the cursor still moves past it; a
@@ -388,16 +446,10 @@ class Worker:
         try:
             with self.db.session() as session:
                 state = repo.get_mailbox_state(session, hub.id, folder)
-                result = repo.store_raw_message(
-                    session, hub_id=hub.id, folder=folder, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
-                    raw=fetched.raw, received_at=fetched.internaldate, now=self.clock(),
-                    size=max(fetched.size, len(fetched.raw)))
+                outcome = self._store_in(session, hub, folder, fetched)
                 repo.advance_mailbox(session, state, uidvalidity=fetched.uidvalidity, uid=fetched.uid,
                                      now=self.clock())
-                found = result.message
-                here = (found.folder == folder and found.uidvalidity == fetched.uidvalidity
-                        and found.uid == fetched.uid)
-                return StoreOutcome(result.created, found.id, not result.created and here)
+                return outcome
         except (DBAPIError, StatementError, ValueError, UnicodeError) as exc:
             if isinstance(exc, (OperationalError, InterfaceError)) or is_database_fault(exc):
                 raise   # the database is down, full or read-only: stop here, with the cursor where it was
@@ -413,50 +465,78 @@ class Worker:
 
     def process_stored(self, report: CycleReport | None = None) -> CycleReport:
         """Process every stored message, one transaction each; a failure is recorded and retried next cycle,
-        and quarantined for a person after ``repo.MAX_MESSAGE_ATTEMPTS``."""
+        and quarantined for a person after ``repo.MAX_MESSAGE_ATTEMPTS``.
+
+        A message is claimed (its attempt counted and committed) before it is read, as always; the claim of the
+        next message is made in the commit of the previous message's outcome, so each message costs one commit,
+        and the e-mail is parsed and read before its transaction's first statement."""
         report = report or CycleReport()
         failed_this_cycle: list[int] = []
         with self.db.session() as session:
             # A worker on this host that died mid-message (SIGKILL, OOM) gives its message back now, not after
             # the lease.
             take_over_dead_claims(session, host=socket.gethostname(), actor=self.worker_id, now=self.clock())
-        while not self.stop_requested:
-            now = self.clock()
-            with self.db.session() as session:
-                message = repo.claim_next_message(session, worker=self.worker_id, now=now,
-                                                  max_attempts=repo.MAX_MESSAGE_ATTEMPTS, exclude=failed_this_cycle)
-                if message is None:
-                    break
-                message_row_id = message.id
-            started = time.perf_counter()
-            try:
-                with self.db.session() as session:
-                    message = session.get(Message, message_row_id)
-                    assert message is not None
-                    hub_id, size = message.hub_id, message.size
-                    outcome = self.workflow.process(session, message, now)
-                    crash_point("after_verdict")
-                crash_point("after_commit")
-                report.outcomes.append(outcome)
-                _log_outcome(outcome, hub_id, size, time.perf_counter() - started)
-            except Exception as exc:  # noqa: BLE001 - per message: record, release, carry on with the next
-                report.failed_messages += 1
-                failed_this_cycle.append(message_row_id)
-                log.exception("processing message %s failed", message_row_id)
-                with self.db.session() as session:
-                    message = session.get(Message, message_row_id)
-                    if message is not None:
-                        repo.release_message(session, message, error=f"{type(exc).__name__}: {str(exc)[:300]}")
-                        repo.record_event(session, EventKind.PROCESSING_FAILED, hub_id=message.hub_id,
-                                          actor=self.worker_id, message_id=message.id,
-                                          detail={"error": type(exc).__name__, "attempt": message.attempts},
-                                          now=now)
-                        if message.attempts >= repo.MAX_MESSAGE_ATTEMPTS:
-                            repo.mark_quarantined(session, message, error=type(exc).__name__, now=now)
-                            repo.record_event(session, EventKind.MESSAGE_QUARANTINED, hub_id=message.hub_id,
-                                              actor=self.worker_id, message_id=message.id,
-                                              detail={"reason": "processing failed"}, now=now)
+            message = self._claim(session, self.clock(), failed_this_cycle)
+        while message is not None:
+            if self.stop_requested:
+                self._unclaim(message)
+                break
+            message = self._process_one(message, report, failed_this_cycle)
         return report
+
+    def _claim(self, session: Session, now: datetime, failed_this_cycle: list[int]) -> Message | None:
+        return repo.claim_next_message(session, worker=self.worker_id, now=now,
+                                       max_attempts=repo.MAX_MESSAGE_ATTEMPTS, exclude=failed_this_cycle,
+                                       hub_ids=[*self.hub_ids, ALERT_HUB])
+
+    def _process_one(self, message: Message, report: CycleReport, failed_this_cycle: list[int]) -> Message | None:
+        """Read, decide and record one claimed message; returns the next message, claimed in the same commit."""
+        message_row_id, hub_id, size = message.id, message.hub_id, message.size
+        now = self.clock()
+        started = time.perf_counter()
+        try:
+            with self.db.session() as session:
+                # Loaded when it was claimed: attached again, not read again.
+                session.add(message)
+                outcome = self.workflow.process(session, message, now)
+                following = self._claim(session, now, [*failed_this_cycle, message_row_id])
+                if self.db.dialect == "postgresql":
+                    # Nothing outside the database happens on the strength of this commit alone: a reply it queues
+                    # is sent only after its claim's commit, which is flushed to disk and flushes this one with it
+                    # (the log is written in order). So it need not wait for its own flush; if the server lost it
+                    # in a crash, the message would simply be read again.
+                    session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+                crash_point("after_verdict")
+            crash_point("after_commit")
+            report.outcomes.append(outcome)
+            _log_outcome(outcome, hub_id, size, time.perf_counter() - started)
+            return following
+        except Exception as exc:  # noqa: BLE001 - per message: record, release, carry on with the next
+            report.failed_messages += 1
+            failed_this_cycle.append(message_row_id)
+            log.exception("processing message %s failed", message_row_id)
+            with self.db.session() as session:
+                failed = session.get(Message, message_row_id)
+                if failed is not None:
+                    repo.release_message(session, failed, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+                    repo.record_event(session, EventKind.PROCESSING_FAILED, hub_id=failed.hub_id,
+                                      actor=self.worker_id, message_id=failed.id,
+                                      detail={"error": type(exc).__name__, "attempt": failed.attempts}, now=now)
+                    if failed.attempts >= repo.MAX_MESSAGE_ATTEMPTS:
+                        repo.mark_quarantined(session, failed, error=type(exc).__name__, now=now)
+                        repo.record_event(session, EventKind.MESSAGE_QUARANTINED, hub_id=failed.hub_id,
+                                          actor=self.worker_id, message_id=failed.id,
+                                          detail={"reason": "processing failed"}, now=now)
+                return self._claim(session, now, failed_this_cycle)
+
+    def _unclaim(self, message: Message) -> None:
+        """Stopping with a message claimed but not yet read: give it back, uncounted, for the next worker now
+        rather than when the lease runs out."""
+        with self.db.session() as session:
+            session.execute(update(Message).where(Message.id == message.id, Message.claimed_by == self.worker_id,
+                                                  Message.state == MessageState.STORED)
+                            .values(claimed_by=None, claimed_at=None, attempts=Message.attempts - 1)
+                            .execution_options(synchronize_session=False))
 
     def send_due(self) -> DrainReport:
         self.resolve_uncertain()
@@ -465,7 +545,8 @@ class Worker:
         caps = Caps(per_address_per_day=self.config.max_replies_per_address_per_day,
                     per_hub_per_hour=self.config.max_emails_per_hub_per_hour, exempt=exempt)
         report = drain_outbox(self.db, self.senders.default, worker=self.worker_id, now=self.clock(),
-                              policy=self.outbox_policy, pick=self.senders.pick, bcc=bcc, caps=caps)
+                              policy=self.outbox_policy, pick=self.senders.pick, bcc=bcc, caps=caps,
+                              hub_ids=[*self.hub_ids, ALERT_HUB])
         if report.claimed:
             self._sent_since_poll.update(h.id for h in self.config.hubs)
         return report

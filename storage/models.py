@@ -278,6 +278,8 @@ class OutboxItem(Base):
         UniqueConstraint("message_id", name="uq_outbox_message_id"),
         Index("ix_outbox_due", "state", "next_attempt_at"),
         Index("ix_outbox_created_at", "created_at"),
+        # The hourly cap per hub counts the hub's sends of the last hour (bot/sending/caps.py).
+        Index("ix_outbox_hub_sent", "hub_id", "state", "sent_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

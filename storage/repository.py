@@ -187,14 +187,18 @@ def find_duplicates(session: Session, *, hub_id: str, message_id: str | None = N
 def claim_next_message(session: Session, *, worker: str, now: datetime | None = None, hub_id: str | None = None,
                        lease: timedelta = DEFAULT_MESSAGE_LEASE,
                        max_attempts: int = MAX_MESSAGE_ATTEMPTS,
-                       exclude: Sequence[int] = ()) -> Message | None:
-    """Take the oldest stored message nobody holds (or whose holder's lease ran out). A message claimed more than
-    ``max_attempts`` times has crashed workers repeatedly; it is quarantined instead of being handed out again."""
+                       exclude: Sequence[int] = (), hub_ids: Sequence[str] | None = None) -> Message | None:
+    """Take the oldest stored message nobody holds (or whose holder's lease ran out), of ``hub_id`` or of one of
+    ``hub_ids`` when given. A message claimed more than ``max_attempts`` times has crashed workers repeatedly; it is
+    quarantined instead of being handed out again."""
     now = now or utcnow()
     claimable = and_(Message.state == MessageState.STORED,
                      or_(Message.claimed_at.is_(None), Message.claimed_at < now - lease))
     if hub_id is not None:
         claimable = and_(claimable, Message.hub_id == hub_id)
+    if hub_ids is not None:
+        # A worker run for a group of hubs processes its own hubs' mail; another group's worker does the rest.
+        claimable = and_(claimable, Message.hub_id.in_(list(hub_ids)))
     if exclude:
         # Messages that failed earlier in this cycle wait for the next one, rather than failing again at once.
         claimable = and_(claimable, Message.id.not_in(list(exclude)))
@@ -372,11 +376,14 @@ def outbox_has(session: Session, dedupe_key: str) -> bool:
 
 
 def claim_due_replies(session: Session, *, worker: str, now: datetime | None = None, limit: int = 10,
-                      lease: timedelta = DEFAULT_SEND_LEASE) -> list[OutboxItem]:
-    """Claim up to ``limit`` pending replies that are due, marking them SENDING. A row left in SENDING by a worker
+                      lease: timedelta = DEFAULT_SEND_LEASE, hub_ids: Sequence[str] | None = None) -> list[OutboxItem]:
+    """Claim up to ``limit`` pending replies that are due, marking them SENDING; with ``hub_ids``, only those hubs'
+    e-mails (the caller adds the alerts' own hub id), for a worker run for a group of hubs. A row left in SENDING by a worker
     that died is never claimed again here: see ``park_interrupted_sends``."""
     now = now or utcnow()
     due = and_(OutboxItem.state == OutboxState.PENDING, OutboxItem.next_attempt_at <= now)
+    if hub_ids is not None:
+        due = and_(due, OutboxItem.hub_id.in_(list(hub_ids)))
     candidates = select(OutboxItem.id).where(due).order_by(OutboxItem.next_attempt_at, OutboxItem.id).limit(limit)
     if _is_postgres(session):
         candidates = candidates.with_for_update(skip_locked=True)

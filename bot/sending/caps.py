@@ -12,10 +12,11 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from storage.models import OutboxItem, OutboxState
+from storage.counters import ADDRESS_MAX
+from storage.models import OutboxItem, OutboxRecipient, OutboxState
 
 __all__ = ["Caps", "Hold", "hold_until"]
 
@@ -43,29 +44,37 @@ def _recipients(item: OutboxItem) -> set[str]:
 
 def hold_until(session: Session, item: OutboxItem, caps: Caps, now: datetime) -> Hold | None:
     """When this e-mail may go if sending it now would break a cap, else None. Counts what went (or may have
-    gone: uncertain sends) in the window before ``now``."""
+    gone: uncertain sends) in the window before ``now``. Both counts are indexed lookups (the recipients' rows in
+    ``outbox_recipients``; the hub's sends of the last hour by ``ix_outbox_hub_sent``), so their cost depends on what
+    these addresses and this hub were sent, not on the size of the outbox."""
     if caps.per_address_per_day is None and caps.per_hub_per_hour is None:
         return None
     went = func.coalesce(OutboxItem.sent_at, OutboxItem.data_started_at)
-    gone = select(OutboxItem.to, OutboxItem.cc, went).where(
-        OutboxItem.id != item.id, or_(OutboxItem.state == OutboxState.SENT, OutboxItem.state == OutboxState.UNCERTAIN),
-        went >= now - DAY)
     mine = _recipients(item)
     if caps.per_address_per_day is not None:
         watched = mine - caps.exempt
         if watched:
+            gone = (select(OutboxRecipient.address, went)
+                    .join(OutboxItem, OutboxItem.id == OutboxRecipient.outbox_id)
+                    .where(OutboxRecipient.address.in_(sorted(a[:ADDRESS_MAX] for a in watched)),
+                           OutboxItem.id != item.id,
+                           OutboxItem.state.in_((OutboxState.SENT, OutboxState.UNCERTAIN)), went >= now - DAY))
             times: dict[str, list[datetime]] = {}
-            for to, cc, at in session.execute(gone):
-                for address in {a.lower() for a in (*(to or ()), *(cc or ()))} & watched:
-                    times.setdefault(address, []).append(at)
+            for address, at in session.execute(gone):
+                times.setdefault(address, []).append(at)
             for address, seen in times.items():
                 if len(seen) >= caps.per_address_per_day:
                     oldest = sorted(seen)[len(seen) - caps.per_address_per_day]
                     return Hold(max(oldest + DAY, now + timedelta(minutes=1)), "daily limit for an address",
                                 caps.per_address_per_day)
     if caps.per_hub_per_hour is not None:
+        since = now - HOUR
+        # Written so each half is a range of ix_outbox_hub_sent; a sent row's time is its sent_at.
+        recent = or_(and_(OutboxItem.state == OutboxState.SENT, OutboxItem.sent_at >= since),
+                     and_(OutboxItem.state == OutboxState.UNCERTAIN, went >= since))
         counted: Counter[datetime] = Counter()
-        for to, cc, at in session.execute(gone.where(OutboxItem.hub_id == item.hub_id, went >= now - HOUR)):
+        for to, cc, at in session.execute(select(OutboxItem.to, OutboxItem.cc, went).where(
+                OutboxItem.hub_id == item.hub_id, OutboxItem.id != item.id, recent)):
             counted[at] += len({a.lower() for a in (*(to or ()), *(cc or ()))})
         if sum(counted.values()) + len(mine) > caps.per_hub_per_hour:
             # Wait until enough of the last hour's sends have aged out to make room.

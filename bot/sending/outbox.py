@@ -18,7 +18,7 @@ import base64
 import logging
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
@@ -140,8 +140,10 @@ def default_worker_id() -> str:
 def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now: datetime | None = None,
                  policy: OutboxPolicy = OutboxPolicy(), max_items: int = 5000,
                  hub_senders: Mapping[str, Sender] | None = None, pick: Pick | None = None,
-                 bcc: Mapping[str, str] | None = None, caps: Caps = Caps()) -> DrainReport:
-    """Send everything due (up to ``max_items`` per call). ``hub_senders`` lets a hub use its own sender; others
+                 bcc: Mapping[str, str] | None = None, caps: Caps = Caps(),
+                 hub_ids: Sequence[str] | None = None) -> DrainReport:
+    """Send everything due (up to ``max_items`` per call; with ``hub_ids``, only those hubs' e-mails and alerts, for
+    a worker run for a group of hubs). ``hub_senders`` lets a hub use its own sender; others
     use ``sender``; ``pick``, when given, chooses for every row instead. ``now`` fixes the clock (tests,
     ``--now``); otherwise the real time is read at each step.
 
@@ -163,7 +165,8 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
         claim_time = now or repo.utcnow()
         held_before = report.held
         with db.session() as session:
-            items = repo.claim_due_replies(session, worker=worker, now=claim_time, limit=1, lease=policy.lease)
+            items = repo.claim_due_replies(session, worker=worker, now=claim_time, limit=1, lease=policy.lease,
+                                            hub_ids=hub_ids)
             # Every recipient of every e-mail counts against the caps; one over them waits (bot.sending.caps).
             items = [item for item in items if not _held(session, item, caps, claim_time, worker, report)]
             # Build the e-mails while the rows are loaded; the SMTP work happens outside any transaction.

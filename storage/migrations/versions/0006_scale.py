@@ -1,6 +1,6 @@
 """Scale: ``outbox_recipients`` (one row per address an outbox e-mail went to, indexed by address and time) so the
 daily per-address reply cap counts with an index instead of reading the last 24 hours of the outbox for every
-reply; existing outbox rows are carried over.
+reply; existing outbox rows are carried over. ``ix_outbox_hub_sent`` serves the hourly cap per hub the same way.
 
 Revision ID: 0006_scale
 Revises: 0005_security
@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_outbox_recipients_address_created", "outbox_recipients", ["address", "created_at"])
+    op.create_index("ix_outbox_hub_sent", "outbox", ["hub_id", "state", "sent_at"])
     # Carry the existing outbox over, so the cap counts e-mails queued before the upgrade too.
     outbox = sa.table("outbox", sa.column("id", sa.Integer), sa.column("to", sa.JSON), sa.column("cc", sa.JSON),
                       sa.column("created_at", sa.DateTime(timezone=True)))
@@ -46,5 +47,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_outbox_hub_sent", table_name="outbox")
     op.drop_index("ix_outbox_recipients_address_created", table_name="outbox_recipients")
     op.drop_table("outbox_recipients")
