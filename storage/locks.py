@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,11 +39,13 @@ def _sqlite_file(engine: Engine) -> Path | None:
 
 
 def _lock_file(engine: Engine, name: str) -> Path | None:
+    """``<database>.<name>.lock`` beside the database (kept, not deleted: removing a lock file is itself a race)."""
     database = _sqlite_file(engine)
     if database is None:
         return None
-    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-    return database.with_name(f"{database.name}.lock-{digest}")
+    readable = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:60]
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]   # two names that read alike still get two files
+    return database.with_name(f"{database.name}.{readable}-{digest}.lock")
 
 
 @contextlib.contextmanager
