@@ -52,10 +52,6 @@ def insert_once(session: Session, row: T, lookup: Any) -> tuple[T, bool]:
         return existing, False
     key_attribute = mapper.get_property_by_column(primary_key).key
     setattr(row, key_attribute, new_id)
-    for relationship in mapper.relationships:
-        # A row that did not exist a moment ago has no children yet: say so, rather than have a lazy load ask.
-        if relationship.uselist and relationship.key not in inspect(row).dict:
-            setattr(row, relationship.key, [])
     for prop in mapper.column_attrs:
         if prop.key == key_attribute:
             continue
