@@ -62,11 +62,12 @@ def hold_until(session: Session, item: OutboxItem, caps: Caps, now: datetime) ->
             times: dict[str, list[datetime]] = {}
             for address, at in session.execute(gone):
                 times.setdefault(address, []).append(at)
-            for address, seen in times.items():
-                if len(seen) >= caps.per_address_per_day:
-                    oldest = sorted(seen)[len(seen) - caps.per_address_per_day]
-                    return Hold(max(oldest + DAY, now + timedelta(minutes=1)), "daily limit for an address",
-                                caps.per_address_per_day)
+            # The e-mail may go when every one of its addresses is under the cap again: the latest of their times.
+            frees = [sorted(seen)[len(seen) - caps.per_address_per_day] + DAY
+                     for seen in times.values() if len(seen) >= caps.per_address_per_day]
+            if frees:
+                return Hold(max(*frees, now + timedelta(minutes=1)), "daily limit for an address",
+                            caps.per_address_per_day)
     if caps.per_hub_per_hour is not None:
         since = now - HOUR
         # Written so each half is a range of ix_outbox_hub_sent; a sent row's time is its sent_at.
