@@ -14,7 +14,8 @@ and 4 workers started together on a new PostgreSQL database (so they also race o
 mailboxes, with the duplicate check (each message stored and processed once, one reply per source message, each
 .eml written once). ``--code DIR`` runs the bot from another checkout (the "before" figures), with this file's
 mail and harness. Usage: ``python bench/scale_bench.py [-n 1000 5000] [--big] [--skip sqlite,pg,staff,curve]``.
-Timings are for reading, never for pass/fail: the machine is shared, so compare ratios within one run.
+Timings are for reading, never for pass/fail: the machine is shared, so compare ratios within one run (CPU time,
+printed beside wall time, is the steadier figure when other work competes for the cores).
 """
 from __future__ import annotations
 
@@ -231,10 +232,10 @@ def child_floor(code: str, mail: str, n: int, config: str, queue: Any) -> None:
     settings = check_settings(load_config(Path(config)))
     raws = [(Path(mail) / f"{i:06d}.eml").read_bytes() for i in range(n)]
     assess(raws[0], settings)   # warm-up: registry, templates, imports
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for raw in raws:
         assess(raw, settings)
-    queue.put({"seconds": time.perf_counter() - started})
+    queue.put({"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu})
 
 
 def child_worker(code: str, config: str, now: str, queue: Any, barrier: Any = None) -> None:
@@ -249,13 +250,13 @@ def child_worker(code: str, config: str, now: str, queue: Any, barrier: Any = No
     settings = check_settings(cfg)
     if barrier is not None:
         barrier.wait()   # every worker of the curve starts on the new database at the same moment
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     try:
         db = open_database(cfg.database_url)
     except Exception as exc:  # noqa: BLE001 - the "before" code crashes here when workers race on migrations
         queue.put({"error": f"open_database: {type(exc).__name__}: {str(exc)[:200]}"})
         return
-    opened = time.perf_counter()
+    opened, cpu = time.perf_counter(), time.process_time()
     counter["statements"] = 0
     when = datetime.fromisoformat(now)
     worker = Worker(cfg, db, settings, clock=lambda: when)
@@ -264,7 +265,8 @@ def child_worker(code: str, config: str, now: str, queue: Any, barrier: Any = No
     finally:
         worker.close()
     finished = time.perf_counter()
-    queue.put({"seconds": finished - opened, "open_seconds": opened - started, "stored": sum(report.fetched.values()),
+    queue.put({"seconds": finished - opened, "cpu": time.process_time() - cpu, "open_seconds": opened - started,
+               "stored": sum(report.fetched.values()),
                "processed": len(report.outcomes), "failed": report.failed_messages, "sent": report.outbox.sent,
                "errors": report.mailbox_errors, "statements": counter["statements"], "rss": _peak_rss_mb()})
     db.close()
@@ -278,10 +280,11 @@ def child_command(code: str, argv: list[str], queue: Any) -> None:
     from bot.cli.main import main
 
     out = io.StringIO()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
         status = main(argv)
-    queue.put({"seconds": time.perf_counter() - started, "status": status, "statements": counter["statements"],
+    queue.put({"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu, "status": status,
+               "statements": counter["statements"],
                "rss": _peak_rss_mb(), "output_chars": len(out.getvalue())})
 
 
@@ -349,7 +352,7 @@ def bench_database(label: str, code: str, mail: Path, n: int, work: Path, db_url
     config = make_workspace(workspace, mail, n, db_url)
     floor = run_child(child_floor, code, str(mail), n, str(config))
     result = run_child(child_worker, code, str(config), WORKER_NOW.isoformat())
-    row: dict[str, Any] = {"floor": floor["seconds"], "worker": result}
+    row: dict[str, Any] = {"floor": floor["seconds"], "floor_cpu": floor["cpu"], "worker": result}
     if "error" in result:
         print(f"  {label}: {result['error']}")
         return row
@@ -358,8 +361,10 @@ def bench_database(label: str, code: str, mail: Path, n: int, work: Path, db_url
     ms = 1000 * result["seconds"] / n
     print(f"  {label:<6} run --once {result['seconds']:6.1f} s ({ms:5.1f} ms/msg, {n / result['seconds']:5.1f} msg/s) "
           f"pipeline {floor['seconds']:5.1f} s ({1000 * floor['seconds'] / n:4.1f} ms/msg) ratio "
-          f"{result['seconds'] / floor['seconds']:4.2f}x; {result['statements'] / n:5.1f} SQL/msg; "
-          f"sent {result['sent']}; peak RSS {result['rss']:.0f} MB", flush=True)
+          f"{result['seconds'] / floor['seconds']:4.2f}x; CPU {1000 * result['cpu'] / n:5.1f} vs "
+          f"{1000 * floor['cpu'] / n:4.1f} ms/msg = {result['cpu'] / floor['cpu']:4.2f}x; "
+          f"{result['statements'] / n:5.1f} SQL/msg; sent {result['sent']}; peak RSS {result['rss']:.0f} MB; "
+          f"load {os.getloadavg()[0]:.1f}", flush=True)
     print(f"         {check}")
     if staff:
         common = ["--config", str(config)]
@@ -369,8 +374,8 @@ def bench_database(label: str, code: str, mail: Path, n: int, work: Path, db_url
                            ("export_csv", ["export", *common, "--format", "csv", "-o", str(workspace / "export.csv")])):
             row[name] = run_child(child_command, code, argv)
             r = row[name]
-            print(f"         {name:<10} {r['seconds']:6.2f} s  {r['statements']:6d} SQL  peak RSS {r['rss']:5.0f} MB"
-                  f"  (exit {r['status']}, {r['output_chars']} chars printed)", flush=True)
+            print(f"         {name:<10} {r['seconds']:6.2f} s (CPU {r['cpu']:5.2f} s)  {r['statements']:6d} SQL  "
+                  f"peak RSS {r['rss']:5.0f} MB  (exit {r['status']}, {r['output_chars']} chars printed)", flush=True)
     return row
 
 
@@ -400,7 +405,9 @@ def bench_curve(code: str, mail: Path, n: int, work: Path, workers: list[int]) -
             point = {"workers": count, "wall": wall, "results": results, "check": check, "errors": errors}
             curve.append(point)
             processed = [r.get("processed", 0) for r in results]
-            print(f"  {count} worker(s): {wall:6.1f} s wall, {n / wall:5.1f} msg/s; processed per worker {processed}"
+            stored = [r.get("stored", 0) for r in results]
+            print(f"  {count} worker(s): {wall:6.1f} s wall, {n / wall:5.1f} msg/s; stored per worker {stored}, "
+                  f"processed per worker {processed}; load {os.getloadavg()[0]:.1f}"
                   + (f"; ERRORS: {errors}" if errors else ""), flush=True)
             if check is not None:
                 print(f"    {check}")
@@ -422,13 +429,15 @@ def print_table(rows: dict[int, dict[str, dict]]) -> None:
         if not r or "error" in r.get("worker", {}):
             return "-"
         w = r["worker"]
-        return f"{w['seconds']:.1f} s ({w['seconds'] / r['floor']:.2f}x, {1000 * w['seconds'] / w['processed']:.1f} ms/msg)"
+        return (f"{w['seconds']:.1f} s ({w['seconds'] / r['floor']:.2f}x; CPU {w['cpu'] / r['floor_cpu']:.2f}x; "
+                f"{1000 * w['seconds'] / w['processed']:.1f} ms/msg)")
 
     def cmd(r: dict | None, name: str, rss: bool = False) -> str:
         if not r or name not in r:
             return "-"
         c = r[name]
-        return f"{c['seconds']:.1f} s, {c['rss']:.0f} MB" if rss else f"{c['seconds']:.1f} s ({c['statements']} SQL)"
+        return (f"{c['seconds']:.1f} s, {c['rss']:.0f} MB" if rss
+                else f"{c['seconds']:.1f} s (CPU {c['cpu']:.1f} s, {c['statements']} SQL)")
 
     for n, by_db in sorted(rows.items()):
         s, p = by_db.get("sqlite"), by_db.get("pg")
