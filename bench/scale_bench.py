@@ -6,8 +6,9 @@ distinct applications: each school its own name, URN, domain and people, forms w
 styles, resubmissions, signatories confirming in the thread, questions, forgotten attachments, out-of-office
 replies and bounces; no [smtp], so replies are .eml files and the figures are the bot's own. The mail is built once
 and cached on disk (``--cache``, default ``~/.cache/hubbot-scale-bench``); each run hard-links it into fresh
-Maildirs. For each N: the floor (``rules.pipeline.assess`` over the same messages, in a fresh process), then on
-each database a fresh process timing ``Worker.run_once`` (one cycle: poll, process, send), then ``hubbot digest``,
+Maildirs. For each N, on each database: a fresh process timing ``Worker.run_once`` (one cycle: poll, process,
+send) between two measurements of the floor (``rules.pipeline.assess`` over the same messages, each in a fresh
+process; their mean is the floor, as other people's load comes and goes), then ``hubbot digest``,
 ``hubbot remind`` and ``hubbot export --format xlsx`` each in a fresh process (wall time of the command, peak RSS of
 the process). SQL statements are counted with SQLAlchemy's ``before_cursor_execute`` event. Last, the curve: 1, 2
 and 4 workers started together on a new PostgreSQL database (so they also race on the first migration) and the same
@@ -350,8 +351,11 @@ def check_once(db_url: str, outbox: Path, expected: int) -> Check:
 def bench_database(label: str, code: str, mail: Path, n: int, work: Path, db_url: str, staff: bool) -> dict:
     workspace = work / f"{label}-{n}"
     config = make_workspace(workspace, mail, n, db_url)
-    floor = run_child(child_floor, code, str(mail), n, str(config))
+    # The floor just before and just after the worker, averaged: other people's load comes and goes.
+    before = run_child(child_floor, code, str(mail), n, str(config))
     result = run_child(child_worker, code, str(config), WORKER_NOW.isoformat())
+    after = run_child(child_floor, code, str(mail), n, str(config))
+    floor = {key: (before[key] + after[key]) / 2 for key in ("seconds", "cpu")}
     row: dict[str, Any] = {"floor": floor["seconds"], "floor_cpu": floor["cpu"], "worker": result}
     if "error" in result:
         print(f"  {label}: {result['error']}")
@@ -395,9 +399,10 @@ def bench_curve(code: str, mail: Path, n: int, work: Path, workers: list[int]) -
             for child in children:
                 child.start()
             barrier.wait()
-            started = time.perf_counter()
+            started, busy = time.perf_counter(), _cpu_ticks()
             results = [queue.get(timeout=7200) for _ in children]
             wall = time.perf_counter() - started
+            idle = _idle_share(busy, _cpu_ticks())
             for child in children:
                 child.join()
             errors = [r["error"] for r in results if "error" in r]
@@ -406,8 +411,13 @@ def bench_curve(code: str, mail: Path, n: int, work: Path, workers: list[int]) -
             curve.append(point)
             processed = [r.get("processed", 0) for r in results]
             stored = [r.get("stored", 0) for r in results]
+            # The workers' own CPU per message: flat across the curve means more workers add no work of their
+            # own (waiting on each other would show as wall time, not here), so they scale with free cores.
+            cpu = sum(r.get("cpu", 0.0) for r in results) / n
             print(f"  {count} worker(s): {wall:6.1f} s wall, {n / wall:5.1f} msg/s; stored per worker {stored}, "
-                  f"processed per worker {processed}; load {os.getloadavg()[0]:.1f}"
+                  f"processed per worker {processed}; workers' CPU {1000 * cpu:.1f} ms/msg; the machine's cores "
+                  f"were idle {100 * idle:.0f}% of the time "
+                  f"(load {os.getloadavg()[0]:.1f})"
                   + (f"; ERRORS: {errors}" if errors else ""), flush=True)
             if check is not None:
                 print(f"    {check}")
@@ -417,6 +427,22 @@ def bench_curve(code: str, mail: Path, n: int, work: Path, workers: list[int]) -
     if base:
         print("  speed-up: " + ", ".join(f"{p['workers']}: {base / p['wall']:.2f}x" for p in curve))
     return curve
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(idle, total) CPU ticks of the whole machine so far, from /proc/stat (zeros where there is none)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return fields[3] + (fields[4] if len(fields) > 4 else 0), sum(fields)
+
+
+def _idle_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """How much of the machine's CPU time went unused between two readings: a worker curve can only climb into
+    cores nobody else is using."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total else 0.0
 
 
 def print_table(rows: dict[int, dict[str, dict]]) -> None:
