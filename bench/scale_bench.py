@@ -173,7 +173,8 @@ def make_workspace(root: Path, mail: Path, n: int, db_url: str) -> Path:
                         for pid in pids)
         hubs.append(f'[[hubs]]\nid = "{hub_id}"\nname = "{name}"\naddress = "{address}"\n'
                     f'staff = ["lead@{address.partition("@")[2]}"]\n'
-                    f'programmes = [{", ".join(f"{p!r}" for p in pids)}]\nmaildir = "inbox/{hub_id}"\n'.replace("'", '"')
+                    f'programmes = [{", ".join(f"{p!r}" for p in pids)}]\n'.replace("'", '"')
+                    + f'maildir = "inbox/{hub_id}"\n'
                     + dates)
     for i in range(n):
         hub_id = HUBS[i % 4][0]
@@ -468,11 +469,13 @@ def print_table(rows: dict[int, dict[str, dict]]) -> None:
     for n, by_db in sorted(rows.items()):
         s, p = by_db.get("sqlite"), by_db.get("pg")
         floors = [r["floor"] for r in (s, p) if r]
-        floor = f"{statistics.median(floors):.1f} s ({1000 * statistics.median(floors) / n:.1f} ms/msg)" if floors else "-"
+        middle = statistics.median(floors) if floors else 0.0
+        floor = f"{middle:.1f} s ({1000 * middle / n:.1f} ms/msg)" if floors else "-"
         sql = " / ".join(f"{r['worker']['statements'] / n:.1f}" if r and "statements" in r.get("worker", {}) else "-"
                          for r in (s, p))
         print(f"| {n:,} | {floor} | {once(s)} | {once(p)} | {cmd(s, 'digest')} / {cmd(p, 'digest')} | "
-              f"{cmd(s, 'remind')} / {cmd(p, 'remind')} | {cmd(s, 'export', True)} / {cmd(p, 'export', True)} | {sql} |")
+              f"{cmd(s, 'remind')} / {cmd(p, 'remind')} | {cmd(s, 'export', True)} / {cmd(p, 'export', True)} "
+              f"| {sql} |")
 
 
 def main() -> int:
