@@ -8,7 +8,6 @@ per-address cap (they are us) but count towards the hub's hourly total.
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -70,18 +69,19 @@ def hold_until(session: Session, item: OutboxItem, caps: Caps, now: datetime) ->
                             caps.per_address_per_day)
     if caps.per_hub_per_hour is not None:
         since = now - HOUR
-        # Written so each half is a range of ix_outbox_hub_sent; a sent row's time is its sent_at.
-        recent = or_(and_(OutboxItem.state == OutboxState.SENT, OutboxItem.sent_at >= since),
-                     and_(OutboxItem.state == OutboxState.UNCERTAIN, went >= since))
-        counted: Counter[datetime] = Counter()
-        for to, cc, at in session.execute(select(OutboxItem.to, OutboxItem.cc, went).where(
-                OutboxItem.hub_id == item.hub_id, OutboxItem.id != item.id, recent)):
-            counted[at] += len({a.lower() for a in (*(to or ()), *(cc or ()))})
-        if sum(counted.values()) + len(mine) > caps.per_hub_per_hour:
+        # Written so each half is a range of ix_outbox_hub_sent; a sent row's time is its sent_at. Recipients are
+        # counted from outbox_recipients (each address once per e-mail), by the database.
+        recent = (OutboxItem.hub_id == item.hub_id, OutboxItem.id != item.id,
+                  or_(and_(OutboxItem.state == OutboxState.SENT, OutboxItem.sent_at >= since),
+                      and_(OutboxItem.state == OutboxState.UNCERTAIN, went >= since)))
+        joined = select(func.count()).select_from(OutboxRecipient).join(
+            OutboxItem, OutboxItem.id == OutboxRecipient.outbox_id).where(*recent)
+        total = (session.scalar(joined) or 0) + len(mine)
+        if total > caps.per_hub_per_hour:
             # Wait until enough of the last hour's sends have aged out to make room.
-            total = sum(counted.values()) + len(mine)
-            for at in sorted(counted):
-                total -= counted[at]
+            counted = session.execute(joined.with_only_columns(went, func.count()).group_by(went).order_by(went))
+            for at, recipients in counted:
+                total -= recipients
                 if total <= caps.per_hub_per_hour:
                     return Hold(max(at + HOUR, now + timedelta(minutes=1)), "hourly limit for the hub",
                                 caps.per_hub_per_hour)
