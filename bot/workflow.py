@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import formataddr
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.config import Config
 from bot.staff.decisions import Authenticator, apply_plan, default_authenticator, staff_file
@@ -217,6 +218,9 @@ class Workflow:
             application, created = get_or_create_application(
                 session, hub_id=message.hub_id, programme=verdict.programme or "", school_urn=key,
                 school_name=verdict.school_name, status=ApplicationStatus.INCOMPLETE, now=now)
+            if created:
+                # A row inserted a moment ago has no signatories yet: say so rather than have the ORM ask.
+                set_committed_value(application, "signatories", [])
         application.sender_domain = _domain(verdict.sender) or application.sender_domain
         for state in decision.copied_on_this_email:
             upsert_signatory(session, application, role=state.role, name=state.name, email=state.email,
@@ -224,7 +228,10 @@ class Workflow:
         add_application_version(session, application, message_id=message.id, fields=verdict.fields,
                                 verdict=verdict.to_record(), status=ApplicationStatus(verdict.status.value),
                                 flags=[f.code.value for f in verdict.flags], now=now)
-        return application, {"version": len(application.versions), "created": created}
+        # Counted, not loaded: every earlier version's fields and verdict would otherwise be read for one number.
+        versions = 1 if created else session.scalar(
+            select(func.count()).where(ApplicationVersion.application_id == application.id))
+        return application, {"version": versions, "created": created}
 
     def _confirm(self, session: Session, message: Message, decision: Decision, now: datetime) -> Application:
         application = session.get(Application, decision.application_id)

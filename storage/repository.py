@@ -8,6 +8,7 @@ that need them.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -19,8 +20,9 @@ from email.policy import compat32
 from email.utils import parseaddr
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from rules.automatic import LOOP_HEADER
 from storage.counters import record_recipients
@@ -139,14 +141,11 @@ def store_raw_message(session: Session, *, hub_id: str, folder: str, uidvalidity
     message that reuses a Message-ID already seen in this hub is stored, with ``duplicate_of`` set, so the workflow
     can decide not to answer it twice. ``size`` is the whole message's size when ``raw`` is only its headers (a
     message too large to download)."""
-    location = select(Message).where(Message.hub_id == hub_id, Message.folder == folder,
-                                     Message.uidvalidity == uidvalidity, Message.uid == uid)
-    found = session.scalar(location)
-    if found is not None:
-        return StoreResult(found, False, None)
     sha = hashlib.sha256(raw).hexdigest()
-    same_bytes = select(Message).where(Message.hub_id == hub_id, Message.sha256 == sha)
-    found = session.scalar(same_bytes)
+    here = and_(Message.folder == folder, Message.uidvalidity == uidvalidity, Message.uid == uid)
+    # One lookup for both: this location first (the cursor was behind), else the same bytes found elsewhere.
+    found = session.scalar(select(Message).where(Message.hub_id == hub_id, or_(here, Message.sha256 == sha))
+                           .order_by(case((here, 0), else_=1)).limit(1))
     if found is not None:
         return StoreResult(found, False, None)
 
@@ -161,10 +160,7 @@ def store_raw_message(session: Session, *, hub_id: str, folder: str, uidvalidity
                   stored_at=now or utcnow(),
                   state=MessageState.STORED, attempts=0)
     stored, created = _insert_or_get(
-        session, row, select(Message).where(
-            Message.hub_id == hub_id,
-            or_(Message.sha256 == sha, and_(Message.folder == folder, Message.uidvalidity == uidvalidity,
-                                            Message.uid == uid))))
+        session, row, select(Message).where(Message.hub_id == hub_id, or_(Message.sha256 == sha, here)))
     return StoreResult(stored, created, earlier if created else None)
 
 
@@ -192,32 +188,14 @@ def claim_next_message(session: Session, *, worker: str, now: datetime | None = 
     ``hub_ids`` when given. A message claimed more than ``max_attempts`` times has crashed workers repeatedly; it is
     quarantined instead of being handed out again."""
     now = now or utcnow()
-    claimable = and_(Message.state == MessageState.STORED,
-                     or_(Message.claimed_at.is_(None), Message.claimed_at < now - lease))
-    if hub_id is not None:
-        claimable = and_(claimable, Message.hub_id == hub_id)
-    if hub_ids is not None:
-        # A worker run for a group of hubs processes its own hubs' mail; another group's worker does the rest.
-        claimable = and_(claimable, Message.hub_id.in_(list(hub_ids)))
-    if exclude:
-        # Messages that failed earlier in this cycle wait for the next one, rather than failing again at once.
-        claimable = and_(claimable, Message.id.not_in(list(exclude)))
-    postgres = _is_postgres(session)
-    for _ in range(100):  # bounded: each turn either claims, quarantines, or loses a race to another worker
-        candidate = select(Message.id).where(claimable).order_by(Message.id).limit(1)
-        if postgres:
-            candidate = candidate.with_for_update(skip_locked=True)
-        message_id = session.scalar(candidate)
-        if message_id is None:
+    claim = _message_claim(_is_postgres(session), hub_id is not None, hub_ids is not None)
+    params = {"stored": MessageState.STORED, "expired": now - lease, "worker": worker, "now": now,
+              "one_hub": hub_id, "hub_ids": list(hub_ids or ()), "exclude": list(exclude)}
+    for _ in range(100):  # bounded: each turn either claims, quarantines, or finds nothing
+        message = session.scalars(claim, params, execution_options={"populate_existing": True,
+                                                                    "synchronize_session": False}).one_or_none()
+        if message is None:
             return None
-        result = session.execute(
-            update(Message).where(Message.id == message_id, claimable)
-            .values(claimed_by=worker, claimed_at=now, attempts=Message.attempts + 1)
-            .execution_options(synchronize_session=False))
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            continue  # another worker won it between our SELECT and UPDATE (SQLite); try the next one
-        message = session.get(Message, message_id, populate_existing=True)
-        assert message is not None
         if message.attempts > max_attempts:
             mark_quarantined(session, message, error=f"gave up after {max_attempts} attempts", now=now)
             record_event(session, EventKind.MESSAGE_QUARANTINED, hub_id=message.hub_id, actor=worker,
@@ -226,6 +204,29 @@ def claim_next_message(session: Session, *, worker: str, now: datetime | None = 
             continue
         return message
     return None
+
+
+@functools.cache
+def _message_claim(postgres: bool, one_hub: bool, some_hubs: bool) -> Any:
+    """The claim as one statement, built once (building it costs more than running it; its parameters are named
+    unlike any column, which an UPDATE would take as values to set): UPDATE the first claimable
+    row and RETURN it. SKIP LOCKED on PostgreSQL, so workers do not queue behind each other's claims; SQLite runs
+    one writer at a time and the WHERE is checked again."""
+    claimable = and_(Message.state == bindparam("stored"),
+                     or_(Message.claimed_at.is_(None), Message.claimed_at < bindparam("expired")),
+                     Message.id.not_in(bindparam("exclude", expanding=True)))
+    if one_hub:
+        claimable = and_(claimable, Message.hub_id == bindparam("one_hub"))
+    if some_hubs:
+        # A worker run for a group of hubs processes its own hubs' mail; another group's worker does the rest.
+        claimable = and_(claimable, Message.hub_id.in_(bindparam("hub_ids", expanding=True)))
+    first = select(Message.id).where(claimable).order_by(Message.id).limit(1)
+    if postgres:
+        first = first.with_for_update(skip_locked=True)
+    return (update(Message).where(Message.id == first.scalar_subquery(), claimable)
+            .values(claimed_by=bindparam("worker", type_=Message.claimed_by.type),
+                    claimed_at=bindparam("now", type_=Message.claimed_at.type), attempts=Message.attempts + 1)
+            .returning(Message))
 
 
 def mark_processed(session: Session, message: Message, *, now: datetime | None = None) -> None:
@@ -257,11 +258,9 @@ def get_or_create_application(session: Session, *, hub_id: str, programme: str, 
                               school_name: str | None, status: ApplicationStatus,
                               now: datetime | None = None) -> tuple[Application, bool]:
     now = now or utcnow()
+    # No look first: callers ask when they found none, and the unique key answers the race (storage/inserts.py).
     lookup = select(Application).where(Application.hub_id == hub_id, Application.programme == programme,
                                        Application.school_urn == school_urn)
-    found = session.scalar(lookup)
-    if found is not None:
-        return found, False
     row = Application(hub_id=hub_id, programme=programme, school_urn=school_urn, school_name=school_name,
                       status=status, created_at=now, updated_at=now)
     return _insert_or_get(session, row, lookup)
@@ -276,10 +275,7 @@ def add_application_version(session: Session, application: Application, *, messa
     now = now or utcnow()
     lookup = select(ApplicationVersion).where(ApplicationVersion.application_id == application.id,
                                               ApplicationVersion.message_id == message_id)
-    if message_id is not None:
-        found = session.scalar(lookup)
-        if found is not None:
-            return found, False
+    # Reprocessing finds its version through the unique (application, message) key: no look first.
     row = ApplicationVersion(application_id=application.id, message_id=message_id, fields=dict(fields),
                              verdict=dict(verdict), status=status, flags=list(flags), created_at=now)
     version, created = _insert_or_get(session, row, lookup)
@@ -352,10 +348,8 @@ def enqueue_reply(session: Session, *, hub_id: str, kind: EmailKind, from_addr: 
         if source_message_id is None:
             raise ValueError("enqueue_reply needs source_message_id or an explicit dedupe_key")
         dedupe_key = f"msg:{source_message_id}:{EmailKind(kind).value}"
+    # Queued before (a message read again) is found through the unique dedupe key: no look first.
     lookup = select(OutboxItem).where(OutboxItem.dedupe_key == dedupe_key)
-    found = session.scalar(lookup)
-    if found is not None:
-        return EnqueueResult(found, False)
     now = now or utcnow()
     domain = parseaddr(from_addr)[1].rpartition("@")[2]
     row = OutboxItem(hub_id=hub_id, kind=kind, dedupe_key=dedupe_key, source_message_id=source_message_id,
@@ -378,28 +372,38 @@ def outbox_has(session: Session, dedupe_key: str) -> bool:
 def claim_due_replies(session: Session, *, worker: str, now: datetime | None = None, limit: int = 10,
                       lease: timedelta = DEFAULT_SEND_LEASE, hub_ids: Sequence[str] | None = None) -> list[OutboxItem]:
     """Claim up to ``limit`` pending replies that are due, marking them SENDING; with ``hub_ids``, only those hubs'
-    e-mails (the caller adds the alerts' own hub id), for a worker run for a group of hubs. A row left in SENDING by a worker
-    that died is never claimed again here: see ``park_interrupted_sends``."""
+    e-mails (the caller adds the alerts' own hub id), for a worker run for a group of hubs. A row left in SENDING
+    by a worker that died is never claimed again here: see ``park_interrupted_sends``."""
     now = now or utcnow()
-    due = and_(OutboxItem.state == OutboxState.PENDING, OutboxItem.next_attempt_at <= now)
-    if hub_ids is not None:
-        due = and_(due, OutboxItem.hub_id.in_(list(hub_ids)))
-    candidates = select(OutboxItem.id).where(due).order_by(OutboxItem.next_attempt_at, OutboxItem.id).limit(limit)
-    if _is_postgres(session):
-        candidates = candidates.with_for_update(skip_locked=True)
-    claimed: list[int] = []
-    for item_id in list(session.scalars(candidates)):
-        result = session.execute(
-            update(OutboxItem).where(OutboxItem.id == item_id, due)
-            .values(state=OutboxState.SENDING, claimed_by=worker, claimed_at=now, attempts=OutboxItem.attempts + 1)
-            .execution_options(synchronize_session=False))
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            claimed.append(item_id)
-    if not claimed:
-        return []
-    items = session.scalars(select(OutboxItem).where(OutboxItem.id.in_(claimed)).order_by(OutboxItem.id)
-                            .execution_options(populate_existing=True))
-    return list(items)
+    claim = _reply_claim(_is_postgres(session), hub_ids is not None)
+    params = {"pending": OutboxState.PENDING, "sending": OutboxState.SENDING, "now": now, "worker": worker,
+              "hub_ids": list(hub_ids or ())}
+    claimed: list[OutboxItem] = []
+    for _ in range(limit):
+        item = session.scalars(claim, params, execution_options={"populate_existing": True,
+                                                                 "synchronize_session": False}).one_or_none()
+        if item is None:
+            break
+        claimed.append(item)
+    return sorted(claimed, key=lambda i: i.id)
+
+
+@functools.cache
+def _reply_claim(postgres: bool, some_hubs: bool) -> Any:
+    """One row's claim as one statement, built once: UPDATE the first due row and RETURN it (SKIP LOCKED on
+    PostgreSQL, so workers take different rows; SQLite runs one writer at a time and the WHERE is checked again)."""
+    due = and_(OutboxItem.state == bindparam("pending"),
+               OutboxItem.next_attempt_at <= bindparam("now", type_=OutboxItem.next_attempt_at.type))
+    if some_hubs:
+        due = and_(due, OutboxItem.hub_id.in_(bindparam("hub_ids", expanding=True)))
+    first = select(OutboxItem.id).where(due).order_by(OutboxItem.next_attempt_at, OutboxItem.id).limit(1)
+    if postgres:
+        first = first.with_for_update(skip_locked=True)
+    return (update(OutboxItem).where(OutboxItem.id == first.scalar_subquery(), due)
+            .values(state=bindparam("sending", type_=OutboxItem.state.type),
+                    claimed_by=bindparam("worker", type_=OutboxItem.claimed_by.type), claimed_at=bindparam("now", type_=OutboxItem.claimed_at.type),
+                    attempts=OutboxItem.attempts + 1)
+            .returning(OutboxItem))
 
 
 def park_interrupted_sends(session: Session, *, now: datetime | None = None,
@@ -443,9 +447,14 @@ def _finish(session: Session, item: OutboxItem, **values: Any) -> bool:
         update(OutboxItem).where(OutboxItem.id == item.id, OutboxItem.state == OutboxState.SENDING,
                                  OutboxItem.claimed_by == item.claimed_by)
         .values(**values).execution_options(synchronize_session=False))
+    done = result.rowcount == 1  # type: ignore[attr-defined]
     if item in session:
-        session.refresh(item)
-    return result.rowcount == 1  # type: ignore[attr-defined]
+        if done:
+            for key, value in values.items():   # what the row now holds, without reading it back
+                set_committed_value(item, key, value)
+        else:
+            session.refresh(item)
+    return done
 
 
 def mark_sent(session: Session, item: OutboxItem, *, now: datetime | None = None) -> bool:

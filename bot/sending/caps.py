@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from storage.counters import ADDRESS_MAX
@@ -48,18 +48,13 @@ def hold_until(session: Session, item: OutboxItem, caps: Caps, now: datetime) ->
     these addresses and this hub were sent, not on the size of the outbox."""
     if caps.per_address_per_day is None and caps.per_hub_per_hour is None:
         return None
-    went = func.coalesce(OutboxItem.sent_at, OutboxItem.data_started_at)
     mine = _recipients(item)
     if caps.per_address_per_day is not None:
         watched = mine - caps.exempt
         if watched:
-            gone = (select(OutboxRecipient.address, went)
-                    .join(OutboxItem, OutboxItem.id == OutboxRecipient.outbox_id)
-                    .where(OutboxRecipient.address.in_(sorted(a[:ADDRESS_MAX] for a in watched)),
-                           OutboxItem.id != item.id,
-                           OutboxItem.state.in_((OutboxState.SENT, OutboxState.UNCERTAIN)), went >= now - DAY))
             times: dict[str, list[datetime]] = {}
-            for address, at in session.execute(gone):
+            for address, at in session.execute(_ADDRESS_SENDS, {"addresses": sorted(a[:ADDRESS_MAX] for a in watched),
+                                                                "item": item.id, "since": now - DAY}):
                 times.setdefault(address, []).append(at)
             # The e-mail may go when every one of its addresses is under the cap again: the latest of their times.
             frees = [sorted(seen)[len(seen) - caps.per_address_per_day] + DAY
@@ -68,22 +63,36 @@ def hold_until(session: Session, item: OutboxItem, caps: Caps, now: datetime) ->
                 return Hold(max(*frees, now + timedelta(minutes=1)), "daily limit for an address",
                             caps.per_address_per_day)
     if caps.per_hub_per_hour is not None:
-        since = now - HOUR
-        # Written so each half is a range of ix_outbox_hub_sent; a sent row's time is its sent_at. Recipients are
-        # counted from outbox_recipients (each address once per e-mail), by the database.
-        recent = (OutboxItem.hub_id == item.hub_id, OutboxItem.id != item.id,
-                  or_(and_(OutboxItem.state == OutboxState.SENT, OutboxItem.sent_at >= since),
-                      and_(OutboxItem.state == OutboxState.UNCERTAIN, went >= since)))
-        joined = select(func.count()).select_from(OutboxRecipient).join(
-            OutboxItem, OutboxItem.id == OutboxRecipient.outbox_id).where(*recent)
-        total = (session.scalar(joined) or 0) + len(mine)
+        params = {"hub": item.hub_id, "item": item.id, "since": now - HOUR}
+        total = (session.scalar(_HUB_RECIPIENTS, params) or 0) + len(mine)
         if total > caps.per_hub_per_hour:
             # Wait until enough of the last hour's sends have aged out to make room.
-            counted = session.execute(joined.with_only_columns(went, func.count()).group_by(went).order_by(went))
-            for at, recipients in counted:
+            for at, recipients in session.execute(_HUB_RECIPIENTS_BY_TIME, params):
                 total -= recipients
                 if total <= caps.per_hub_per_hour:
                     return Hold(max(at + HOUR, now + timedelta(minutes=1)), "hourly limit for the hub",
                                 caps.per_hub_per_hour)
             return Hold(now + HOUR, "hourly limit for the hub", caps.per_hub_per_hour)
     return None
+
+
+# The statements, built once (building one costs more than running it). What went, or may have gone, is a SENT or
+# UNCERTAIN row; its time is when it went (or when DATA began).
+_WENT = func.coalesce(OutboxItem.sent_at, OutboxItem.data_started_at)
+_GONE = OutboxItem.state.in_((OutboxState.SENT, OutboxState.UNCERTAIN))
+# The recipients' own rows in outbox_recipients, by its address index.
+_ADDRESS_SENDS = (select(OutboxRecipient.address, _WENT)
+                  .join(OutboxItem, OutboxItem.id == OutboxRecipient.outbox_id)
+                  .where(OutboxRecipient.address.in_(bindparam("addresses", expanding=True)),
+                         OutboxItem.id != bindparam("item"), _GONE,
+                         _WENT >= bindparam("since", type_=OutboxItem.sent_at.type)))
+# The hub's last hour, each half a range of ix_outbox_hub_sent (a sent row's time is its sent_at); recipients
+# counted by the database, each address once per e-mail.
+_RECENT = (OutboxItem.hub_id == bindparam("hub"), OutboxItem.id != bindparam("item"),
+           or_(and_(OutboxItem.state == OutboxState.SENT,
+                    OutboxItem.sent_at >= bindparam("since", type_=OutboxItem.sent_at.type)),
+               and_(OutboxItem.state == OutboxState.UNCERTAIN,
+                    _WENT >= bindparam("since", type_=OutboxItem.sent_at.type))))
+_HUB_RECIPIENTS = (select(func.count()).select_from(OutboxRecipient)
+                   .join(OutboxItem, OutboxItem.id == OutboxRecipient.outbox_id).where(*_RECENT))
+_HUB_RECIPIENTS_BY_TIME = _HUB_RECIPIENTS.with_only_columns(_WENT, func.count()).group_by(_WENT).order_by(_WENT)
