@@ -109,10 +109,19 @@ class StoreResult:
 _END_OF_HEADERS = re.compile(rb"(?>\r\n|\r|\n)(?>\r\n|\r|\n)")
 
 
+def _header_block(raw: bytes) -> Any:
+    """The message's headers, parsed from its header block only: the parser would read the body line by line just
+    to skip it."""
+    end = _END_OF_HEADERS.search(raw, 0, 1024 * 1024)
+    return BytesHeaderParser(policy=compat32).parsebytes(raw[:end.end()] if end else raw[:1024 * 1024],
+                                                         headersonly=True)
+
+
 def extract_message_id(raw: bytes) -> str | None:
-    # Only the header block is parsed: the parser would read the body line by line just to skip it.
-    end = _END_OF_HEADERS.search(raw)
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:end.end()] if end else raw, headersonly=True)
+    return _message_id_of(_header_block(raw))
+
+
+def _message_id_of(headers: Any) -> str | None:
     value = headers.get("Message-ID")
     if value is None:
         return None
@@ -127,7 +136,10 @@ def extract_message_id(raw: bytes) -> str | None:
 def extract_threading(raw: bytes) -> tuple[str | None, bool]:
     """The first Message-ID in In-Reply-To, and whether the message carries our own loop header (a copy of an
     e-mail the bot sent, come back through Bcc or a Sent folder)."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:1024 * 1024], headersonly=True)
+    return _threading_of(_header_block(raw))
+
+
+def _threading_of(headers: Any) -> tuple[str | None, bool]:
     value = " ".join(str(headers.get("In-Reply-To") or "").split())
     first = value[value.find("<"):value.find(">") + 1] if "<" in value and ">" in value else value
     return (db_text(first)[:998] or None), headers.get(LOOP_HEADER) is not None
@@ -149,12 +161,13 @@ def store_raw_message(session: Session, *, hub_id: str, folder: str, uidvalidity
     if found is not None:
         return StoreResult(found, False, None)
 
-    message_id = extract_message_id(raw)
+    headers = _header_block(raw)   # parsed once for the Message-ID and the threading
+    message_id = _message_id_of(headers)
     earlier = None
     if message_id:
         earlier = session.scalar(select(Message).where(Message.hub_id == hub_id, Message.message_id == message_id)
                                  .order_by(Message.id).limit(1))
-    in_reply_to, own_copy = extract_threading(raw)
+    in_reply_to, own_copy = _threading_of(headers)
     row = Message(hub_id=hub_id, folder=folder, uidvalidity=uidvalidity, uid=uid, message_id=message_id,
                   in_reply_to=in_reply_to, own_copy=own_copy, sha256=sha, raw=raw, size=size if size is not None else len(raw), received_at=received_at,
                   stored_at=now or utcnow(),
