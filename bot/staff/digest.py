@@ -348,10 +348,11 @@ def digest_queued(session: Session, digest: Digest) -> bool:
 
 def export_attachment(session: Session, settings: CheckSettings, digest: Digest) -> dict[str, str]:
     """The hub's XLSX export as an outbox attachment (the same workbook ``hubbot export`` writes)."""
-    from bot.staff.export import export_rows, write_xlsx
+    from bot.staff.export import spool_rows, write_xlsx
 
     buffer = io.BytesIO()
-    write_xlsx(export_rows(session, hub=digest.hub.id, registry=settings.registry), buffer)
+    with spool_rows(session, hub=digest.hub.id, registry=settings.registry) as sheets:
+        write_xlsx(sheets, buffer)
     return {"filename": f"applications-{digest.hub.id}-{digest.day.isoformat()}.xlsx",
             "content_type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
             "data": base64.b64encode(buffer.getvalue()).decode("ascii")}
