@@ -14,6 +14,7 @@ when next the job runs, for up to ``SEND_WINDOW_DAYS``; after that a person writ
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -72,13 +73,14 @@ def _outcome_date(settings: CheckSettings, hub: HubSettings, programme_id: str) 
     return outcome_notification(settings.dates(hub.id, programme).notifications) if programme else None
 
 
-def due_outcomes(session: Session, config: Config, settings: CheckSettings, now: datetime) -> list[DueReminder]:
+def due_outcomes(session: Session, config: Config, settings: CheckSettings, now: datetime, *,
+                 views: Mapping[str, list[ApplicationView]] | None = None) -> list[DueReminder]:
     """Every outcome or shortlist e-mail due at ``now`` and not queued before, in a fixed number of queries however
-    many applications there are."""
+    many applications there are. ``views`` (``views_by_hub``) spares reading the applications again."""
     due: list[DueReminder] = []
     queued: set[str] | None = None      # read once, when some announcement is in its window
     for hub in config.hubs:
-        apps = application_views(session, hub_id=hub.id)
+        apps = views.get(hub.id, []) if views is not None else application_views(session, hub_id=hub.id)
         bounced: frozenset[str] | None = None
         for programme_id in sorted({*hub.programmes, *(a.programme for a in apps)}):
             programme = settings.registry.get(programme_id)

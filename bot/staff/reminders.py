@@ -61,9 +61,10 @@ class DueReminder:
         return render_subject(self.kind, dict(self.context), templates_dir=self.templates_dir)
 
 
-def due_reminders(session: Session, config: Config, settings: CheckSettings, now: datetime) -> list[DueReminder]:
+def due_reminders(session: Session, config: Config, settings: CheckSettings, now: datetime, *,
+                  views: Mapping[str, list[ApplicationView]] | None = None) -> list[DueReminder]:
     """Every reminder due at ``now`` that has not been queued before, in a fixed number of queries however many
-    applications there are."""
+    applications there are. ``views`` (``views_by_hub``) spares reading the applications again."""
     # Imported here: bot.staff.outcomes builds on DueReminder, defined above.
     from bot.staff.outcomes import (
         ChangedAfterSent,
@@ -78,7 +79,7 @@ def due_reminders(session: Session, config: Config, settings: CheckSettings, now
     for hub in config.hubs:
         changed_in_hub: list[ChangedAfterSent] | None = None     # read once a hub, when a staff notice is due
         bounced = bounced_addresses(session, hub.id)
-        apps = [a for a in application_views(session, hub_id=hub.id)]
+        apps = views.get(hub.id, []) if views is not None else application_views(session, hub_id=hub.id)
         withdrawing = {w.application_id for w in withdrawal_requests(session, hub.id) if w.application_id}
         programme_ids = sorted({*hub.programmes, *(a.programme for a in apps)})
         for programme_id in programme_ids:

@@ -9,7 +9,7 @@ import email.policy
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, Row, select
 from sqlalchemy.orm import Session
 
 from rules.outcomes import StaffDecision
@@ -104,9 +104,13 @@ def application_views(session: Session, *, hub_id: str | None = None,
         conditions.append(Application.hub_id == hub_id)
     if programme:
         conditions.append(Application.programme == programme)
-    signatories: dict[int, list[Signatory]] = {}
-    for signatory in session.scalars(select(Signatory).join(Application, Application.id == Signatory.application_id)
-                                     .where(*conditions).order_by(Signatory.id)):
+    # Columns, not entities: thousands of ORM objects would cost more memory than the views they make.
+    signatories: dict[int, list[Row]] = {}
+    for signatory in session.execute(
+            select(Signatory.application_id, Signatory.role, Signatory.name, Signatory.email, Signatory.copied,
+                   Signatory.confirmed, Signatory.confirmed_at)
+            .join(Application, Application.id == Signatory.application_id).where(*conditions)
+            .order_by(Signatory.id)):
         signatories.setdefault(signatory.application_id, []).append(signatory)
     # Of the older versions only what the views need: how many, whether one was complete, who was on the mail
     # (the database picks the correspondence out of each verdict).
@@ -123,7 +127,9 @@ def application_views(session: Session, *, hub_id: str | None = None,
              .where(*conditions).order_by(Application.hub_id, Application.programme, Application.school_name,
                                           Application.id))
     views = []
-    for app, record, flags in session.execute(query):
+    # Streamed, a hundred at a time: each latest verdict is decoded, turned into its view and let go (a decoded
+    # verdict takes some 80 KB, so thousands held at once would be most of the command's memory).
+    for app, record, flags in session.execute(query.execution_options(yield_per=100)):
         latest = record is not None
         verdict = Verdict.from_record(record) if latest else None
         titles = {s.role: s.title for s in verdict.signatories} if verdict else {}
@@ -150,6 +156,15 @@ def application_views(session: Session, *, hub_id: str | None = None,
             flag_details=tuple((f.code.value, f.detail) for f in verdict.flags) if verdict else (),
         ))
     return views
+
+
+def views_by_hub(session: Session) -> dict[str, list[ApplicationView]]:
+    """Every application's view, by hub, each hub's in ``application_views``' order: one reading (three queries)
+    for jobs that go through every hub more than once."""
+    by_hub: dict[str, list[ApplicationView]] = {}
+    for view in application_views(session):
+        by_hub.setdefault(view.hub_id, []).append(view)
+    return by_hub
 
 
 class _Versions:
