@@ -73,14 +73,21 @@ def _environments(templates_dir: str | None = None) -> tuple[jinja2.Environment,
     return jinja2.Environment(autoescape=False, **common), jinja2.Environment(autoescape=True, **common)
 
 
+def render_subject(kind: EmailKind, context: dict[str, Any], *, templates_dir: str | Path | None = None) -> str:
+    """The subject alone of one e-mail of ``kind``, as ``render_email`` gives it (a list of what would be sent
+    needs no bodies)."""
+    plain, _ = _environments(str(templates_dir) if templates_dir else None)
+    subject = plain.get_template(f"{EmailKind(kind).value}.subject.j2").render(context)
+    # A subject is one header line: nothing a school typed may break it into two.
+    return " ".join(subject.split())
+
+
 def render_email(kind: EmailKind, context: dict[str, Any], *, templates_dir: str | Path | None = None) -> RenderedEmail:
     """The subject, text and HTML of one e-mail of ``kind`` from its template trio and ``context``; templates in
     ``templates_dir`` (a hub's own folder) take the place of the built-ins of the same name."""
     name = EmailKind(kind).value
     plain, html = _environments(str(templates_dir) if templates_dir else None)
-    subject = plain.get_template(f"{name}.subject.j2").render(context)
-    # A subject is one header line: nothing a school typed may break it into two.
-    subject = " ".join(subject.split())
+    subject = render_subject(kind, context, templates_dir=templates_dir)
     return RenderedEmail(
         subject=subject,
         text=plain.get_template(f"{name}.txt.j2").render(context).strip() + "\n",

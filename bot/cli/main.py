@@ -7,6 +7,11 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.config import Config
+    from bot.staff.export import ExportSheet
 
 
 def _now(value: str) -> datetime:
@@ -214,14 +219,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import io
-    import os
+    import contextlib
     from zoneinfo import ZoneInfo
 
     from sqlalchemy import select
     from sqlalchemy.orm import InstrumentedAttribute, Session
 
-    from bot.staff.export import export_rows, write_csv, write_json, write_xlsx
+    from bot.staff.export import spool_rows
     from rules.definitions import load_registry
     from storage.db import open_database
     from storage.models import Application
@@ -236,21 +240,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     config = _require_config(args.config)
     registry = load_registry((config.programmes_dir,) if config.programmes_dir else ())
     db = open_database(config.database_url)
-    try:
-        with db.session() as session:
-            if args.hub and not known(session, Application.hub_id, args.hub, {h.id for h in config.hubs}):
-                print(f"hubbot export: unknown hub '{args.hub}' (configured: "
-                      f"{', '.join(h.id for h in config.hubs)})", file=sys.stderr)
-                return 2
-            if args.programme and not known(session, Application.programme, args.programme,
-                                                    {p.id for p in registry.programmes}):
-                print(f"hubbot export: unknown programme '{args.programme}' (known: "
-                      f"{', '.join(sorted(p.id for p in registry.programmes))})", file=sys.stderr)
-                return 2
-            sheets = export_rows(session, hub=args.hub, programme=args.programme, registry=registry,
-                                 tz=ZoneInfo(config.timezone))
-    finally:
-        db.close()
+    with contextlib.ExitStack() as spool:
+        try:
+            with db.session() as session:
+                if args.hub and not known(session, Application.hub_id, args.hub, {h.id for h in config.hubs}):
+                    print(f"hubbot export: unknown hub '{args.hub}' (configured: "
+                          f"{', '.join(h.id for h in config.hubs)})", file=sys.stderr)
+                    return 2
+                if args.programme and not known(session, Application.programme, args.programme,
+                                                {p.id for p in registry.programmes}):
+                    print(f"hubbot export: unknown programme '{args.programme}' (known: "
+                          f"{', '.join(sorted(p.id for p in registry.programmes))})", file=sys.stderr)
+                    return 2
+                # Read once into a temporary spool; rows are built from it as they are written, never all held.
+                sheets = spool.enter_context(spool_rows(session, hub=args.hub, programme=args.programme,
+                                                        registry=registry, tz=ZoneInfo(config.timezone)))
+        finally:
+            db.close()
+        return _write_export(args, config, sheets)
+
+
+def _write_export(args: argparse.Namespace, config: Config, sheets: list[ExportSheet]) -> int:
+    import io
+    import os
+
+    from bot.staff.export import write_csv, write_json, write_xlsx
+
     if args.output:
         if _is_database_file(args.output, config.database_url):
             print(f"hubbot export: {args.output} is the bot's own database; choose another file", file=sys.stderr)

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from email.utils import formataddr
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import LargeBinary, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from bot.config import Config, HubSettings
@@ -117,9 +118,17 @@ def _last_digest_time(session: Session, hub_id: str) -> datetime | None:
                           .order_by(OutboxItem.created_at.desc()).limit(1))
 
 
+HEAD_BYTES = 65536      # of a message, all the digest reads: its From and Subject are in there
+_END_OF_HEADERS = re.compile(rb"(?>\r\n|\r|\n)(?>\r\n|\r|\n)")
+
+
 def _headers(raw: bytes) -> tuple[str, str]:
     try:
-        headers = BytesHeaderParser(policy=default_policy).parsebytes(raw[:65536], headersonly=True)
+        # Only the header block goes to the parser: it would otherwise read the body line by line to skip it.
+        head = raw[:HEAD_BYTES]
+        end = _END_OF_HEADERS.search(head)
+        headers = BytesHeaderParser(policy=default_policy).parsebytes(head[:end.end()] if end else head,
+                                                                      headersonly=True)
         return (one_line(str(headers.get("From", "")), ECHO_LIMIT),
                 one_line(str(headers.get("Subject", "")), ECHO_LIMIT))
     except Exception:  # noqa: BLE001 - a broken header block still deserves a row for a person
@@ -167,15 +176,19 @@ def build_digest(session: Session, config: Config, settings: CheckSettings, hub:
                 digest.ahead.append(DateAhead(day, left_days, programme_id, what))
     digest.ahead.sort(key=lambda d: d.day)
 
-    needing = select(Message).where(Message.hub_id == hub.id, Message.stored_at > since, or_(
-        Message.verdict_status.in_(NEEDS_PERSON), Message.state == MessageState.QUARANTINED)).order_by(Message.id)
-    for message in session.scalars(needing):
-        sender, subject = _headers(message.raw)
+    # The first HEAD_BYTES of each message is all _headers reads (the database cuts it): a 20 MB attachment nobody
+    # could read stays in the database.
+    needing = select(Message.received_at, Message.state, Message.application_id, Message.verdict_status,
+                     Message.verdict, func.substr(Message.raw, 1, HEAD_BYTES, type_=LargeBinary).label("head")).where(
+        Message.hub_id == hub.id, Message.stored_at > since, or_(
+            Message.verdict_status.in_(NEEDS_PERSON), Message.state == MessageState.QUARANTINED)).order_by(Message.id)
+    for message in session.execute(needing.execution_options(yield_per=200)):
+        sender, subject = _headers(message.head)
         if message.state is MessageState.QUARANTINED:
             status, note = "quarantined", "hubbot could not process this message; please read it"
         elif message.application_id is not None and message.verdict_status is not Status.REVIEW:
             continue   # a signatory's reply in an application's thread: already handled
-        elif _is_decisions_file(message):
+        elif _is_decisions_file(message.verdict):
             continue   # a staff member's decisions file: recorded, and they were answered
         else:
             verdict = Verdict.from_record(message.verdict) if message.verdict else None
@@ -319,8 +332,8 @@ def missing_in_words(app: ApplicationView) -> str:
     return "; ".join(_missing(app))
 
 
-def _is_decisions_file(message: Message) -> bool:
-    reply = (message.verdict or {}).get("reply") or {}
+def _is_decisions_file(verdict: dict | None) -> bool:
+    reply = (verdict or {}).get("reply") or {}
     return reply.get("kind") == EmailKind.DECISIONS_RECORDED.value
 
 
@@ -335,10 +348,11 @@ def digest_queued(session: Session, digest: Digest) -> bool:
 
 def export_attachment(session: Session, settings: CheckSettings, digest: Digest) -> dict[str, str]:
     """The hub's XLSX export as an outbox attachment (the same workbook ``hubbot export`` writes)."""
-    from bot.staff.export import export_rows, write_xlsx
+    from bot.staff.export import spool_rows, write_xlsx
 
     buffer = io.BytesIO()
-    write_xlsx(export_rows(session, hub=digest.hub.id, registry=settings.registry), buffer)
+    with spool_rows(session, hub=digest.hub.id, registry=settings.registry) as sheets:
+        write_xlsx(sheets, buffer)
     return {"filename": f"applications-{digest.hub.id}-{digest.day.isoformat()}.xlsx",
             "content_type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
             "data": base64.b64encode(buffer.getvalue()).decode("ascii")}

@@ -14,6 +14,7 @@ from bot.config import Config
 from bot.staff.digest import Digest, build_digest, digest_queued, queue_digest
 from bot.staff.outcomes import due_outcomes
 from bot.staff.reminders import DueReminder, due_reminders, queue_reminders
+from bot.staff.views import views_by_hub
 from rules.calendar import LONDON, deadline_end
 from rules.pipeline import CheckSettings
 from storage import repository as repo
@@ -36,7 +37,10 @@ def remind(db: Database, config: Config, settings: CheckSettings, now: datetime,
     """The reminders and outcome e-mails due at ``now``; with ``send`` they are queued to the outbox in the same
     transaction that found them (one already queued is never found again)."""
     with db.session() as session:
-        due = due_reminders(session, config, settings, now) + due_outcomes(session, config, settings, now)
+        # The applications are read once for both: reading them is most of the work at thousands of them.
+        views = views_by_hub(session)
+        due = (due_reminders(session, config, settings, now, views=views)
+               + due_outcomes(session, config, settings, now, views=views))
         if send and due:
             queue_reminders(session, due, now, actor=actor)
     return due

@@ -14,6 +14,7 @@ when next the job runs, for up to ``SEND_WINDOW_DAYS``; after that a person writ
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,16 +22,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.config import Config, HubSettings
-from bot.staff.reminders import DueReminder
+from bot.staff.reminders import DueReminder, queued_keys
 from bot.staff.views import ApplicationView, application_views, bounced_addresses
 from rules.calendar import at_nine
 from rules.definitions import Notification
 from rules.outcomes import Announcement, StaffDecision, announcements, outcome_notification, outcome_send_day
 from rules.pipeline import CheckSettings
 from rules.verdict import FlagCode, Status, Verdict
-from storage import repository as repo
 from storage.models import Application, Message, OutboxItem
-from templates import EmailKind, render_email
+from templates import EmailKind
 
 SEND_WINDOW_DAYS = 30
 OUTCOME_KINDS = {
@@ -73,11 +73,14 @@ def _outcome_date(settings: CheckSettings, hub: HubSettings, programme_id: str) 
     return outcome_notification(settings.dates(hub.id, programme).notifications) if programme else None
 
 
-def due_outcomes(session: Session, config: Config, settings: CheckSettings, now: datetime) -> list[DueReminder]:
-    """Every outcome or shortlist e-mail due at ``now`` and not queued before."""
+def due_outcomes(session: Session, config: Config, settings: CheckSettings, now: datetime, *,
+                 views: Mapping[str, list[ApplicationView]] | None = None) -> list[DueReminder]:
+    """Every outcome or shortlist e-mail due at ``now`` and not queued before, in a fixed number of queries however
+    many applications there are. ``views`` (``views_by_hub``) spares reading the applications again."""
     due: list[DueReminder] = []
+    queued: set[str] | None = None      # read once, when some announcement is in its window
     for hub in config.hubs:
-        apps = application_views(session, hub_id=hub.id)
+        apps = views.get(hub.id, []) if views is not None else application_views(session, hub_id=hub.id)
         bounced: frozenset[str] | None = None
         for programme_id in sorted({*hub.programmes, *(a.programme for a in apps)}):
             programme = settings.registry.get(programme_id)
@@ -92,7 +95,9 @@ def due_outcomes(session: Session, config: Config, settings: CheckSettings, now:
                     if app.programme != programme_id or app.decision not in announcement.decisions:
                         continue
                     key = outcome_key(app.id, announcement)
-                    if repo.outbox_has(session, key):
+                    if queued is None:
+                        queued = queued_keys(session, ("outcome:", "shortlist:"))
+                    if key in queued:
                         continue
                     if bounced is None:
                         bounced = bounced_addresses(session, hub.id)
@@ -106,10 +111,10 @@ def due_outcomes(session: Session, config: Config, settings: CheckSettings, now:
                                "date": f"{announcement.day:%-d %B %Y}",
                                "outcome_date": f"{outcome.date:%-d %B %Y}" if outcome else "",
                                "why_sent": WHY_SENT}
-                    email = render_email(kind, context, templates_dir=config.templates_dir_for(hub))
-                    due.append(DueReminder(kind, key, hub, (to,), cc, email,
+                    due.append(DueReminder(kind, key, hub, (to,), cc, context,
                                            f"{app.display_name}: {app.decision.value}, announced "
-                                           f"{announcement.day:%-d %B %Y}", app.id, app.school_message_id))
+                                           f"{announcement.day:%-d %B %Y}", app.id, app.school_message_id,
+                                           config.templates_dir_for(hub)))
     return due
 
 

@@ -13,11 +13,15 @@ lists the schools with no decision yet (they will get nothing) and any decision 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import formataddr
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from bot.config import Config, HubSettings
@@ -27,8 +31,8 @@ from rules.outcomes import StaffDecision
 from rules.pipeline import CheckSettings
 from rules.replies import greeting_name, issues_by_section
 from storage import repository as repo
-from storage.models import ApplicationStatus, EventKind
-from templates import EmailKind, RenderedEmail, render_email
+from storage.models import ApplicationStatus, EventKind, OutboxItem
+from templates import EmailKind, RenderedEmail, render_email, render_subject
 
 
 @dataclass(frozen=True)
@@ -38,21 +42,44 @@ class DueReminder:
     hub: HubSettings
     to: tuple[str, ...]
     cc: tuple[str, ...]
-    email: RenderedEmail
-    why: str                      # for `hubbot remind`: what this is and why it is due
+    context: Mapping[str, Any] = field(compare=False, repr=False)   # what its templates are rendered from
+    why: str = ""                 # for `hubbot remind`: what this is and why it is due
     application_id: int | None = None
     in_reply_to: str | None = None
+    templates_dir: Path | None = None     # the hub's own templates, if it has some
+
+    # Rendered when first wanted, not when found due: `hubbot remind` lists subjects only, a reminder already
+    # queued is never rendered, and a round has thousands of reminders.
+    @cached_property
+    def email(self) -> RenderedEmail:
+        return render_email(self.kind, dict(self.context), templates_dir=self.templates_dir)
+
+    @cached_property
+    def subject(self) -> str:
+        if "email" in self.__dict__:
+            return self.email.subject
+        return render_subject(self.kind, dict(self.context), templates_dir=self.templates_dir)
 
 
-def due_reminders(session: Session, config: Config, settings: CheckSettings, now: datetime) -> list[DueReminder]:
-    """Every reminder due at ``now`` that has not been queued before."""
+def due_reminders(session: Session, config: Config, settings: CheckSettings, now: datetime, *,
+                  views: Mapping[str, list[ApplicationView]] | None = None) -> list[DueReminder]:
+    """Every reminder due at ``now`` that has not been queued before, in a fixed number of queries however many
+    applications there are. ``views`` (``views_by_hub``) spares reading the applications again."""
     # Imported here: bot.staff.outcomes builds on DueReminder, defined above.
-    from bot.staff.outcomes import announcement_for, changed_after_sent, undecided, withdrawal_requests
+    from bot.staff.outcomes import (
+        ChangedAfterSent,
+        announcement_for,
+        changed_after_sent,
+        undecided,
+        withdrawal_requests,
+    )
 
     due: list[DueReminder] = []
+    queued = queued_keys(session, ("reminder:", "staff:"))
     for hub in config.hubs:
+        changed_in_hub: list[ChangedAfterSent] | None = None     # read once a hub, when a staff notice is due
         bounced = bounced_addresses(session, hub.id)
-        apps = [a for a in application_views(session, hub_id=hub.id)]
+        apps = views.get(hub.id, []) if views is not None else application_views(session, hub_id=hub.id)
         withdrawing = {w.application_id for w in withdrawal_requests(session, hub.id) if w.application_id}
         programme_ids = sorted({*hub.programmes, *(a.programme for a in apps)})
         for programme_id in programme_ids:
@@ -85,7 +112,9 @@ def due_reminders(session: Session, config: Config, settings: CheckSettings, now
                 late = [a.display_name for a in mine if "late" in a.flags]
                 flagged = [(a.display_name, ", ".join(f for f in dict.fromkeys(a.flags) if f != "late"))
                            for a in mine if any(f != "late" for f in a.flags)]
-                changed = [c for c in changed_after_sent(session, hub.id) if c.programme == programme_id]
+                if changed_in_hub is None:
+                    changed_in_hub = changed_after_sent(session, hub.id)
+                changed = [c for c in changed_in_hub if c.programme == programme_id]
                 context = {**base, "what": notice.what, "date": f"{notice.date:%-d %B %Y}",
                            "days_left": days_until(notice.date, now), "counts": counts, "late": late,
                            "flagged": flagged, "total": len(mine),
@@ -100,9 +129,16 @@ def due_reminders(session: Session, config: Config, settings: CheckSettings, now
                                             for a in mine]}
                 due.append(DueReminder(
                     EmailKind.STAFF_NOTICE, f"staff:{hub.id}:{programme_id}:{notice.date.isoformat()}", hub,
-                    tuple(hub.staff), (), render_email(EmailKind.STAFF_NOTICE, context, templates_dir=templates_dir),
-                    f"staff note: {programme_id} {notice.what} on {notice.date}"))
-    return [d for d in due if not repo.outbox_has(session, d.key)]
+                    tuple(hub.staff), (), context, f"staff note: {programme_id} {notice.what} on {notice.date}",
+                    templates_dir=templates_dir))
+    return [d for d in due if d.key not in queued]
+
+
+def queued_keys(session: Session, prefixes: Iterable[str]) -> set[str]:
+    """The outbox keys starting with one of ``prefixes``: every such e-mail ever queued (the outbox keeps keys
+    unique), in one query rather than one look-up per e-mail that may be due."""
+    return set(session.scalars(select(OutboxItem.dedupe_key).where(
+        or_(*(OutboxItem.dedupe_key.startswith(prefix, autoescape=True) for prefix in prefixes)))))
 
 
 def _notice_row(app: ApplicationView) -> dict:
@@ -124,10 +160,9 @@ def _for_application(app: ApplicationView, hub: HubSettings, days_before: int, d
                    and s.email != app.sender and s.email.lower() in allowed)
     if app.sender and app.sender not in bounced:
         out.append(DueReminder(
-            EmailKind.REMINDER, f"reminder:{app.id}:{days_before}", hub, (app.sender,), signed,
-            render_email(EmailKind.REMINDER, context, templates_dir=templates_dir),
+            EmailKind.REMINDER, f"reminder:{app.id}:{days_before}", hub, (app.sender,), signed, context,
             f"{school}: {len(app.issues)} field problem(s), {len(app.awaiting)} signatory(ies) awaited; "
-            f"{days_before}-day reminder", app.id, app.school_message_id))
+            f"{days_before}-day reminder", app.id, app.school_message_id, templates_dir))
     for signatory in app.awaiting:
         if signatory.email in bounced or (signatory.email or "").lower() not in allowed:
             continue
@@ -135,9 +170,8 @@ def _for_application(app: ApplicationView, hub: HubSettings, days_before: int, d
                 "name": signatory.name, "greeting": greeting_name(signatory.name)}
         out.append(DueReminder(
             EmailKind.SIGNATORY_REMINDER, f"reminder:{app.id}:{days_before}:{signatory.role}", hub, (signatory.email,),
-            (), render_email(EmailKind.SIGNATORY_REMINDER, note, templates_dir=templates_dir),
-            f"{school}: {signatory.title} asked to confirm; {days_before}-day reminder", app.id,
-            app.school_message_id))
+            (), note, f"{school}: {signatory.title} asked to confirm; {days_before}-day reminder", app.id,
+            app.school_message_id, templates_dir))
     return out
 
 
@@ -165,5 +199,5 @@ def describe(reminders: list[DueReminder], now: datetime) -> str:
     lines = [f"{len(reminders)} reminder(s) due at {now.astimezone(LONDON):%a %d %b %Y %H:%M} (London):"]
     for r in reminders:
         lines.append(f"  [{r.hub.id}] {r.kind.value}: to {', '.join(r.to)} - {r.why}")
-        lines.append(f"      Subject: {r.email.subject}")
+        lines.append(f"      Subject: {r.subject}")
     return "\n".join(lines)

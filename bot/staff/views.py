@@ -9,12 +9,20 @@ import email.policy
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Row, select
 from sqlalchemy.orm import Session
 
 from rules.outcomes import StaffDecision
 from rules.verdict import IssueKind, Status, Verdict
-from storage.models import Application, ApplicationStatus, ApplicationVersion, Message, OutboxItem, OutboxState
+from storage.models import (
+    Application,
+    ApplicationStatus,
+    ApplicationVersion,
+    Message,
+    OutboxItem,
+    OutboxState,
+    Signatory,
+)
 from templates import EmailKind
 
 
@@ -89,47 +97,94 @@ class ApplicationView:
 
 def application_views(session: Session, *, hub_id: str | None = None,
                       programme: str | None = None) -> list[ApplicationView]:
-    query = select(Application).order_by(Application.hub_id, Application.programme, Application.school_name)
+    """Every application (of the hub, of the programme), in three queries whatever their number: the applications
+    with their latest version, their signatories, and of every version its status and correspondence."""
+    conditions: list[ColumnElement[bool]] = []
     if hub_id:
-        query = query.where(Application.hub_id == hub_id)
+        conditions.append(Application.hub_id == hub_id)
     if programme:
-        query = query.where(Application.programme == programme)
+        conditions.append(Application.programme == programme)
+    # Columns, not entities: thousands of ORM objects would cost more memory than the views they make.
+    signatories: dict[int, list[Row]] = {}
+    for signatory in session.execute(
+            select(Signatory.application_id, Signatory.role, Signatory.name, Signatory.email, Signatory.copied,
+                   Signatory.confirmed, Signatory.confirmed_at)
+            .join(Application, Application.id == Signatory.application_id).where(*conditions)
+            .order_by(Signatory.id)):
+        signatories.setdefault(signatory.application_id, []).append(signatory)
+    # Of the older versions only what the views need: how many, whether one was complete, who was on the mail
+    # (the database picks the correspondence out of each verdict).
+    versions: dict[int, _Versions] = {}
+    for app_id, status, mail in session.execute(
+            select(ApplicationVersion.application_id, ApplicationVersion.status,
+                   ApplicationVersion.verdict["correspondence"])
+            .join(Application, Application.id == ApplicationVersion.application_id).where(*conditions)
+            .execution_options(yield_per=500)):
+        versions.setdefault(app_id, _Versions()).add(status, mail)
+    # Application.id last: ties in the order (two schools of one name) come out the same every time.
+    query = (select(Application, ApplicationVersion.verdict, ApplicationVersion.flags)
+             .outerjoin(ApplicationVersion, ApplicationVersion.id == Application.latest_version_id)
+             .where(*conditions).order_by(Application.hub_id, Application.programme, Application.school_name,
+                                          Application.id))
     views = []
-    for app in session.scalars(query):
-        latest = session.get(ApplicationVersion, app.latest_version_id) if app.latest_version_id else None
-        verdict = Verdict.from_record(latest.verdict) if latest else None
+    # Streamed, a hundred at a time: each latest verdict is decoded, turned into its view and let go (a decoded
+    # verdict takes some 80 KB, so thousands held at once would be most of the command's memory).
+    for app, record, flags in session.execute(query.execution_options(yield_per=100)):
+        latest = record is not None
+        verdict = Verdict.from_record(record) if latest else None
         titles = {s.role: s.title for s in verdict.signatories} if verdict else {}
+        people = signatories.get(app.id, ())
+        seen = versions.get(app.id) or _Versions()
         views.append(ApplicationView(
             id=app.id, hub_id=app.hub_id, programme=app.programme, school_name=app.school_name,
-            school_urn=app.school_urn, status=app.status, flags=tuple(latest.flags or ()) if latest else (),
+            school_urn=app.school_urn, status=app.status, flags=tuple(flags or ()) if latest else (),
             issues=tuple(IssueView(i.label, i.section, i.reason, i.kind is IssueKind.MISSING,
                                    None if i.kind is IssueKind.MISSING else verdict.fields.get(i.field))
                          for i in (verdict.issues if verdict else ())),
             signatories=tuple(SignatoryView(s.role, titles.get(s.role, s.role), s.name, s.email, s.copied,
-                                            s.confirmed, s.confirmed_at) for s in app.signatories),
+                                            s.confirmed, s.confirmed_at) for s in people),
             sender=verdict.sender if verdict else None,
             school_message_id=(verdict.message_id or None) if verdict else None,
             received_at=verdict.received_at if verdict else None,
-            created_at=app.created_at, versions=len(app.versions),
+            created_at=app.created_at, versions=seen.count,
             decision=app.decision, decided_at=app.decided_at,
-            ever_complete=any(v.status is ApplicationStatus.COMPLETE for v in app.versions),
+            ever_complete=seen.complete,
             urn_as_written=(verdict.fields.get("school.urn") or verdict.school_urn) if verdict else None,
-            correspondents=tuple(sorted(_correspondents(app))),
+            correspondents=tuple(sorted(seen.correspondents | {s.email.lower() for s in people
+                                                               if s.email and s.confirmed})),
             school_subject=verdict.correspondence.subject if verdict and verdict.correspondence else "",
             flag_details=tuple((f.code.value, f.detail) for f in verdict.flags) if verdict else (),
         ))
     return views
 
 
-def _correspondents(app: Application) -> frozenset[str]:
-    found: set[str] = set()
-    for version in app.versions:
-        mail = (version.verdict or {}).get("correspondence") or {}
-        found.update(a.lower() for a in mail.get("correspondents") or ())
+def views_by_hub(session: Session) -> dict[str, list[ApplicationView]]:
+    """Every application's view, by hub, each hub's in ``application_views``' order: one reading (three queries)
+    for jobs that go through every hub more than once."""
+    by_hub: dict[str, list[ApplicationView]] = {}
+    for view in application_views(session):
+        by_hub.setdefault(view.hub_id, []).append(view)
+    return by_hub
+
+
+class _Versions:
+    """What the views keep of an application's versions: their number, whether one was complete, and every
+    address that was on one of the school's e-mails (From, To, Cc)."""
+
+    __slots__ = ("complete", "correspondents", "count")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.complete = False
+        self.correspondents: set[str] = set()
+
+    def add(self, status: ApplicationStatus, mail: dict | None) -> None:
+        self.count += 1
+        self.complete = self.complete or status is ApplicationStatus.COMPLETE
+        mail = mail or {}
+        self.correspondents.update(a.lower() for a in mail.get("correspondents") or ())
         if mail.get("sender"):
-            found.add(str(mail["sender"]).lower())
-    found.update(s.email.lower() for s in app.signatories if s.email and s.confirmed)
-    return frozenset(found)
+            self.correspondents.add(str(mail["sender"]).lower())
 
 
 def bounced_addresses(session: Session, hub_id: str) -> frozenset[str]:
@@ -143,7 +198,7 @@ def bounced_addresses(session: Session, hub_id: str) -> frozenset[str]:
         found.update(address.lower() for address in to)
     # Automatic mail is a small share of a mailbox; only delivery reports among it are parsed.
     ignored = select(Message.raw).where(Message.hub_id == hub_id, Message.verdict_status == Status.IGNORED)
-    for raw in session.scalars(ignored):
+    for raw in session.scalars(ignored.execution_options(yield_per=100)):   # streamed: a mailbox's worth of bytes
         if b"delivery-status" in raw:
             found.update(_failed_recipients(raw))
     return frozenset(found)
