@@ -317,6 +317,7 @@ class Check:
     max_replies_per_message: int
     eml_files: int
     eml_distinct_ids: int
+    applications: int = 0
 
     @property
     def ok(self) -> bool:
@@ -324,7 +325,8 @@ class Check:
                 and self.eml_files == self.eml_distinct_ids == self.replies)
 
     def __str__(self) -> str:
-        return (f"messages {self.messages} (distinct bytes {self.distinct}), each processed once: "
+        return (f"messages {self.messages} (distinct bytes {self.distinct}; {self.applications} applications), "
+                f"each processed once: "
                 f"{self.processed_once}, replies {self.replies} (at most {self.max_replies_per_message} per source "
                 f"message), .eml files {self.eml_files} ({self.eml_distinct_ids} distinct Message-IDs): "
                 f"{'OK' if self.ok else 'DUPLICATES'}")
@@ -337,6 +339,7 @@ def check_once(db_url: str, outbox: Path, expected: int) -> Check:
     decided = ("application_version", "thread_reply", "processed", "ignored", "duplicate")
     with engine.connect() as conn:
         count, distinct = conn.execute(text("SELECT count(*), count(DISTINCT sha256) FROM messages")).one()
+        applications = conn.execute(text("SELECT count(*) FROM applications")).scalar_one()
         per_message = Counter(conn.execute(text("SELECT message_id FROM events WHERE kind IN :kinds").bindparams(
             bindparam("kinds", expanding=True)), {"kinds": list(decided)}).scalars())
         processed = conn.execute(text("SELECT count(*) FROM messages WHERE state = 'processed'")).scalar_one()
@@ -350,7 +353,7 @@ def check_once(db_url: str, outbox: Path, expected: int) -> Check:
            for path in files]
     once = (count == expected and processed == expected and len(per_message) == expected
             and set(per_message.values()) == {1})
-    return Check(count, distinct, once, replies, most, len(files), len(set(ids)))
+    return Check(count, distinct, once, replies, most, len(files), len(set(ids)), applications)
 
 
 # ---- the measurements -----------------------------------------------------------------------------------------
