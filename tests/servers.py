@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import email
 import email.policy
 import os
@@ -387,14 +388,15 @@ def smtp_server_auth() -> Iterator[SmtpServer]:
 
 # ---- PostgreSQL -----------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    """A fresh database for this test module, dropped afterwards."""
+@contextlib.contextmanager
+def new_postgres_database(prefix: str = "hubbot_test") -> Iterator[str]:
+    """A database created for the block (nothing migrated in it) and dropped afterwards; skips the test when
+    PostgreSQL is not there."""
     try:
         import psycopg
     except ImportError:
         pytest.skip("psycopg is not installed")
-    name = f"hubbot_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
@@ -407,6 +409,20 @@ def pg_url() -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """A fresh database for this test module, dropped afterwards."""
+    with new_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_pg_url() -> Iterator[str]:
+    """A database of this test's own that has never been migrated (several workers starting on it together)."""
+    with new_postgres_database("hubbot_scale") as url:
+        yield url
 
 
 def _empty_postgres(url: str) -> None:

@@ -26,7 +26,6 @@ from storage.db import open_database, upgrade
 from storage.locks import try_lock
 from storage.models import Event, Message, MessageState, OutboxItem
 from templates import EmailKind
-from tests.servers import POSTGRES_ADMIN_URL
 from tests.test_workflow import EVERYTHING, Bot, application, deliver, hub_toml, write_config
 
 NOW = datetime(2024, 6, 20, 12, 0, tzinfo=timezone.utc)
@@ -53,24 +52,6 @@ def _start_together(url: str, count: int) -> list[str]:
     for process in processes:
         process.join(timeout=60)
     return outcomes
-
-
-@pytest.fixture
-def fresh_pg_url() -> Any:
-    """A database that has never been migrated (created here, dropped afterwards)."""
-    psycopg = pytest.importorskip("psycopg")
-    import uuid
-    name = f"hubbot_scale_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL unreachable: {type(exc).__name__}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    yield f"{base}/{name}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _migrated_once(url: str) -> None:
