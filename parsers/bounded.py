@@ -3,7 +3,8 @@
 A school's attachment is a stranger's file: pdfminer is pure Python and can be made to spin or balloon, and even
 lxml on a .docx that is within the zip caps can be asked to build a tree of tens of millions of nodes. So reading
 happens in a child process: ``RLIMIT_AS`` caps how much it may *grow* (the forked child starts as big as the
-parent, which is none of the file's doing), ``RLIMIT_CPU`` and a wall-clock deadline cap its time, and whatever it
+parent, which is none of the file's doing) and the parent watches the memory it makes its own (it could fill the
+parent's freed memory without growing), ``RLIMIT_CPU`` and a wall-clock deadline cap its time, and whatever it
 sends back is capped too. The child writes one JSON line per finished piece of work, so when it is stopped the
 parent still has everything finished before (``run_bounded_lines``). Fork, not spawn: the child already has the
 readers imported, so a child costs a millisecond or two. Nothing is pickled: the child hands back plain JSON.
@@ -134,8 +135,32 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+# How often the parent looks at the child's own memory while it waits for its output.
+_WATCH_SECONDS = 0.05
+
+
+def _private_bytes(pid: int) -> int | None:
+    """Memory the child has of its own (``Private_Clean`` + ``Private_Dirty`` of ``/proc/<pid>/smaps_rollup``): pages
+    it wrote to, copied from the parent or new. None where the kernel does not say."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+            text = rollup.read()
+    except OSError:
+        return None
+    total = 0
+    for line in text.splitlines():
+        if line.startswith((b"Private_Clean:", b"Private_Dirty:")):
+            total += int(line.split()[1]) * 1024
+    return total
+
+
 def _collect_child(pid: int, fd: int, budget: Budget) -> tuple[bytes, Stop | None, int]:
+    """The child's output, why it was stopped (if it was) and its wait status. Besides the deadline and the size
+    of the output, the parent watches the child's own memory: ``RLIMIT_AS`` bounds only how much the child's
+    address space grows, and a child forked from a long-running parent can fill the parent's freed memory (the
+    interpreter's and the C heap's) without growing it at all."""
     deadline = time.monotonic() + budget.seconds
+    next_watch = time.monotonic() + _WATCH_SECONDS
     chunks: list[bytes] = []
     size = 0
     poller = select.poll()
@@ -147,7 +172,14 @@ def _collect_child(pid: int, fd: int, budget: Budget) -> tuple[bytes, Stop | Non
             if remaining <= 0:
                 stop = Stop.SLOW
                 break
-            if not poller.poll(max(1, int(remaining * 1000))):
+            ready = poller.poll(max(1, int(min(remaining, _WATCH_SECONDS) * 1000)))
+            if time.monotonic() >= next_watch:
+                next_watch = time.monotonic() + _WATCH_SECONDS
+                used = _private_bytes(pid)
+                if used is not None and used > budget.memory_bytes:
+                    stop = Stop.MEMORY
+                    break
+            if not ready:
                 continue
             chunk = os.read(fd, 1 << 20)
             if not chunk:

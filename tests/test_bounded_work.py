@@ -7,6 +7,7 @@ ordinary application beside it, in bounded time.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -129,3 +130,17 @@ def test_a_form_sized_docx_is_read_in_the_worker_and_a_big_one_in_the_child(fork
     (again,) = read_documents([DocumentRequest(FileKind.DOCX, form)], Limits(docx_in_process_bytes=1024))
     assert isinstance(again, FormDocument) and len(forks) == 1
     assert again.blocks == document.blocks
+
+
+def test_a_child_filling_its_parents_memory_is_held_to_its_budget() -> None:
+    """A long-running worker's memory is mapped but partly free; a child forked from it can fill that without
+    growing its address space, which is all ``RLIMIT_AS`` sees. The parent watches what the child makes its own."""
+    inherited = bytearray(256 * 1024 * 1024)   # mapped in the parent; the child's writes make each page its own
+
+    def fill() -> Iterator[bytes]:
+        for start in range(0, len(inherited), 4096):
+            inherited[start] = 1
+        yield b'{"filled": true}'
+
+    lines, stop = bounded.run_bounded_lines(fill, bounded.Budget(memory_bytes=64 * 1024 * 1024, seconds=20))
+    assert stop is bounded.Stop.MEMORY and lines == []
