@@ -233,7 +233,10 @@ def _message_claim(postgres: bool, one_hub: bool, some_hubs: bool) -> Any:
     if some_hubs:
         # A worker run for a group of hubs processes its own hubs' mail; another group's worker does the rest.
         claimable = and_(claimable, Message.hub_id.in_(bindparam("hub_ids", expanding=True)))
-    first = select(Message.id).where(claimable).order_by(Message.id).limit(1)
+    # Ordered as ix_messages_state is (state, id), so the first row is read off the index whatever the planner
+    # believes of the table: after a burst of mail, stale statistics made PostgreSQL collect and sort every
+    # entry, the dead ones of messages claimed since included, for every claim.
+    first = select(Message.id).where(claimable).order_by(Message.state, Message.id).limit(1)
     if postgres:
         first = first.with_for_update(skip_locked=True)
     return (update(Message).where(Message.id == first.scalar_subquery(), claimable)
@@ -409,7 +412,9 @@ def _reply_claim(postgres: bool, some_hubs: bool) -> Any:
                OutboxItem.next_attempt_at <= bindparam("now", type_=OutboxItem.next_attempt_at.type))
     if some_hubs:
         due = and_(due, OutboxItem.hub_id.in_(bindparam("hub_ids", expanding=True)))
-    first = select(OutboxItem.id).where(due).order_by(OutboxItem.next_attempt_at, OutboxItem.id).limit(1)
+    # Ordered as ix_outbox_due is (state, next_attempt_at): the first row is read off the index (see _message_claim).
+    first = (select(OutboxItem.id).where(due).order_by(OutboxItem.state, OutboxItem.next_attempt_at, OutboxItem.id)
+             .limit(1))
     if postgres:
         first = first.with_for_update(skip_locked=True)
     return (update(OutboxItem).where(OutboxItem.id == first.scalar_subquery(), due)

@@ -52,10 +52,16 @@ def hold_until(session: Session, item: OutboxItem, caps: Caps, now: datetime) ->
     if caps.per_address_per_day is not None:
         watched = mine - caps.exempt
         if watched:
+            # Two lookups, each by an index whatever the planner believes: the e-mails these addresses were on,
+            # then which of those went in the window. (As one join, a burst that outran the table statistics made
+            # PostgreSQL read every sent e-mail for every send.)
+            on = session.execute(_ADDRESS_EMAILS, {"addresses": sorted(a[:ADDRESS_MAX] for a in watched)}).all()
+            went = dict(session.execute(_WENT_SINCE, {"ids": sorted({i for i, _ in on} - {item.id}),
+                                                      "since": now - DAY}).all()) if on else {}
             times: dict[str, list[datetime]] = {}
-            for address, at in session.execute(_ADDRESS_SENDS, {"addresses": sorted(a[:ADDRESS_MAX] for a in watched),
-                                                                "item": item.id, "since": now - DAY}):
-                times.setdefault(address, []).append(at)
+            for outbox_id, address in on:
+                if outbox_id in went:
+                    times.setdefault(address, []).append(went[outbox_id])
             # The e-mail may go when every one of its addresses is under the cap again: the latest of their times.
             frees = [sorted(seen)[len(seen) - caps.per_address_per_day] + DAY
                      for seen in times.values() if len(seen) >= caps.per_address_per_day]
@@ -80,12 +86,12 @@ def hold_until(session: Session, item: OutboxItem, caps: Caps, now: datetime) ->
 # UNCERTAIN row; its time is when it went (or when DATA began).
 _WENT = func.coalesce(OutboxItem.sent_at, OutboxItem.data_started_at)
 _GONE = OutboxItem.state.in_((OutboxState.SENT, OutboxState.UNCERTAIN))
-# The recipients' own rows in outbox_recipients, by its address index.
-_ADDRESS_SENDS = (select(OutboxRecipient.address, _WENT)
-                  .join(OutboxItem, OutboxItem.id == OutboxRecipient.outbox_id)
-                  .where(OutboxRecipient.address.in_(bindparam("addresses", expanding=True)),
-                         OutboxItem.id != bindparam("item"), _GONE,
-                         _WENT >= bindparam("since", type_=OutboxItem.sent_at.type)))
+# The recipients' own rows in outbox_recipients, by its address index; then those e-mails, by their ids.
+_ADDRESS_EMAILS = select(OutboxRecipient.outbox_id, OutboxRecipient.address).where(
+    OutboxRecipient.address.in_(bindparam("addresses", expanding=True)))
+_WENT_SINCE = select(OutboxItem.id, _WENT).where(
+    OutboxItem.id.in_(bindparam("ids", expanding=True)), _GONE,
+    _WENT >= bindparam("since", type_=OutboxItem.sent_at.type))
 # The hub's last hour, each half a range of ix_outbox_hub_sent (a sent row's time is its sent_at); recipients
 # counted by the database, each address once per e-mail.
 _RECENT = (OutboxItem.hub_id == bindparam("hub"), OutboxItem.id != bindparam("item"),
