@@ -28,7 +28,7 @@ from mailparser.utils import get_addresses
 
 from parsers.types import Address, Attachment, Limits, ParsedEmail
 
-__all__ = ["parse_email", "oversize_attachments", "MESSAGE_TOO_LARGE", "OVERSIZE_PREFIX"]
+__all__ = ["parse_email", "oversize_attachments", "header_block", "MESSAGE_TOO_LARGE", "OVERSIZE_PREFIX"]
 
 #: Defect recorded when the message is over ``Limits.message_bytes``: only its headers were read.
 MESSAGE_TOO_LARGE = "message too large: headers only"
@@ -40,7 +40,8 @@ OVERSIZE_PREFIX = "attachment "
 _LINE_BREAKS = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _MSG_ID = re.compile(r"<[^<>\s]*>")
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+# The first empty line, with line ends as the e-mail parser reads them (CRLF, CR or LF): the end of the headers.
+_HEADER_END = re.compile(rb"(?>\r\n|\r|\n)(?>\r\n|\r|\n)")
 
 _ADDRESS_HEADERS = ("from", "to", "cc", "reply-to", "delivered-to", "x-original-to", "envelope-to")
 _FALLBACK_CHARSETS = ("utf-8", "cp1252", "latin-1")
@@ -67,7 +68,7 @@ def parse_email(raw: bytes, limits: Limits = Limits()) -> ParsedEmail:
         return _empty(("input is not bytes",))
     try:
         if len(data) > limits.message_bytes:
-            return _parse(_header_block(data), limits, headers_only=True, extra=[MESSAGE_TOO_LARGE])
+            return _parse(header_block(data), limits, headers_only=True, extra=[MESSAGE_TOO_LARGE])
         return _parse(data, limits, headers_only=False, extra=[])
     except RecursionError:
         first = "MIME structure too deep"
@@ -75,7 +76,7 @@ def parse_email(raw: bytes, limits: Limits = Limits()) -> ParsedEmail:
         first = f"parser failure ({type(exc).__name__})"
     # Second chance: the headers alone are nearly always readable, and they are what the caller needs to decide.
     try:
-        return _parse(_header_block(data), limits, headers_only=True, extra=[first, "headers only"])
+        return _parse(header_block(data), limits, headers_only=True, extra=[first, "headers only"])
     except Exception as exc:  # noqa: BLE001
         return _empty((first, f"headers unreadable ({type(exc).__name__})"))
 
@@ -104,10 +105,12 @@ def _empty(defects: tuple[str, ...]) -> ParsedEmail:
     )
 
 
-def _header_block(data: bytes) -> bytes:
-    match = _HEADER_END.search(data, 0, _MAX_HEADER_BLOCK)
-    end = match.end() if match else min(len(data), _MAX_HEADER_BLOCK)
-    return data[:end]
+def header_block(data: bytes, limit: int = _MAX_HEADER_BLOCK) -> bytes:
+    """The message's header block, up to and with the empty line that ends it, within its first ``limit`` bytes
+    (all of those when there is no empty line): what a headers-only parse needs, since the parser would otherwise
+    read the body line by line just to skip it."""
+    match = _HEADER_END.search(data, 0, limit)
+    return data[:match.end()] if match else data[:limit]
 
 
 def _parse(data: bytes, limits: Limits, *, headers_only: bool, extra: list[str]) -> ParsedEmail:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from sqlalchemy import and_, bindparam, case, delete, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from parsers.email import header_block
 from rules.automatic import LOOP_HEADER
 from storage.counters import record_recipients
 from storage.inserts import insert_once
@@ -105,16 +105,9 @@ class StoreResult:
         return self.created and self.duplicate_of is None
 
 
-# The first empty line, with line ends as the e-mail parser reads them (CRLF, CR or LF): the end of the headers.
-_END_OF_HEADERS = re.compile(rb"(?>\r\n|\r|\n)(?>\r\n|\r|\n)")
-
-
 def _header_block(raw: bytes) -> Any:
-    """The message's headers, parsed from its header block only: the parser would read the body line by line just
-    to skip it."""
-    end = _END_OF_HEADERS.search(raw, 0, 1024 * 1024)
-    return BytesHeaderParser(policy=compat32).parsebytes(raw[:end.end()] if end else raw[:1024 * 1024],
-                                                         headersonly=True)
+    """The message's headers, parsed from its header block only (``parsers.email.header_block``)."""
+    return BytesHeaderParser(policy=compat32).parsebytes(header_block(raw), headersonly=True)
 
 
 def extract_message_id(raw: bytes) -> str | None:

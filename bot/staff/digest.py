@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import io
-import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from email.parser import BytesHeaderParser
@@ -33,6 +32,7 @@ from bot.config import Config, HubSettings
 from bot.ops.health import OpenIncident, open_incidents
 from bot.staff.outcomes import ChangedAfterSent, WithdrawalRequest, changed_after_sent, undecided, withdrawal_requests
 from bot.staff.views import ApplicationView, LastSent, SignatoryView, application_views, bounced_addresses, last_sent
+from parsers.email import header_block
 from parsers.safe_text import ECHO_LIMIT, one_line
 from rules.calendar import LONDON, days_until
 from rules.outcomes import StaffDecision, announcements
@@ -119,15 +119,11 @@ def _last_digest_time(session: Session, hub_id: str) -> datetime | None:
 
 
 HEAD_BYTES = 65536      # of a message, all the digest reads: its From and Subject are in there
-_END_OF_HEADERS = re.compile(rb"(?>\r\n|\r|\n)(?>\r\n|\r|\n)")
 
 
 def _headers(raw: bytes) -> tuple[str, str]:
     try:
-        # Only the header block goes to the parser: it would otherwise read the body line by line to skip it.
-        head = raw[:HEAD_BYTES]
-        end = _END_OF_HEADERS.search(head)
-        headers = BytesHeaderParser(policy=default_policy).parsebytes(head[:end.end()] if end else head,
+        headers = BytesHeaderParser(policy=default_policy).parsebytes(header_block(raw, HEAD_BYTES),
                                                                       headersonly=True)
         return (one_line(str(headers.get("From", "")), ECHO_LIMIT),
                 one_line(str(headers.get("Subject", "")), ECHO_LIMIT))
