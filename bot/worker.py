@@ -124,12 +124,12 @@ class StoreOutcome:
     at_this_location: bool      # not new, and stored before at this very UID: the cursor was behind
 
 
-def _batches(messages: Iterable[FetchedMessage], *, crash_point_name: str) -> Iterator[list[FetchedMessage]]:
+def _batches(messages: Iterable[FetchedMessage]) -> Iterator[list[FetchedMessage]]:
     """``messages`` in lists of at most ``STORE_BATCH`` messages or about ``STORE_BATCH_BYTES``."""
     batch: list[FetchedMessage] = []
     size = 0
     for fetched in messages:
-        crash_point(crash_point_name)
+        crash_point("after_fetch")
         batch.append(fetched)
         size += len(fetched.raw)
         if len(batch) >= STORE_BATCH or size >= STORE_BATCH_BYTES:
@@ -326,7 +326,7 @@ class Worker:
                 too_large = [s.uid for s in run.skipped if s.reason is SkipReason.TOO_LARGE]
                 fetched_all = list_chain(run, source.fetch_headers(run.uidvalidity, too_large)
                                          if too_large and isinstance(source, HeaderSource) else ())
-                for batch in _batches(fetched_all, crash_point_name="after_fetch"):
+                for batch in _batches(fetched_all):
                     for fetched, outcome in zip(batch, self._store_batch(hub, folder, batch)):
                         if outcome.created:
                             stored_uids.append(fetched.uid)
@@ -487,7 +487,7 @@ class Worker:
     def _claim(self, session: Session, now: datetime, failed_this_cycle: list[int]) -> Message | None:
         return repo.claim_next_message(session, worker=self.worker_id, now=now,
                                        max_attempts=repo.MAX_MESSAGE_ATTEMPTS, exclude=failed_this_cycle,
-                                       hub_ids=[*self.hub_ids, ALERT_HUB])
+                                       hub_ids=self.hub_ids)
 
     def _process_one(self, message: Message, report: CycleReport, failed_this_cycle: list[int]) -> Message | None:
         """Read, decide and record one claimed message; returns the next message, claimed in the same commit."""

@@ -217,11 +217,11 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
     return report
 
 
-Work = tuple[int, "Routing", int, EmailMessage]
+_Work = tuple[int, Routing, int, EmailMessage]   # a claimed row: id, routing, attempts, its e-mail
 
 
 def _claim_next(session: Session, worker: str, now: datetime | None, policy: OutboxPolicy, caps: Caps,
-                report: DrainReport, hub_ids: Sequence[str] | None, tries: int) -> Work | None:
+                report: DrainReport, hub_ids: Sequence[str] | None, tries: int) -> _Work | None:
     """Claim the next due row that no cap holds back and build its e-mail while the row is loaded (the SMTP work
     happens outside any transaction); rows a cap holds go back to waiting. None when nothing is due."""
     for _ in range(max(tries, 0)):
