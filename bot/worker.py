@@ -70,6 +70,9 @@ Clock = Callable[[], datetime]
 # little again, enough that many messages share a commit.
 STORE_BATCH = 25
 STORE_BATCH_BYTES = 16 * 1024 * 1024
+# After this many messages stored or processed by a worker, the planner's statistics are refreshed (storage.db):
+# a round's mail arriving at once changes the tables faster than autovacuum looks at them.
+STATISTICS_EVERY = 500
 
 
 def system_clock() -> datetime:
@@ -207,6 +210,7 @@ class Worker:
         # A worker claims and sends only its configured hubs' mail, so workers may run one per group of hubs.
         self.hub_ids = [h.id for h in config.hubs]
         self.stop_requested = False
+        self._changed_rows = 0      # messages stored or processed since the statistics were last refreshed
 
     # ---- one cycle -------------------------------------------------------------------------------------------
 
@@ -327,13 +331,15 @@ class Worker:
                 fetched_all = list_chain(run, source.fetch_headers(run.uidvalidity, too_large)
                                          if too_large and isinstance(source, HeaderSource) else ())
                 for batch in _batches(fetched_all):
-                    for fetched, outcome in zip(batch, self._store_batch(hub, folder, batch)):
+                    outcomes = self._store_batch(hub, folder, batch)
+                    for fetched, outcome in zip(batch, outcomes):
                         if outcome.created:
                             stored_uids.append(fetched.uid)
                             new_rows.append(outcome.row_id)
                         elif outcome.at_this_location and not run.uidvalidity_changed:
                             already_here += 1
                     crash_point("after_store")
+                    self._count_changes(sum(o.created for o in outcomes))
                 with self.db.session() as session:
                     # Skipped (oversize, or older than a fresh start) messages are past the cursor too.
                     state = repo.get_mailbox_state(session, hub.id, folder)
@@ -484,6 +490,15 @@ class Worker:
             message = self._process_one(message, report, failed_this_cycle)
         return report
 
+    def _count_changes(self, rows: int) -> None:
+        self._changed_rows += rows
+        if self._changed_rows >= STATISTICS_EVERY:
+            self._changed_rows = 0
+            try:
+                self.db.refresh_statistics()
+            except Exception:  # noqa: BLE001 - the statistics help the planner; the mail goes on without them
+                log.warning("refreshing the database's statistics failed", exc_info=True)
+
     def _claim(self, session: Session, now: datetime, failed_this_cycle: list[int]) -> Message | None:
         return repo.claim_next_message(session, worker=self.worker_id, now=now,
                                        max_attempts=repo.MAX_MESSAGE_ATTEMPTS, exclude=failed_this_cycle,
@@ -510,6 +525,7 @@ class Worker:
             crash_point("after_commit")
             report.outcomes.append(outcome)
             _log_outcome(outcome, hub_id, size, time.perf_counter() - started)
+            self._count_changes(1)
             return following
         except Exception as exc:  # noqa: BLE001 - per message: record, release, carry on with the next
             report.failed_messages += 1
