@@ -10,15 +10,16 @@ leaves either all of it or none. It decides nothing itself.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import formataddr
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.config import Config
 from bot.staff.decisions import Authenticator, apply_plan, default_authenticator, staff_file
@@ -28,16 +29,18 @@ from rules.decision import Action, ApplicationHistory, Decision, History, Signat
 from rules.pipeline import CheckSettings, read_email
 from rules.verdict import FlagCode, Reply, Status, Verdict
 from storage.counters import sent_in_last_day
+from storage.inserts import update_row
 from storage.models import Application, ApplicationStatus, ApplicationVersion, EventKind, Message, OutboxItem
-from storage.recovery import answered_in_a_forgotten_life
+from storage.recovery import FORGOTTEN_REPLY
 from storage.repository import (
+    SignatoryCopy,
     add_application_version,
     confirm_signatory,
     enqueue_reply,
     get_or_create_application,
     mark_processed,
     record_event,
-    upsert_signatory,
+    upsert_signatories,
 )
 from templates import EmailKind
 
@@ -92,15 +95,20 @@ class Workflow:
                  now: datetime) -> History:
         if verdict.status is Status.IGNORED:
             return History()   # nothing about the past changes what happens to automatic mail
-        thread, answers_our_reply = self._application_in_thread(session, message.hub_id, email)
-        school = None
-        candidates: list[Application] = []
         form = bool(verdict.programme) and verdict.status in (Status.COMPLETE, Status.INCOMPLETE)
+        # The school's key as the form gives it; an application in the thread may change it (application_key).
+        key = application_key(verdict, None, _message_key(message)) if form else None
+        found = self._probe(session, message, email, verdict.programme, key)
+        thread = session.get(Application, found.thread) if found.thread else None
+        school = None
         if form:
-            key = application_key(verdict, _history_of(thread) if thread else None, _message_key(message))
-            school = session.scalar(select(Application).where(
-                Application.hub_id == message.hub_id, Application.programme == verdict.programme,
-                Application.school_urn == key))
+            if thread is not None:
+                key = application_key(verdict, _history_of(thread), _message_key(message))
+            if key != found.key:   # the thread's application changed the key the probe looked up
+                school = session.scalar(_SCHOOL, {"hub": message.hub_id, "programme": verdict.programme, "key": key})
+            elif found.school:
+                school = session.get(Application, found.school)
+        candidates: list[Application] = []
         if form or verdict.has_flag(FlagCode.WITHDRAWAL):
             candidates = self._same_domain(session, message.hub_id, verdict.sender,
                                            verdict.programme if form else None,
@@ -109,9 +117,8 @@ class Workflow:
         decisions = (staff_file(session, email, hub, self.settings.limits, self.staff_authenticated)
                      if hub is not None and hub.staff else None)
         return History(
-            duplicate=self._is_duplicate(session, message),
-            answered_before=answered_in_a_forgotten_life(session, message),
-            thread=_history_of(thread) if thread else None, answers_our_reply=answers_our_reply,
+            duplicate=found.duplicate, answered_before=found.answered_before,
+            thread=_history_of(thread) if thread else None, answers_our_reply=found.answers_our_reply,
             school=_history_of(school) if school else None,
             candidates=tuple(_history_of(a) for a in candidates),
             staff_file=decisions,
@@ -119,42 +126,28 @@ class Workflow:
             daily_cap=self.config.max_replies_per_address_per_day,
         )
 
+    def _probe(self, session: Session, message: Message, email: ParsedEmail, programme: str | None,
+               key: str | None) -> _Probe:
+        """What every message asks of the past, in one statement: an earlier copy of the same e-mail, a reply we
+        sent to it that the outbox forgot, the application of the thread (and whether the e-mail names one of our
+        own e-mails, which only can confirm a signatory, or only the school's), and the school's application
+        under ``key``."""
+        ids = [i for i in (email.in_reply_to, *email.references) if i][:50]
+        row = session.execute(_PROBE, {"hub": message.hub_id, "wanted": message.message_id, "before": message.id,
+                                       "answered": message.message_id, "ids": ids, "programme": programme,
+                                       "key": key}).one()
+        return _Probe(duplicate=row.earlier is not None, answered_before=row.forgotten is not None,
+                      thread=row.ours or row.theirs, answers_our_reply=row.ours is not None,
+                      key=key, school=row.school)
+
     def _same_domain(self, session: Session, hub_id: str, sender: str | None, programme: str | None,
                      exclude: set[int]) -> list[Application]:
         """Applications of this hub (and programme) whose latest form came from the sender's domain."""
         domain = _domain(sender)
         if not domain:
             return []
-        query = select(Application).where(Application.hub_id == hub_id, Application.sender_domain == domain)
-        if programme is not None:
-            query = query.where(Application.programme == programme)
-        if exclude:
-            query = query.where(Application.id.not_in(exclude))
-        return list(session.scalars(query.order_by(Application.id).limit(CANDIDATES)))
-
-    def _is_duplicate(self, session: Session, message: Message) -> bool:
-        if not message.message_id:
-            return False
-        earlier = session.scalar(select(Message.id).where(
-            Message.hub_id == message.hub_id, Message.message_id == message.message_id, Message.id < message.id)
-            .limit(1))
-        return earlier is not None
-
-    def _application_in_thread(self, session: Session, hub_id: str,
-                               email: ParsedEmail) -> tuple[Application | None, bool]:
-        """The application this e-mail answers, and whether it names one of our own e-mails (True) or only the
-        school's (False): only the first can confirm a signatory."""
-        ids = [i for i in (email.in_reply_to, *email.references) if i][:50]
-        if not ids:
-            return None, False
-        via_outbox = select(OutboxItem.application_id).where(
-            OutboxItem.hub_id == hub_id, OutboxItem.message_id.in_(ids), OutboxItem.application_id.is_not(None))
-        via_messages = (select(ApplicationVersion.application_id)
-                        .join(Message, Message.id == ApplicationVersion.message_id)
-                        .where(Message.hub_id == hub_id, Message.message_id.in_(ids)))
-        ours = session.scalar(via_outbox.limit(1))
-        app_id = ours or session.scalar(via_messages.limit(1))
-        return (session.get(Application, app_id) if app_id else None), ours is not None
+        return list(session.scalars(_same_domain_query(programme is not None), {
+            "hub": hub_id, "domain": domain, "programme": programme, "exclude": sorted(exclude)}))
 
     def _sent_today(self, session: Session, addresses: Iterable[str], now: datetime) -> dict[str, int]:
         """How many e-mails each of ``addresses`` got from us in the last 24 hours, counting every recipient: one
@@ -191,10 +184,8 @@ class Workflow:
             self._enqueue(session, message, decision.reply, application, now)
         for notice in decision.notices:
             self._enqueue(session, message, notice, application, now)
-        message.verdict_status = verdict.status
-        message.verdict = verdict.to_record()
-        message.application_id = application.id if application else None
-        mark_processed(session, message, now=now)   # before the event's flush: one UPDATE of the message, not two
+        mark_processed(session, message, now=now, verdict=verdict,
+                       application_id=application.id if application else None)
         reply = decision.reply
         record_event(session, _EVENT_FOR_ACTION[decision.action], hub_id=message.hub_id, actor=self.worker,
                      message_id=message.id, application_id=application.id if application else None,
@@ -208,26 +199,28 @@ class Workflow:
                      now: datetime) -> tuple[Application, dict]:
         verdict = decision.verdict
         key = decision.application_key or _message_key(message)
+        domain = _domain(verdict.sender)
         existing = session.get(Application, decision.application_id) if decision.application_id else None
+        changes: dict = {}
         if existing is not None:
             application, created = existing, False
             if existing.school_urn != key and not _key_taken(session, existing, key):
                 # The school corrected its URN: the application now goes by it (one application per school).
-                existing.school_urn = key
+                changes["school_urn"] = key
+            if domain and domain != existing.sender_domain:
+                changes["sender_domain"] = domain
         else:
             application, created = get_or_create_application(
                 session, hub_id=message.hub_id, programme=verdict.programme or "", school_urn=key,
-                school_name=verdict.school_name, status=ApplicationStatus.INCOMPLETE, now=now)
-            if created:
-                # A row inserted a moment ago has no signatories yet: say so rather than have the ORM ask.
-                set_committed_value(application, "signatories", [])
-        application.sender_domain = _domain(verdict.sender) or application.sender_domain
-        for state in decision.copied_on_this_email:
-            upsert_signatory(session, application, role=state.role, name=state.name, email=state.email,
-                             copied=state.copied)
+                school_name=verdict.school_name, status=ApplicationStatus.INCOMPLETE, now=now, sender_domain=domain)
+            if not created and domain and domain != application.sender_domain:
+                changes["sender_domain"] = domain
+        upsert_signatories(session, application, (
+            SignatoryCopy(s.role, s.name, s.email, s.copied) for s in decision.copied_on_this_email))
+        # The version, and the application's latest state with the changes above, in one UPDATE.
         add_application_version(session, application, message_id=message.id, fields=verdict.fields,
                                 verdict=verdict.to_record(), status=ApplicationStatus(verdict.status.value),
-                                flags=[f.code.value for f in verdict.flags], now=now)
+                                flags=[f.code.value for f in verdict.flags], now=now, also=changes)
         # Counted, not loaded: every earlier version's fields and verdict would otherwise be read for one number.
         versions = 1 if created else session.scalar(
             select(func.count()).where(ApplicationVersion.application_id == application.id))
@@ -243,8 +236,7 @@ class Workflow:
                              message_id=message.id, application_id=application.id,
                              detail={"role": signatory.role}, now=now)
         if decision.completes_application:
-            application.status = ApplicationStatus.COMPLETE
-            application.updated_at = now
+            update_row(session, application, status=ApplicationStatus.COMPLETE, updated_at=now)
         return application
 
     def _enqueue(self, session: Session, message: Message, reply: Reply, application: Application | None,
@@ -256,6 +248,53 @@ class Workflow:
             subject=reply.subject, text=reply.text, html=reply.html, source_message_id=message.id,
             application_id=application.id if application else None, in_reply_to=reply.in_reply_to or None,
             references=" ".join(reply.references) or None, now=now)
+
+
+@dataclass(frozen=True)
+class _Probe:
+    duplicate: bool
+    answered_before: bool
+    thread: int | None           # the application the e-mail's thread belongs to
+    answers_our_reply: bool
+    key: str | None              # the school key the probe looked up
+    school: int | None           # the application under that key
+
+
+# The history's queries, built once (building one costs about what running it does); values are passed each time.
+_SCHOOL = select(Application).where(Application.hub_id == bindparam("hub"),
+                                    Application.programme == bindparam("programme"),
+                                    Application.school_urn == bindparam("key"))
+
+
+def _probe_query() -> Any:
+    """One row of scalar subqueries (a NULL value matches nothing, an empty ``ids`` list neither)."""
+    earlier = select(Message.id).where(Message.hub_id == bindparam("hub"), Message.message_id == bindparam("wanted"),
+                                       Message.id < bindparam("before")).limit(1)
+    # The application of one of our e-mails named in the thread, else of one of the school's own.
+    ours = select(OutboxItem.application_id).where(
+        OutboxItem.hub_id == bindparam("hub"), OutboxItem.message_id.in_(bindparam("ids", expanding=True)),
+        OutboxItem.application_id.is_not(None)).limit(1)
+    theirs = (select(ApplicationVersion.application_id)
+              .join(Message, Message.id == ApplicationVersion.message_id)
+              .where(Message.hub_id == bindparam("hub"), Message.message_id.in_(bindparam("ids", expanding=True)))
+              .limit(1))
+    school = _SCHOOL.with_only_columns(Application.id)
+    return select(earlier.scalar_subquery().label("earlier"), FORGOTTEN_REPLY.scalar_subquery().label("forgotten"),
+                  ours.scalar_subquery().label("ours"), theirs.scalar_subquery().label("theirs"),
+                  school.scalar_subquery().label("school"))
+
+
+_PROBE = _probe_query()
+
+
+@functools.cache
+def _same_domain_query(of_programme: bool) -> Any:
+    query = select(Application).where(Application.hub_id == bindparam("hub"),
+                                      Application.sender_domain == bindparam("domain"),
+                                      Application.id.not_in(bindparam("exclude", expanding=True)))
+    if of_programme:
+        query = query.where(Application.programme == bindparam("programme"))
+    return query.order_by(Application.id).limit(CANDIDATES)
 
 
 def _domain(address: str | None) -> str | None:

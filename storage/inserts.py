@@ -1,19 +1,25 @@
-"""Inserting a row that another worker may be inserting at the same moment, without a dead row or a savepoint.
+"""Writing one row without the ORM's unit of work: inserting a row that another worker may be inserting at the same
+moment, without a dead row or a savepoint, and updating a loaded row's columns in one statement.
 
 ``insert_once`` is ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` (PostgreSQL and SQLite alike): when a unique
 key says the row is already there it inserts nothing and the existing row is looked up, where the ORM's plain
 INSERT in a savepoint would write the row (a raw message: its bytes too) and then throw it away, leaving a dead
 row for VACUUM on PostgreSQL and costing two more statements on every insert. The new row becomes a persistent
-object of the session with the values given, without being read back.
+object of the session with the values given, without being read back. ``update_row`` is one ``UPDATE ... WHERE
+id = :id`` (built once per table and set of columns) that also sets the loaded object's values as committed: a row
+changed through its object would wait for a flush, and a flush of the unit of work costs several times the
+statement it sends.
 """
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Column, Insert, Table, inspect
+from sqlalchemy import Column, Insert, Table, Update, bindparam, inspect, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 T = TypeVar("T")
 
@@ -26,9 +32,10 @@ def _statement(table: Table, primary_key: Column[Any], dialect: str) -> Insert:
     return insert(table).on_conflict_do_nothing().returning(primary_key)
 
 
-def insert_once(session: Session, row: T, lookup: Any) -> tuple[T, bool]:
+def insert_once(session: Session, row: T, lookup: Callable[[], Any]) -> tuple[T, bool]:
     """Insert the transient ``row`` (columns only: no related objects attached) unless a unique key already holds
-    it; returns (the row, True) or (the existing row found by ``lookup``, False)."""
+    it; returns (the row, True) or (the existing row, False), found by the query ``lookup()`` builds (built only
+    then: building a query costs about what running the insert does, and nearly every insert is new)."""
     mapper = inspect(type(row))
     table = mapper.local_table
     values: dict[str, Any] = {}
@@ -46,7 +53,7 @@ def insert_once(session: Session, row: T, lookup: Any) -> tuple[T, bool]:
     connection = session.connection()
     new_id = connection.execute(_statement(table, primary_key, connection.dialect.name), values).scalar()
     if new_id is None:
-        existing = session.scalar(lookup)
+        existing = session.scalar(lookup())
         if existing is None:   # nothing to conflict with now: the conflicting row went away meanwhile
             raise LookupError(f"{table.name}: insert conflicted, yet no row matches the lookup")
         return existing, False
@@ -63,3 +70,24 @@ def insert_once(session: Session, row: T, lookup: Any) -> tuple[T, bool]:
     make_transient_to_detached(row)
     session.add(row)
     return row, True
+
+
+@functools.cache
+def _update(table: Table, primary_key: Column[Any], columns: frozenset[str]) -> Update:
+    # Parameters are named unlike the columns: an UPDATE would take a parameter named as a column as its new value.
+    return (update(table).where(primary_key == bindparam("row_id", type_=primary_key.type))
+            .values({name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns}))
+
+
+def update_row(session: Session, row: Any, **values: Any) -> None:
+    """Set ``values`` (attribute names of plain columns) on the persistent ``row``: one UPDATE now, and the object
+    shows the new values without reading them back."""
+    mapper = inspect(type(row))
+    table = mapper.local_table
+    (primary_key,) = mapper.primary_key
+    columns = {mapper.get_property(key).columns[0].key: value for key, value in values.items()}
+    statement = _update(table, primary_key, frozenset(columns))
+    session.execute(statement, {"row_id": getattr(row, mapper.get_property_by_column(primary_key).key),
+                                **{f"new_{name}": value for name, value in columns.items()}})
+    for key, value in values.items():
+        set_committed_value(row, key, value)

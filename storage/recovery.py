@@ -15,15 +15,16 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.models import EventKind, Message, MessageState, OutboxItem, OutboxState
 from storage.repository import INTERRUPTED_MARKER, record_event, utcnow
 
 __all__ = ["quarantine_unstorable", "worker_identity", "holder_is_gone", "take_over_dead_claims", "TakeOver",
-           "mark_data_started", "mark_uncertain", "Resolution", "uncertain_sends", "behind_evidence", "copy_is_stored", "settle_uncertain", "answered_in_a_forgotten_life"]
+           "mark_data_started", "mark_uncertain", "Resolution", "uncertain_sends", "behind_evidence", "copy_is_stored", "settle_uncertain", "answered_in_a_forgotten_life", "FORGOTTEN_REPLY"]
 
 
 def quarantine_unstorable(session: Session, *, hub_id: str, folder: str, uidvalidity: int, uid: int, raw: bytes,
@@ -215,11 +216,18 @@ def answered_in_a_forgotten_life(session: Session, message: Message) -> bool:
     the database was restored from before that reply, and answering again would answer twice."""
     if not message.message_id:
         return False
-    known = select(OutboxItem.message_id).where(OutboxItem.hub_id == message.hub_id)
-    copy = select(Message.id).where(Message.hub_id == message.hub_id, Message.own_copy.is_(True),
-                                    Message.in_reply_to == message.message_id,
-                                    or_(Message.message_id.is_(None), Message.message_id.not_in(known)))
-    return session.scalar(copy.limit(1)) is not None
+    return session.scalar(FORGOTTEN_REPLY, {"hub": message.hub_id, "answered": message.message_id}) is not None
+
+
+def _forgotten_reply() -> Any:
+    # Built once, its values passed each time (``hub``, ``answered``): the workflow asks it of every message.
+    known = select(OutboxItem.message_id).where(OutboxItem.hub_id == bindparam("hub"))
+    return select(Message.id).where(Message.hub_id == bindparam("hub"), Message.own_copy.is_(True),
+                                    Message.in_reply_to == bindparam("answered"),
+                                    or_(Message.message_id.is_(None), Message.message_id.not_in(known))).limit(1)
+
+
+FORGOTTEN_REPLY = _forgotten_reply()
 
 
 def behind_evidence(session: Session, hub_id: str, row_ids: list[int]) -> int:

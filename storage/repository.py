@@ -19,14 +19,15 @@ from email.policy import compat32
 from email.utils import parseaddr
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, case, delete, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from parsers.email import header_block
 from rules.automatic import LOOP_HEADER
+from rules.verdict import Verdict
 from storage.counters import record_recipients
-from storage.inserts import insert_once
+from storage.inserts import insert_once, update_row
 from storage.models import (
     Application,
     ApplicationStatus,
@@ -62,13 +63,6 @@ def _is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _insert_or_get(session: Session, row: T, lookup: Any) -> tuple[T, bool]:
-    """Insert ``row`` unless a unique constraint says someone else got there first, and then return theirs. This
-    is what makes the idempotent operations safe between concurrent workers, not just sequential reruns. It is
-    ``INSERT ... ON CONFLICT DO NOTHING`` (``storage.inserts``): no savepoint, and no dead row when a race is lost."""
-    return insert_once(session, row, lookup)
-
-
 # ---- mailbox ledger -------------------------------------------------------------------------------------------
 
 def get_mailbox_state(session: Session, hub_id: str, folder: str, *, now: datetime | None = None) -> MailboxState:
@@ -77,7 +71,7 @@ def get_mailbox_state(session: Session, hub_id: str, folder: str, *, now: dateti
     if found is not None:
         return found
     row = MailboxState(hub_id=hub_id, folder=folder, uidvalidity=None, last_uid=0, updated_at=now or utcnow())
-    return _insert_or_get(session, row, lookup)[0]
+    return insert_once(session, row, lambda: lookup)[0]
 
 
 def advance_mailbox(session: Session, state: MailboxState, *, uidvalidity: int, uid: int,
@@ -98,11 +92,6 @@ def advance_mailbox(session: Session, state: MailboxState, *, uidvalidity: int, 
 class StoreResult:
     message: Message
     created: bool                   # False: this exact message (location or bytes) was already stored
-    duplicate_of: Message | None    # created, but an earlier message in the same hub has the same Message-ID
-
-    @property
-    def is_new_submission(self) -> bool:
-        return self.created and self.duplicate_of is None
 
 
 def _header_block(raw: bytes) -> Any:
@@ -143,31 +132,34 @@ def store_raw_message(session: Session, *, hub_id: str, folder: str, uidvalidity
                       size: int | None = None) -> StoreResult:
     """Store one fetched message unless it is already here. Already here means the same mailbox location, or the
     same bytes in the same hub (what a UIDVALIDITY reset or a copy in a second folder looks like). A different
-    message that reuses a Message-ID already seen in this hub is stored, with ``duplicate_of`` set, so the workflow
-    can decide not to answer it twice. ``size`` is the whole message's size when ``raw`` is only its headers (a
-    message too large to download)."""
-    sha = hashlib.sha256(raw).hexdigest()
-    here = and_(Message.folder == folder, Message.uidvalidity == uidvalidity, Message.uid == uid)
-    # One lookup for both: this location first (the cursor was behind), else the same bytes found elsewhere.
-    found = session.scalar(select(Message).where(Message.hub_id == hub_id, or_(here, Message.sha256 == sha))
-                           .order_by(case((here, 0), else_=1)).limit(1))
-    if found is not None:
-        return StoreResult(found, False, None)
+    message that reuses a Message-ID already seen in this hub is stored; the workflow finds the earlier one and
+    does not answer twice. ``size`` is the whole message's size when ``raw`` is only its headers (a message too
+    large to download).
 
+    One statement for a new message: the insert, which the unique keys turn into nothing when the message is here
+    already (``INSERT ... ON CONFLICT DO NOTHING``: no row is written, dead or alive); only then is it looked up."""
+    sha = hashlib.sha256(raw).hexdigest()
     headers = _header_block(raw)   # parsed once for the Message-ID and the threading
-    message_id = _message_id_of(headers)
-    earlier = None
-    if message_id:
-        earlier = session.scalar(select(Message).where(Message.hub_id == hub_id, Message.message_id == message_id)
-                                 .order_by(Message.id).limit(1))
     in_reply_to, own_copy = _threading_of(headers)
-    row = Message(hub_id=hub_id, folder=folder, uidvalidity=uidvalidity, uid=uid, message_id=message_id,
-                  in_reply_to=in_reply_to, own_copy=own_copy, sha256=sha, raw=raw, size=size if size is not None else len(raw), received_at=received_at,
-                  stored_at=now or utcnow(),
+    row = Message(hub_id=hub_id, folder=folder, uidvalidity=uidvalidity, uid=uid, message_id=_message_id_of(headers),
+                  in_reply_to=in_reply_to, own_copy=own_copy, sha256=sha, raw=raw,
+                  size=size if size is not None else len(raw), received_at=received_at, stored_at=now or utcnow(),
                   state=MessageState.STORED, attempts=0)
-    stored, created = _insert_or_get(
-        session, row, select(Message).where(Message.hub_id == hub_id, or_(Message.sha256 == sha, here)))
-    return StoreResult(stored, created, earlier if created else None)
+    stored, created = insert_once(session, row, lambda: _STORED_HERE_OR_SAME.params(
+        hub=hub_id, in_folder=folder, in_uidvalidity=uidvalidity, at_uid=uid, digest=sha))
+    return StoreResult(stored, created)
+
+
+def _here_or_same() -> Any:
+    """The stored message at this location or with these bytes in this hub: one lookup for both, this location
+    first (the cursor was behind), else the same bytes found elsewhere. Built once, its values passed each time."""
+    here = and_(Message.folder == bindparam("in_folder"), Message.uidvalidity == bindparam("in_uidvalidity"),
+                Message.uid == bindparam("at_uid"))
+    return (select(Message).where(Message.hub_id == bindparam("hub"), or_(here, Message.sha256 == bindparam("digest")))
+            .order_by(case((here, 0), else_=1)).limit(1))
+
+
+_STORED_HERE_OR_SAME = _here_or_same()
 
 
 def find_duplicates(session: Session, *, hub_id: str, message_id: str | None = None, sha256: str | None = None,
@@ -238,12 +230,14 @@ def _message_claim(postgres: bool, one_hub: bool, some_hubs: bool) -> Any:
             .returning(Message))
 
 
-def mark_processed(session: Session, message: Message, *, now: datetime | None = None) -> None:
-    message.state = MessageState.PROCESSED
-    message.processed_at = now or utcnow()
-    message.error = None
-    message.claimed_by = None
-    message.claimed_at = None
+def mark_processed(session: Session, message: Message, *, now: datetime | None = None,
+                   verdict: Verdict | None = None, application_id: int | None = None) -> None:
+    """The message is done, with its ``verdict`` and the application it went to where given: one UPDATE."""
+    changes: dict[str, Any] = {}
+    if verdict is not None:
+        changes = {"verdict_status": verdict.status, "verdict": verdict.to_record(), "application_id": application_id}
+    update_row(session, message, state=MessageState.PROCESSED, processed_at=now or utcnow(), error=None,
+               claimed_by=None, claimed_at=None, **changes)
 
 
 def mark_quarantined(session: Session, message: Message, *, error: str, now: datetime | None = None) -> None:
@@ -264,67 +258,98 @@ def release_message(session: Session, message: Message, *, error: str | None = N
 # ---- applications ---------------------------------------------------------------------------------------------
 
 def get_or_create_application(session: Session, *, hub_id: str, programme: str, school_urn: str,
-                              school_name: str | None, status: ApplicationStatus,
-                              now: datetime | None = None) -> tuple[Application, bool]:
+                              school_name: str | None, status: ApplicationStatus, now: datetime | None = None,
+                              sender_domain: str | None = None) -> tuple[Application, bool]:
     now = now or utcnow()
     # No look first: callers ask when they found none, and the unique key answers the race (storage/inserts.py).
-    lookup = select(Application).where(Application.hub_id == hub_id, Application.programme == programme,
-                                       Application.school_urn == school_urn)
+    def lookup() -> Any:
+        return select(Application).where(Application.hub_id == hub_id, Application.programme == programme,
+                                         Application.school_urn == school_urn)
+
     row = Application(hub_id=hub_id, programme=programme, school_urn=school_urn, school_name=school_name,
-                      status=status, created_at=now, updated_at=now)
-    return _insert_or_get(session, row, lookup)
+                      status=status, created_at=now, updated_at=now, sender_domain=sender_domain)
+    application, created = insert_once(session, row, lookup)
+    if created:
+        # A row inserted a moment ago has no versions or signatories yet: say so rather than have the ORM ask.
+        set_committed_value(application, "signatories", [])
+        set_committed_value(application, "versions", [])
+    return application, created
 
 
 def add_application_version(session: Session, application: Application, *, message_id: int | None,
                             fields: dict[str, Any], verdict: dict[str, Any], status: ApplicationStatus,
-                            flags: Sequence[Any] = (), now: datetime | None = None
-                            ) -> tuple[ApplicationVersion, bool]:
-    """Add what one message said and make it the application's latest state; reprocessing the same message
-    returns the version it already made."""
+                            flags: Sequence[Any] = (), now: datetime | None = None,
+                            also: Mapping[str, Any] | None = None) -> tuple[ApplicationVersion, bool]:
+    """Add what one message said and make it the application's latest state, setting ``also`` (more of the
+    application's columns) in the same UPDATE; reprocessing the same message returns the version it already made
+    and changes nothing."""
     now = now or utcnow()
-    lookup = select(ApplicationVersion).where(ApplicationVersion.application_id == application.id,
-                                              ApplicationVersion.message_id == message_id)
+    def lookup() -> Any:
+        return select(ApplicationVersion).where(ApplicationVersion.application_id == application.id,
+                                                ApplicationVersion.message_id == message_id)
+
     # Reprocessing finds its version through the unique (application, message) key: no look first.
     row = ApplicationVersion(application_id=application.id, message_id=message_id, fields=dict(fields),
                              verdict=dict(verdict), status=status, flags=list(flags), created_at=now)
-    version, created = _insert_or_get(session, row, lookup)
+    version, created = insert_once(session, row, lookup)
     if created:
-        application.latest_version_id = version.id
-        application.status = status
-        application.updated_at = now
+        changes: dict[str, Any] = {**(also or {}), "latest_version_id": version.id, "status": status,
+                                   "updated_at": now}
         school_name = fields.get("school.name")
         if isinstance(school_name, str) and school_name:
-            application.school_name = school_name
+            changes["school_name"] = school_name
+        update_row(session, application, **changes)
+        if "versions" in application.__dict__:   # a loaded list stays true; an unloaded one loads when asked
+            set_committed_value(application, "versions", [*application.versions, version])
     return version, created
 
 
-def upsert_signatory(session: Session, application: Application, *, role: str, name: str | None,
-                     email: str | None, copied: bool) -> Signatory:
-    """The application's signatory for ``role``, created or updated. Looked up in the application's loaded
-    signatories (one query per application, not per role); two workers adding the same role at once collide on
-    the unique (application, role) key at commit, and the loser's message is simply processed again."""
-    found = next((s for s in application.signatories if s.role == role), None)
-    if found is None:
-        found = Signatory(role=role, name=name, email=email, copied=copied, confirmed=False)
-        application.signatories.append(found)
-    if email and found.email and email.lower() != found.email.lower():
-        # A different person now holds the role: their predecessor's copy or confirmation does not carry over.
-        found.confirmed = False
-        found.confirmed_by_message_id = None
-        found.confirmed_at = None
-        found.copied = False
-    found.name, found.email = name, email
-    found.copied = found.copied or copied
-    return found
+@dataclass(frozen=True)
+class SignatoryCopy:
+    """A signatory as one e-mail names them: the form's name and address for the role, and whether they were
+    copied."""
+
+    role: str
+    name: str | None
+    email: str | None
+    copied: bool
+
+
+def upsert_signatories(session: Session, application: Application, people: Iterable[SignatoryCopy]) -> None:
+    """The application's signatories for these roles, created or updated: new roles in one INSERT, changed ones
+    an UPDATE each, against the application's loaded signatories (one query per application, none for one just
+    created). Two workers adding the same role at once collide on the unique (application, role) key, and the
+    loser's message is simply processed again."""
+    held = {s.role: s for s in application.signatories}
+    new_rows: list[dict[str, Any]] = []
+    for person in people:
+        found = held.get(person.role)
+        if found is None:
+            new_rows.append({"application_id": application.id, "role": person.role, "name": person.name,
+                             "email": person.email, "copied": person.copied, "confirmed": False})
+            continue
+        changes: dict[str, Any] = {}
+        if person.email and found.email and person.email.lower() != found.email.lower():
+            # A different person now holds the role: their predecessor's copy or confirmation does not carry over.
+            changes = {"confirmed": False, "confirmed_by_message_id": None, "confirmed_at": None, "copied": False}
+        copied = changes.get("copied", found.copied) or person.copied
+        changes.update(name=person.name, email=person.email, copied=copied)
+        if any(getattr(found, key) != value for key, value in changes.items()):
+            update_row(session, found, **changes)
+    if new_rows:
+        session.connection().execute(_NEW_SIGNATORY, new_rows)
+        # Read again when next asked for, with the new rows' ids.
+        session.expire(application, ["signatories"])
+
+
+_NEW_SIGNATORY = insert(Signatory)
 
 
 def confirm_signatory(session: Session, signatory: Signatory, *, message_id: int | None,
                       now: datetime | None = None) -> None:
     if signatory.confirmed:
         return
-    signatory.confirmed = True
-    signatory.confirmed_by_message_id = message_id
-    signatory.confirmed_at = now or utcnow()
+    update_row(session, signatory, confirmed=True, confirmed_by_message_id=message_id, confirmed_at=now or utcnow())
 
 
 # ---- outbox ---------------------------------------------------------------------------------------------------
@@ -358,7 +383,6 @@ def enqueue_reply(session: Session, *, hub_id: str, kind: EmailKind, from_addr: 
             raise ValueError("enqueue_reply needs source_message_id or an explicit dedupe_key")
         dedupe_key = f"msg:{source_message_id}:{EmailKind(kind).value}"
     # Queued before (a message read again) is found through the unique dedupe key: no look first.
-    lookup = select(OutboxItem).where(OutboxItem.dedupe_key == dedupe_key)
     now = now or utcnow()
     domain = parseaddr(from_addr)[1].rpartition("@")[2]
     row = OutboxItem(hub_id=hub_id, kind=kind, dedupe_key=dedupe_key, source_message_id=source_message_id,
@@ -367,7 +391,7 @@ def enqueue_reply(session: Session, *, hub_id: str, kind: EmailKind, from_addr: 
                      message_id=message_id or new_message_id(domain),
                      in_reply_to=in_reply_to, references=references, state=OutboxState.PENDING, attempts=0,
                      next_attempt_at=now, created_at=now, attachments=list(attachments) if attachments else None)
-    item, created = _insert_or_get(session, row, lookup)
+    item, created = insert_once(session, row, lambda: select(OutboxItem).where(OutboxItem.dedupe_key == dedupe_key))
     if created:
         record_recipients(session, item)   # the daily cap counts it from now on (storage/counters.py)
     return EnqueueResult(item, created)
@@ -493,17 +517,23 @@ def record_event(session: Session, kind: EventKind, *, hub_id: str | None = None
                  message_id: int | None = None, application_id: int | None = None, outbox_id: int | None = None,
                  detail: dict[str, Any] | None = None, now: datetime | None = None) -> Event:
     """Append to the audit log. Put ids, codes and counts in ``detail``, never names or addresses."""
-    event = Event(at=now or utcnow(), hub_id=hub_id, actor=actor, kind=kind, message_id=message_id,
-                  application_id=application_id, outbox_id=outbox_id, detail=dict(detail or {}))
-    session.add(event)
+    values = {"at": now or utcnow(), "hub_id": hub_id, "actor": actor, "kind": kind, "message_id": message_id,
+              "application_id": application_id, "outbox_id": outbox_id, "detail": dict(detail or {})}
+    # Written now, in order with what the session holds (a no-op flush when it holds nothing new), as one INSERT:
+    # the log is only appended to, so the row needs no object in the session.
     session.flush()
+    event = Event(**values)
+    event.id = session.connection().execute(_NEW_EVENT, values).scalar_one()
     return event
+
+
+_NEW_EVENT = insert(Event).returning(Event.id)
 
 
 def claim_job(session: Session, key: str, *, now: datetime | None = None, worker: str | None = None) -> bool:
     """True exactly once per key, across reruns and concurrent workers (the unique key decides)."""
     row = JobClaim(key=key, claimed_at=now or utcnow(), claimed_by=worker)
-    _, created = _insert_or_get(session, row, select(JobClaim).where(JobClaim.key == key))
+    _, created = insert_once(session, row, lambda: select(JobClaim).where(JobClaim.key == key))
     return created
 
 

@@ -59,7 +59,7 @@ def test_store_is_idempotent_and_duplicates_are_per_hub(db):
     with db.session() as s:
         first = repo.store_raw_message(s, hub_id="north", folder="INBOX", uidvalidity=7, uid=1, raw=raw(1),
                                        received_at=NOW, now=NOW)
-        assert first.created and first.is_new_submission and first.message.message_id == "<m1@example.sch.uk>"
+        assert first.created and first.message.message_id == "<m1@example.sch.uk>"
         assert first.message.sha256 and first.message.size == len(raw(1))
         again = repo.store_raw_message(s, hub_id="north", folder="INBOX", uidvalidity=7, uid=1, raw=raw(1),
                                        received_at=NOW, now=NOW)
@@ -68,15 +68,18 @@ def test_store_is_idempotent_and_duplicates_are_per_hub(db):
         renumbered = repo.store_raw_message(s, hub_id="north", folder="INBOX", uidvalidity=8, uid=1, raw=raw(1),
                                             received_at=NOW, now=NOW)
         assert not renumbered.created and renumbered.message.id == first.message.id
-        # Same Message-ID, different bytes, same hub: stored, but marked as a duplicate.
+        # Same Message-ID, different bytes, same hub: stored, and found as a duplicate of the first (the workflow
+        # then does not answer it twice: test_workflow).
         resent = repo.store_raw_message(s, hub_id="north", folder="INBOX", uidvalidity=7, uid=2,
                                         raw=raw(1, body="changed"), received_at=NOW, now=NOW)
-        assert resent.created and not resent.is_new_submission
-        assert resent.duplicate_of is not None and resent.duplicate_of.id == first.message.id
-        # The same message in another hub is another submission.
+        assert resent.created and resent.message.id != first.message.id
+        assert [m.id for m in repo.find_duplicates(s, hub_id="north", message_id="<m1@example.sch.uk>",
+                                                   exclude_id=resent.message.id)] == [first.message.id]
+        # The same message in another hub is another submission: stored, and no duplicate there.
         other = repo.store_raw_message(s, hub_id="south", folder="INBOX", uidvalidity=7, uid=1, raw=raw(1),
                                        received_at=NOW, now=NOW)
-        assert other.is_new_submission
+        assert other.created and repo.find_duplicates(s, hub_id="south", message_id="<m1@example.sch.uk>",
+                                                      exclude_id=other.message.id) == []
         dups = repo.find_duplicates(s, hub_id="north", message_id="<m1@example.sch.uk>",
                                     exclude_id=resent.message.id)
         assert [m.id for m in dups] == [first.message.id]
@@ -195,7 +198,9 @@ def test_applications_versions_signatories_and_retention(db):
                                                    status=ApplicationStatus.COMPLETE, now=NOW)
         assert not made and again.id == version.id
         assert app.latest_version_id == version.id and app.school_name == "Valley School"
-        head = repo.upsert_signatory(s, app, role="head", name="Mrs O'Neill", email="h@example.sch.uk", copied=True)
+        repo.upsert_signatories(s, app, [repo.SignatoryCopy("head", "Mrs O'Neill", "h@example.sch.uk", True)])
+        [head] = app.signatories
+        assert (head.name, head.email, head.copied, head.confirmed) == ("Mrs O'Neill", "h@example.sch.uk", True, False)
         repo.confirm_signatory(s, head, message_id=m.id, now=NOW)
         assert head.confirmed and head.confirmed_by_message_id == m.id
         repo.mark_processed(s, m, now=NOW)
