@@ -226,7 +226,8 @@ class Worker:
                 log.warning("mailbox of hub %s could not be read: %s", hub.id, exc)
                 cause = "mailbox"
                 if exc.token:
-                    cause = (FailureCause.TOKEN_REFUSED if exc.kind is ErrorKind.PERMANENT else FailureCause.TOKEN).value
+                    refused = exc.kind is ErrorKind.PERMANENT
+                    cause = (FailureCause.TOKEN_REFUSED if refused else FailureCause.TOKEN).value
                 self._event(EventKind.MAILBOX_ERROR, hub.id, {"error": str(exc)[:300], "kind": exc.kind.value,
                                                       "cause": cause})
             except Exception as exc:  # noqa: BLE001 - one broken mailbox must not stop the others

@@ -133,9 +133,9 @@ class Workflow:
         own e-mails, which only can confirm a signatory, or only the school's), and the school's application
         under ``key``."""
         ids = [i for i in (email.in_reply_to, *email.references) if i][:50]
-        row = session.execute(_PROBE, {"hub": message.hub_id, "wanted": message.message_id, "before": message.id,
-                                       "answered": message.message_id, "ids": ids, "programme": programme,
-                                       "key": key}).one()
+        row = session.connection().execute(_PROBE, {
+            "hub": message.hub_id, "wanted": message.message_id, "before": message.id, "answered": message.message_id,
+            "ids": ids, "programme": programme, "key": key}).one()
         return _Probe(duplicate=row.earlier is not None, answered_before=row.forgotten is not None,
                       thread=row.ours or row.theirs, answers_our_reply=row.ours is not None,
                       key=key, school=row.school)

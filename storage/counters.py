@@ -37,7 +37,8 @@ def sent_in_last_day(session: Session, addresses: Iterable[str], now: datetime) 
     wanted = _addresses(addresses)
     if not wanted:
         return {}
-    return {address: count for address, count in session.execute(_SENT, {"wanted": wanted, "since": now - WINDOW})}
+    rows = session.connection().execute(_SENT, {"wanted": wanted, "since": now - WINDOW})
+    return {address: count for address, count in rows}
 
 
 # Built once: building the statement costs more than running it.

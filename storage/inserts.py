@@ -87,7 +87,7 @@ def update_row(session: Session, row: Any, **values: Any) -> None:
     (primary_key,) = mapper.primary_key
     columns = {mapper.get_property(key).columns[0].key: value for key, value in values.items()}
     statement = _update(table, primary_key, frozenset(columns))
-    session.execute(statement, {"row_id": getattr(row, mapper.get_property_by_column(primary_key).key),
-                                **{f"new_{name}": value for name, value in columns.items()}})
+    row_id = getattr(row, mapper.get_property_by_column(primary_key).key)
+    session.connection().execute(statement, {"row_id": row_id, **{f"new_{k}": v for k, v in columns.items()}})
     for key, value in values.items():
         set_committed_value(row, key, value)

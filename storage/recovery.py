@@ -24,7 +24,8 @@ from storage.models import EventKind, Message, MessageState, OutboxItem, OutboxS
 from storage.repository import INTERRUPTED_MARKER, record_event, utcnow
 
 __all__ = ["quarantine_unstorable", "worker_identity", "holder_is_gone", "take_over_dead_claims", "TakeOver",
-           "mark_data_started", "mark_uncertain", "Resolution", "uncertain_sends", "behind_evidence", "copy_is_stored", "settle_uncertain", "answered_in_a_forgotten_life", "FORGOTTEN_REPLY"]
+           "mark_data_started", "mark_uncertain", "Resolution", "uncertain_sends", "behind_evidence", "copy_is_stored",
+           "settle_uncertain", "answered_in_a_forgotten_life", "FORGOTTEN_REPLY"]
 
 
 def quarantine_unstorable(session: Session, *, hub_id: str, folder: str, uidvalidity: int, uid: int, raw: bytes,

@@ -6,7 +6,8 @@ one; the daily reply cap counted from ``outbox_recipients`` gives exactly what r
 recipient, any case, each e-mail once, the last 24 hours), follows retention, and counts e-mails queued before the
 upgrade; the send-time caps counted by indexed lookups hold exactly what reading the outbox held; a worker told to
 stop hands back the message it had claimed for next; a worker run for a group of hubs processes and sends only
-that group's mail; a batch of stored messages with one the database refuses quarantines that one alone.
+that group's mail; a batch of stored messages with one the database refuses quarantines that one alone; a worker
+that stored and processed a burst of mail refreshes the planner's statistics.
 """
 from __future__ import annotations
 
@@ -445,3 +446,41 @@ def test_send_time_caps_hold_what_reading_the_outbox_held(db_url: str) -> None:
         assert holds > 100   # the comparison saw both answers, many times
     finally:
         database.close()
+
+
+# ---- the planner's statistics after a burst -------------------------------------------------------------------------
+
+def _analyzed(url: str) -> dict[str, float]:
+    """reltuples per table: -1 until the table is first analyzed (PostgreSQL 14 and later)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return dict(conn.execute(text("SELECT relname, reltuples FROM pg_class WHERE relname IN "
+                                          "('messages', 'outbox', 'outbox_recipients', 'applications')")).all())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("every", [500, 2])
+def test_a_burst_of_mail_refreshes_the_planners_statistics(tmp_path: Path, fresh_pg_url: str, every: int,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that stored and processed ``STATISTICS_EVERY`` messages analyzes the tables its statements read, so
+    the planner does not go on believing them empty while a round arrives faster than autovacuum looks; below
+    that, it leaves them to autovacuum (too few rows here for autovacuum to analyze them within the test)."""
+    import bot.worker
+
+    monkeypatch.setattr(bot.worker, "STATISTICS_EVERY", every)
+    config = write_config(tmp_path, fresh_pg_url)
+    for urn in ("710001", "710002", "710003"):
+        deliver(tmp_path / "mail", application(urn=urn))
+    bot = Bot(config)
+    try:
+        assert len(bot.run().outcomes) == 3
+    finally:
+        bot.close()
+    counts = _analyzed(fresh_pg_url)
+    if every == 2:
+        # Analyzed after the three were stored, and again after the second was processed.
+        assert counts["messages"] == 3 and counts["applications"] == 2 and counts["outbox"] >= 0
+    else:
+        assert set(counts.values()) == {-1}
