@@ -15,17 +15,20 @@ tell a broken server from a mistyped address.
 from __future__ import annotations
 
 import base64
-import email.policy
+import email.charset
 import logging
 import re
+import secrets
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.headerregistry import HeaderRegistry
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
+from email.policy import EmailPolicy
 from email.utils import format_datetime
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -43,6 +46,7 @@ from storage.recovery import mark_data_started, mark_uncertain, take_over_dead_c
 log = logging.getLogger(__name__)
 
 Sender = Callable[[EmailMessage], SendResult]
+M = TypeVar("M", bound=MIMEPart)
 
 
 @dataclass(frozen=True)
@@ -93,12 +97,18 @@ def _one_line(value: str) -> str:
 
 
 class _HeaderClasses(HeaderRegistry):
-    """The standard header registry, keeping the class it makes for each header name: the stock one builds a new
-    class for every header set, which was a good part of the time spent building a reply."""
+    """The standard header registry, keeping the class it makes for each header name (the stock one builds a new
+    class for every header set) and the header it last made from a Content-Type or Content-Transfer-Encoding value:
+    those are read again and again while a message is written (for every part, its type to choose how to write it,
+    the boundary), and every part of every reply has one of a few such values. Addresses and subjects are not
+    kept."""
+
+    _KEPT = frozenset({"content-type", "content-transfer-encoding"})
 
     def __init__(self) -> None:
         super().__init__()
         self._made: dict[str, type] = {}
+        self._parsed: dict[tuple[str, str], object] = {}
 
     def __getitem__(self, name: str) -> type:
         key = name.lower()
@@ -107,12 +117,67 @@ class _HeaderClasses(HeaderRegistry):
             made = self._made[key] = super().__getitem__(name)
         return made
 
+    def __call__(self, name: str, value: str):
+        if name.lower() not in self._KEPT:
+            return self[name](name, value)
+        header = self._parsed.get((name, value))
+        if header is None:
+            if len(self._parsed) >= 64:   # bounded: each multipart's boundary is new
+                self._parsed.clear()
+            header = self._parsed[name, value] = self[name](name, value)
+        return header
 
-# email.policy.default with the header classes kept: the same headers, folding and bytes.
-_POLICY = email.policy.default.clone(header_factory=_HeaderClasses())
+
+class _Policy(EmailPolicy):
+    """``email.policy.default``, except that a header value of printable ASCII is stored as written, as a parsed
+    message stores its headers, folded if it is too long for one line: the generator writes it out unchanged
+    (parsing it and refolding it from the parse would write the same text) and it is parsed only when someone reads
+    it. Parsing every value as it was set (an address list above all) and refolding it when written was most of the
+    cost of a reply. Any other value (non-ASCII, a word too long for a line, CR or LF) goes through the standard
+    header classes: RFC 2047 encoding, their folding, refusal of line breaks."""
+
+    def header_store_parse(self, name, value):
+        if isinstance(value, str) and value.isascii() and value.isprintable():
+            folded = _folded(value, len(name) + 2, self.max_line_length)
+            if folded is not None:
+                return (name, folded)
+        return super().header_store_parse(name, value)
+
+
+def _folded(value: str, used: int, limit: int) -> str | None:
+    """``value`` with a line break put in front of some of its spaces so that no line is longer than ``limit``, the
+    first line having ``used`` characters before it; None if a word is too long for that. Unfolding (taking out the
+    line breaks, RFC 5322 2.2.3) gives back ``value`` exactly, so this is the same header whatever the syntax."""
+    if used + len(value) <= limit:
+        return value
+    lines: list[str] = []
+    start, room = 0, limit - used
+    while len(value) - start > room:
+        cut = value.rfind(" ", start + 1, start + room + 1)
+        if cut <= start or not value[start:cut].strip():
+            return None
+        lines.append(value[start:cut])
+        start, room = cut, limit      # the next line starts with the space
+    lines.append(value[start:])
+    return "\n".join(lines)
+
+
+_POLICY = _Policy(header_factory=_HeaderClasses())
+_MAX_LINE = _POLICY.max_line_length
+# Text whose lines are too long to send as they are: quoted-printable, or base64 when that is shorter (the choice
+# EmailMessage.set_content makes); both through the stdlib's charset encoders.
+_QP = email.charset.Charset("utf-8")
+_QP.body_encoding = email.charset.QP
+_BASE64 = email.charset.Charset("utf-8")
+_BASE64.body_encoding = email.charset.BASE64
 
 
 def build_email(item: OutboxItem) -> EmailMessage:
+    """The e-mail for an outbox row (an ``OutboxItem``, or a claimed row with the same fields): text, with the
+    HTML as its alternative, then any attachments. The parts are put together directly, as
+    ``EmailMessage.set_content``/``add_alternative``/``add_attachment`` would make them (the same types, charset and
+    transfer encodings) but without their rounds of writing and parsing the Content-Type; attachments, which only
+    the digest has, still go through ``set_content``."""
     message = EmailMessage(policy=_POLICY)
     message["From"] = _one_line(item.from_addr)
     message["To"] = ", ".join(_one_line(a) for a in item.to)
@@ -132,15 +197,59 @@ def build_email(item: OutboxItem) -> EmailMessage:
     for name, value in (item.headers or {}).items():
         if name.lower() not in _PROTECTED:
             message[_one_line(name)] = _one_line(str(value))
-    message.set_content(item.text)
+    message["MIME-Version"] = "1.0"
+    attachments = [_attachment(one) for one in item.attachments or ()]
+    if not item.html and not attachments:
+        return _text(message, item.text, "plain")
+    body = _text(MIMEPart(policy=_POLICY), item.text, "plain")
     if item.html:
-        message.add_alternative(item.html, subtype="html")
-    for attachment in item.attachments or ():
-        # Stored base64 so the row stays JSON; the digest's export is the only attachment the bot sends.
-        maintype, _, subtype = str(attachment.get("content_type", "application/octet-stream")).partition("/")
-        message.add_attachment(base64.b64decode(attachment["data"]), maintype=maintype,
-                               subtype=subtype or "octet-stream", filename=_one_line(attachment["filename"]))
+        html = _text(MIMEPart(policy=_POLICY), item.html, "html")
+        body = _multipart(message if not attachments else MIMEPart(policy=_POLICY), "alternative", [body, html])
+    if attachments:
+        _multipart(message, "mixed", [body, *attachments])
     return message
+
+
+def _text(part: M, text: str, subtype: str) -> M:
+    """Make ``part`` a UTF-8 text part, encoded as ``set_content`` encodes it: 7bit or 8bit when every line fits in
+    78 bytes (line ends made LF; each writer writes its own, and turns 8bit into base64 for a server without
+    8BITMIME), otherwise quoted-printable or base64, whichever is shorter."""
+    lines = text.encode("utf-8").splitlines()
+    data = b"\n".join(lines) + b"\n"
+    if max(map(len, lines), default=0) <= _MAX_LINE:
+        cte = "7bit" if data.isascii() else "8bit"
+        payload = data.decode("ascii", "surrogateescape")
+    else:
+        quoted, based = _QP.body_encode(data), _BASE64.body_encode(data)
+        cte, payload = ("quoted-printable", quoted) if len(quoted) <= len(based) else ("base64", based)
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = cte
+    part.set_payload(payload)
+    return part
+
+
+def _attachment(attachment: Mapping[str, str]) -> MIMEPart:
+    # Stored base64 so the row stays JSON; the digest's export is the only attachment the bot sends, so the
+    # stdlib's set_content (RFC 2231 for a non-ASCII file name) is worth its cost here.
+    maintype, _, subtype = str(attachment.get("content_type", "application/octet-stream")).partition("/")
+    part = MIMEPart(policy=_POLICY)
+    part.set_content(base64.b64decode(attachment["data"]), maintype=maintype, subtype=subtype or "octet-stream",
+                     disposition="attachment", filename=_one_line(attachment["filename"]))
+    return part
+
+
+def _multipart(part: M, subtype: str, parts: list[MIMEPart]) -> M:
+    """Make ``part`` a multipart of ``parts``, with a boundary chosen here (the generator would otherwise choose one
+    while writing and rewrite the Content-Type to hold it) that, as the generator makes sure of its own, is in none
+    of their contents. 24 random hex digits keep the header on one line."""
+    contents = [one.get_payload() for one in parts for one in one.walk() if not one.is_multipart()]
+    while True:
+        boundary = "=_" + secrets.token_hex(12)
+        if not any(boundary in content for content in contents):
+            break
+    part["Content-Type"] = f'multipart/{subtype}; boundary="{boundary}"'
+    part.set_payload(parts)
+    return part
 
 
 def smtp_sender(settings: SmtpSettings, *, token_provider: TokenProvider | None = None) -> Sender:
