@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
@@ -37,12 +38,13 @@ class Hold:
     limit: int
 
 
-def _recipients(item: OutboxItem) -> set[str]:
+def _recipients(item: Any) -> set[str]:
     return {a.lower() for a in (*(item.to or ()), *(item.cc or ()))}
 
 
-def hold_until(session: Session, item: OutboxItem, caps: Caps, now: datetime) -> Hold | None:
-    """When this e-mail may go if sending it now would break a cap, else None. Counts what went (or may have
+def hold_until(session: Session, item: Any, caps: Caps, now: datetime) -> Hold | None:
+    """When this e-mail (an ``OutboxItem``, or a row claimed by ``storage.repository.claim_next_reply``: its ``id``,
+    ``hub_id``, ``to`` and ``cc`` are read) may go if sending it now would break a cap, else None. Counts what went (or may have
     gone: uncertain sends) in the window before ``now``. Both counts are indexed lookups (the recipients' rows in
     ``outbox_recipients``; the hub's sends of the last hour by ``ix_outbox_hub_sent``), so their cost depends on what
     these addresses and this hub were sent, not on the size of the outbox."""

@@ -28,7 +28,7 @@ from email.message import EmailMessage, MIMEPart
 from email.policy import EmailPolicy
 from email.utils import format_datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -40,7 +40,7 @@ from bot.sending.smtp import SendResult, SendStatus, SmtpConnection, write_eml
 from rules.automatic import LOOP_HEADER
 from storage import repository as repo
 from storage.db import Database
-from storage.models import EventKind, OutboxItem, OutboxState
+from storage.models import EventKind, OutboxItem
 from storage.recovery import mark_data_started, mark_uncertain, take_over_dead_claims, worker_identity
 
 log = logging.getLogger(__name__)
@@ -297,22 +297,23 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
     with db.session() as session:
         work = _claim_next(session, worker, now, policy, caps, report, hub_ids, max_items)
     while work is not None:
-        item_id, routing, attempts, message = work
+        row, message = work
         report.claimed += 1
-        chosen = pick(routing) if pick else (hub_senders or {}).get(routing.hub_id, sender)
+        routing = Routing(row.hub_id, row.kind, row.dedupe_key)
+        chosen = pick(routing) if pick else (hub_senders or {}).get(row.hub_id, sender)
         used.setdefault(id(chosen), chosen)
-        if bcc and bcc.get(routing.hub_id):
+        if bcc and bcc.get(row.hub_id):
             # The hub's own copy: when it lands in the mailbox it proves the send (storage.recovery).
-            message["Bcc"] = bcc[routing.hub_id]
+            message["Bcc"] = bcc[row.hub_id]
         try:
-            result = _send(chosen, message, _data_marker(db, item_id, worker, now))
+            result = _send(chosen, message, _data_marker(db, row.id, worker, now))
         except Exception as exc:  # noqa: BLE001 - a sender bug must not leave the row stuck in SENDING
-            log.exception("sender raised for outbox row %s", item_id)
+            log.exception("sender raised for outbox row %s", row.id)
             result = SendResult(SendStatus.TEMPORARY, None, f"sender error: {type(exc).__name__}")
         with db.session() as session:
             # The outcome of this send and the claim of the next row share a commit (one commit per e-mail); at
             # every commit the only row of ours in SENDING is the one about to be sent.
-            _record(session, item_id, worker, attempts, result, now, policy, report)
+            _record(session, row, worker, result, now, policy, report)
             work = (_claim_next(session, worker, now, policy, caps, report, hub_ids, max_items - report.claimed)
                     if report.claimed < max_items else None)
     for one in used.values():
@@ -326,41 +327,36 @@ def drain_outbox(db: Database, sender: Sender, *, worker: str | None = None, now
     return report
 
 
-_Work = tuple[int, Routing, int, EmailMessage]   # a claimed row: id, routing, attempts, its e-mail
+# A claimed row (storage.repository.CLAIMED_COLUMNS, read by name: no ORM object) and its e-mail.
+_Work = tuple[Any, EmailMessage]
 
 
 def _claim_next(session: Session, worker: str, now: datetime | None, policy: OutboxPolicy, caps: Caps,
                 report: DrainReport, hub_ids: Sequence[str] | None, tries: int) -> _Work | None:
-    """Claim the next due row that no cap holds back and build its e-mail while the row is loaded (the SMTP work
-    happens outside any transaction); rows a cap holds go back to waiting. None when nothing is due."""
+    """Claim the next due row that no cap holds back and build its e-mail (the SMTP work happens outside any
+    transaction); rows a cap holds go back to waiting. None when nothing is due."""
     for _ in range(max(tries, 0)):
         claim_time = now or repo.utcnow()
-        items = repo.claim_due_replies(session, worker=worker, now=claim_time, limit=1, lease=policy.lease,
-                                       hub_ids=hub_ids)
-        if not items:
+        row = repo.claim_next_reply(session, worker=worker, now=claim_time, lease=policy.lease, hub_ids=hub_ids)
+        if row is None:
             return None
-        item = items[0]
         # Every recipient of every e-mail counts against the caps; one over them waits (bot.sending.caps).
-        if _held(session, item, caps, claim_time, worker, report):
+        if _held(session, row, caps, claim_time, worker, report):
             continue
-        return item.id, Routing(item.hub_id, item.kind, item.dedupe_key), item.attempts, build_email(item)
+        return row, build_email(row)
     return None
 
 
-def _held(session, item: OutboxItem, caps: Caps, now: datetime, worker: str, report: DrainReport) -> bool:
-    hold = hold_until(session, item, caps, now)
+def _held(session: Session, row: Any, caps: Caps, now: datetime, worker: str, report: DrainReport) -> bool:
+    hold = hold_until(session, row, caps, now)
     if hold is None:
         return False
     # Back to waiting, and the claim does not count as an attempt: nothing was tried.
-    item.state = OutboxState.PENDING
-    item.next_attempt_at = hold.until
-    item.attempts = max(0, item.attempts - 1)
-    item.claimed_by = None
-    item.claimed_at = None
+    repo.hold_back(session, row, until=hold.until)
     report.held += 1
-    repo.record_event(session, EventKind.REPLY_SUPPRESSED, hub_id=item.hub_id, actor=worker, outbox_id=item.id,
+    repo.record_event(session, EventKind.REPLY_SUPPRESSED, hub_id=row.hub_id, actor=worker, outbox_id=row.id,
                       detail={"reason": hold.reason, "limit": hold.limit, "until": hold.until.isoformat(),
-                              "kind": item.kind}, now=now)
+                              "kind": row.kind}, now=now)
     return True
 
 
@@ -380,46 +376,55 @@ def _data_marker(db: Database, item_id: int, worker: str, now: datetime | None) 
     return mark
 
 
-def _record(session: Session, item_id: int, worker: str, attempts: int, result: SendResult, now: datetime | None,
+def _record(session: Session, row: Any, worker: str, result: SendResult, now: datetime | None,
             policy: OutboxPolicy, report: DrainReport) -> None:
+    """Record the outcome of a send on its row, each with one conditional UPDATE (by id, still SENDING and still
+    claimed by us): no UPDATE means our lease ran out and another worker took the row, whose outcome wins."""
     at = now or repo.utcnow()
-    item = session.get(OutboxItem, item_id)
-    if item is None or item.claimed_by != worker:
-        report.lost_claims += 1
-        return
-    detail = {"kind": item.kind, "attempt": attempts, "code": result.code,
+    attempts = row.attempts
+    detail = {"kind": row.kind, "attempt": attempts, "code": result.code,
               "cause": result.cause.value if result.cause else None}
     if result.status is SendStatus.SENT:
-        if repo.mark_sent(session, item, now=at):
-            report.sent += 1
-            if result.refused:
-                # Sent, but not to everyone (a Cc the server refused): kept on the row for the digest.
-                item.last_error = ("partly refused: " + "; ".join(result.refused))[:2000]
-                report.partly_refused += 1
-            repo.record_event(session, EventKind.REPLY_SENT, hub_id=item.hub_id, actor=worker, outbox_id=item.id,
-                              message_id=item.source_message_id, application_id=item.application_id,
-                              detail={**detail, "refused_recipients": result.refused_recipients}, now=at)
+        # Sent, but not to everyone (a Cc the server refused): kept on the row for the digest.
+        note = "partly refused: " + "; ".join(result.refused) if result.refused else None
+        if not repo.mark_sent(session, row, now=at, note=note):
+            report.lost_claims += 1
+            return
+        report.sent += 1
+        if result.refused:
+            report.partly_refused += 1
+        repo.record_event(session, EventKind.REPLY_SENT, hub_id=row.hub_id, actor=worker, outbox_id=row.id,
+                          message_id=row.source_message_id, application_id=row.application_id,
+                          detail={**detail, "refused_recipients": result.refused_recipients}, now=at)
     elif result.status is SendStatus.UNCERTAIN:
         # The answer to the final "." was lost: it may have gone. Never sent again blindly; the hub's mailbox
-        # (a stored copy of it, or none after the settle time) or a person decides.
-        if mark_uncertain(session, item, error=result.detail):
-            report.uncertain += 1
-            repo.record_event(session, EventKind.REPLY_UNCERTAIN, hub_id=item.hub_id, actor=worker,
-                              outbox_id=item.id, message_id=item.source_message_id,
-                              application_id=item.application_id, detail=detail, now=at)
+        # (a stored copy of it, or none after the settle time) or a person decides. Rare: the ORM row is loaded for
+        # storage.recovery.mark_uncertain.
+        item = session.get(OutboxItem, row.id)
+        if item is None or item.claimed_by != worker or not mark_uncertain(session, item, error=result.detail):
+            report.lost_claims += 1
+            return
+        report.uncertain += 1
+        repo.record_event(session, EventKind.REPLY_UNCERTAIN, hub_id=row.hub_id, actor=worker,
+                          outbox_id=row.id, message_id=row.source_message_id,
+                          application_id=row.application_id, detail=detail, now=at)
     elif result.status is SendStatus.TEMPORARY and attempts < policy.max_attempts:
         delay = backoff(attempts, policy)
-        if repo.schedule_retry(session, item, error=result.detail, delay=delay, now=at):
-            report.retried += 1
-            repo.record_event(session, EventKind.REPLY_RETRY, hub_id=item.hub_id, actor=worker, outbox_id=item.id,
-                              message_id=item.source_message_id,
-                              detail={**detail, "delay_seconds": int(delay.total_seconds())}, now=at)
+        if not repo.schedule_retry(session, row, error=result.detail, delay=delay, now=at):
+            report.lost_claims += 1
+            return
+        report.retried += 1
+        repo.record_event(session, EventKind.REPLY_RETRY, hub_id=row.hub_id, actor=worker, outbox_id=row.id,
+                          message_id=row.source_message_id,
+                          detail={**detail, "delay_seconds": int(delay.total_seconds())}, now=at)
     else:
         # A refusal (5xx) means the address does not work; running out of retries means our side failed.
         refused = result.status is SendStatus.PERMANENT
         error = result.detail if refused else f"gave up after {attempts} attempts: {result.detail}"
-        if repo.mark_failed(session, item, error=error, refused=refused, now=at):
-            report.failed += 1
-            repo.record_event(session, EventKind.REPLY_FAILED, hub_id=item.hub_id, actor=worker, outbox_id=item.id,
-                              message_id=item.source_message_id,
-                              detail={**detail, "status": result.status.value}, now=at)
+        if not repo.mark_failed(session, row, error=error, refused=refused, now=at):
+            report.lost_claims += 1
+            return
+        report.failed += 1
+        repo.record_event(session, EventKind.REPLY_FAILED, hub_id=row.hub_id, actor=worker, outbox_id=row.id,
+                          message_id=row.source_message_id,
+                          detail={**detail, "status": result.status.value}, now=at)
