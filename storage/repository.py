@@ -402,8 +402,15 @@ def claim_next_reply(session: Session, *, worker: str, now: datetime | None = No
     it: the claimed row's columns that sending it needs (``CLAIMED_COLUMNS``, read by name) straight from the
     UPDATE's RETURNING, with no ORM object to build and track. None when nothing is due."""
     claim = _reply_claim(_is_postgres(session), hub_ids is not None, True)
-    return session.execute(claim, _claim_params(worker, now or utcnow(), hub_ids),
-                           execution_options={"synchronize_session": False}).one_or_none()
+    return _connection(session).execute(claim, _claim_params(worker, now or utcnow(), hub_ids)).one_or_none()
+
+
+def _connection(session: Session) -> Any:
+    """The session's connection (its transaction), for a statement that needs none of the ORM's work (no objects
+    to load or keep in step, which cost more than the statement itself), once what the session has pending is
+    written, as Session.execute would have done."""
+    session.flush()
+    return session.connection()
 
 
 # What claim_next_reply returns of a row: what the e-mail is made of, where it goes, and who holds it.
@@ -479,10 +486,9 @@ def _finish(session: Session, item: Any, **values: Any) -> bool:
     """Apply an outcome only if this worker still holds the claim: if our lease expired and someone else took the
     row, their outcome wins. ``item`` is an ``OutboxItem`` or a row from ``claim_next_reply`` (its ``id`` and
     ``claimed_by`` are all this reads)."""
-    result = session.execute(_outcome(tuple(values)), {"item_id": item.id, "holder": item.claimed_by,
-                                                       "sending": OutboxState.SENDING,
-                                                       **{f"new_{key}": value for key, value in values.items()}},
-                             execution_options={"synchronize_session": False})
+    result = _connection(session).execute(_outcome(tuple(values)), {
+        "item_id": item.id, "holder": item.claimed_by, "sending": OutboxState.SENDING,
+        **{f"new_{key}": value for key, value in values.items()}})
     done = result.rowcount == 1  # type: ignore[attr-defined]
     if isinstance(item, OutboxItem) and item in session:
         if done:

@@ -51,14 +51,18 @@ def hold_until(session: Session, item: Any, caps: Caps, now: datetime) -> Hold |
     if caps.per_address_per_day is None and caps.per_hub_per_hour is None:
         return None
     mine = _recipients(item)
+    # Straight on the session's connection (after writing what it has pending, as Session.execute would): the ORM's
+    # handling of a statement cost more than the lookups themselves.
+    session.flush()
+    db = session.connection()
     if caps.per_address_per_day is not None:
         watched = mine - caps.exempt
         if watched:
             # Two lookups, each by an index whatever the planner believes: the e-mails these addresses were on,
             # then which of those went in the window. (As one join, a burst that outran the table statistics made
             # PostgreSQL read every sent e-mail for every send.)
-            on = session.execute(_ADDRESS_EMAILS, {"addresses": sorted(a[:ADDRESS_MAX] for a in watched)}).all()
-            went = dict(session.execute(_WENT_SINCE, {"ids": sorted({i for i, _ in on} - {item.id}),
+            on = db.execute(_ADDRESS_EMAILS, {"addresses": sorted(a[:ADDRESS_MAX] for a in watched)}).all()
+            went = dict(db.execute(_WENT_SINCE, {"ids": sorted({i for i, _ in on} - {item.id}),
                                                       "since": now - DAY}).all()) if on else {}
             times: dict[str, list[datetime]] = {}
             for outbox_id, address in on:
@@ -72,10 +76,10 @@ def hold_until(session: Session, item: Any, caps: Caps, now: datetime) -> Hold |
                             caps.per_address_per_day)
     if caps.per_hub_per_hour is not None:
         params = {"hub": item.hub_id, "item": item.id, "since": now - HOUR}
-        total = (session.scalar(_HUB_RECIPIENTS, params) or 0) + len(mine)
+        total = (db.scalar(_HUB_RECIPIENTS, params) or 0) + len(mine)
         if total > caps.per_hub_per_hour:
             # Wait until enough of the last hour's sends have aged out to make room.
-            for at, recipients in session.execute(_HUB_RECIPIENTS_BY_TIME, params):
+            for at, recipients in db.execute(_HUB_RECIPIENTS_BY_TIME, params):
                 total -= recipients
                 if total <= caps.per_hub_per_hour:
                     return Hold(max(at + HOUR, now + timedelta(minutes=1)), "hourly limit for the hub",
