@@ -408,9 +408,8 @@ def claim_due_replies(session: Session, *, worker: str, now: datetime | None = N
     e-mails (the caller adds the alerts' own hub id), for a worker run for a group of hubs. A row left in SENDING
     by a worker that died is never claimed again here: see ``park_interrupted_sends``."""
     now = now or utcnow()
-    claim = _reply_claim(_is_postgres(session), hub_ids is not None)
-    params = {"pending": OutboxState.PENDING, "sending": OutboxState.SENDING, "now": now, "worker": worker,
-              "hub_ids": list(hub_ids or ())}
+    claim = _reply_claim(_is_postgres(session), hub_ids is not None, False)
+    params = _claim_params(worker, now, hub_ids)
     claimed: list[OutboxItem] = []
     for _ in range(limit):
         item = session.scalars(claim, params, execution_options={"populate_existing": True,
@@ -421,10 +420,41 @@ def claim_due_replies(session: Session, *, worker: str, now: datetime | None = N
     return sorted(claimed, key=lambda i: i.id)
 
 
+def claim_next_reply(session: Session, *, worker: str, now: datetime | None = None,
+                     lease: timedelta = DEFAULT_SEND_LEASE, hub_ids: Sequence[str] | None = None) -> Any | None:
+    """Claim the next due reply as ``claim_due_replies`` does, for a drain that sends each row as soon as it claims
+    it: the claimed row's columns that sending it needs (``CLAIMED_COLUMNS``, read by name) straight from the
+    UPDATE's RETURNING, with no ORM object to build and track. None when nothing is due."""
+    claim = _reply_claim(_is_postgres(session), hub_ids is not None, True)
+    return _connection(session).execute(claim, _claim_params(worker, now or utcnow(), hub_ids)).one_or_none()
+
+
+def _connection(session: Session) -> Any:
+    """The session's connection (its transaction), for a statement that needs none of the ORM's work (no objects
+    to load or keep in step, which cost more than the statement itself), once what the session has pending is
+    written, as Session.execute would have done."""
+    session.flush()
+    return session.connection()
+
+
+# What claim_next_reply returns of a row: what the e-mail is made of, where it goes, and who holds it.
+CLAIMED_COLUMNS = (OutboxItem.id, OutboxItem.hub_id, OutboxItem.kind, OutboxItem.dedupe_key,
+                   OutboxItem.source_message_id, OutboxItem.application_id, OutboxItem.attempts,
+                   OutboxItem.claimed_by, OutboxItem.from_addr, OutboxItem.to, OutboxItem.cc, OutboxItem.subject,
+                   OutboxItem.text, OutboxItem.html, OutboxItem.headers, OutboxItem.message_id,
+                   OutboxItem.in_reply_to, OutboxItem.references, OutboxItem.created_at, OutboxItem.attachments)
+
+
+def _claim_params(worker: str, now: datetime, hub_ids: Sequence[str] | None) -> dict[str, Any]:
+    return {"pending": OutboxState.PENDING, "sending": OutboxState.SENDING, "now": now, "worker": worker,
+            "hub_ids": list(hub_ids or ())}
+
+
 @functools.cache
-def _reply_claim(postgres: bool, some_hubs: bool) -> Any:
-    """One row's claim as one statement, built once: UPDATE the first due row and RETURN it (SKIP LOCKED on
-    PostgreSQL, so workers take different rows; SQLite runs one writer at a time and the WHERE is checked again)."""
+def _reply_claim(postgres: bool, some_hubs: bool, columns: bool) -> Any:
+    """One row's claim as one statement, built once: UPDATE the first due row and RETURN it, as an ORM object or
+    (``columns``) as ``CLAIMED_COLUMNS`` (SKIP LOCKED on PostgreSQL, so workers take different rows; SQLite runs one
+    writer at a time and the WHERE is checked again)."""
     due = and_(OutboxItem.state == bindparam("pending"),
                OutboxItem.next_attempt_at <= bindparam("now", type_=OutboxItem.next_attempt_at.type))
     if some_hubs:
@@ -436,9 +466,10 @@ def _reply_claim(postgres: bool, some_hubs: bool) -> Any:
         first = first.with_for_update(skip_locked=True)
     return (update(OutboxItem).where(OutboxItem.id == first.scalar_subquery(), due)
             .values(state=bindparam("sending", type_=OutboxItem.state.type),
-                    claimed_by=bindparam("worker", type_=OutboxItem.claimed_by.type), claimed_at=bindparam("now", type_=OutboxItem.claimed_at.type),
+                    claimed_by=bindparam("worker", type_=OutboxItem.claimed_by.type),
+                    claimed_at=bindparam("now", type_=OutboxItem.claimed_at.type),
                     attempts=OutboxItem.attempts + 1)
-            .returning(OutboxItem))
+            .returning(*(CLAIMED_COLUMNS if columns else (OutboxItem,))))
 
 
 def park_interrupted_sends(session: Session, *, now: datetime | None = None,
@@ -475,15 +506,15 @@ def requeue_reply(session: Session, item: OutboxItem, *, now: datetime | None = 
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-def _finish(session: Session, item: OutboxItem, **values: Any) -> bool:
+def _finish(session: Session, item: Any, **values: Any) -> bool:
     """Apply an outcome only if this worker still holds the claim: if our lease expired and someone else took the
-    row, their outcome wins."""
-    result = session.execute(
-        update(OutboxItem).where(OutboxItem.id == item.id, OutboxItem.state == OutboxState.SENDING,
-                                 OutboxItem.claimed_by == item.claimed_by)
-        .values(**values).execution_options(synchronize_session=False))
+    row, their outcome wins. ``item`` is an ``OutboxItem`` or a row from ``claim_next_reply`` (its ``id`` and
+    ``claimed_by`` are all this reads)."""
+    result = _connection(session).execute(_outcome(tuple(values)), {
+        "item_id": item.id, "holder": item.claimed_by, "sending": OutboxState.SENDING,
+        **{f"new_{key}": value for key, value in values.items()}})
     done = result.rowcount == 1  # type: ignore[attr-defined]
-    if item in session:
+    if isinstance(item, OutboxItem) and item in session:
         if done:
             for key, value in values.items():   # what the row now holds, without reading it back
                 set_committed_value(item, key, value)
@@ -492,12 +523,24 @@ def _finish(session: Session, item: OutboxItem, **values: Any) -> bool:
     return done
 
 
-def mark_sent(session: Session, item: OutboxItem, *, now: datetime | None = None) -> bool:
-    return _finish(session, item, state=OutboxState.SENT, sent_at=now or utcnow(), last_error=None,
-                   claimed_by=None, claimed_at=None)
+@functools.cache
+def _outcome(names: tuple[str, ...]) -> Any:
+    """The conditional UPDATE that records an outcome setting these columns, built once per kind of outcome (its
+    parameters are named unlike any column, which an UPDATE would take as values to set)."""
+    columns = OutboxItem.__table__.c
+    return (update(OutboxItem).where(OutboxItem.id == bindparam("item_id"),
+                                     OutboxItem.state == bindparam("sending", type_=OutboxItem.state.type),
+                                     OutboxItem.claimed_by == bindparam("holder", type_=OutboxItem.claimed_by.type))
+            .values({name: bindparam(f"new_{name}", type_=columns[name].type) for name in names}))
 
 
-def mark_failed(session: Session, item: OutboxItem, *, error: str, refused: bool = False,
+def mark_sent(session: Session, item: Any, *, now: datetime | None = None, note: str | None = None) -> bool:
+    """Sent. ``note`` is kept as the row's last error (a Cc the server refused while taking the rest)."""
+    return _finish(session, item, state=OutboxState.SENT, sent_at=now or utcnow(),
+                   last_error=note[:2000] if note is not None else None, claimed_by=None, claimed_at=None)
+
+
+def mark_failed(session: Session, item: Any, *, error: str, refused: bool = False,
                 now: datetime | None = None) -> bool:
     """Failed for good: ``refused`` when the receiving server refused it (the address does not work), otherwise
     our side gave up (retries ran out)."""
@@ -505,10 +548,17 @@ def mark_failed(session: Session, item: OutboxItem, *, error: str, refused: bool
                    claimed_by=None, claimed_at=None)
 
 
-def schedule_retry(session: Session, item: OutboxItem, *, error: str, delay: timedelta,
+def schedule_retry(session: Session, item: Any, *, error: str, delay: timedelta,
                    now: datetime | None = None) -> bool:
     return _finish(session, item, state=OutboxState.PENDING, next_attempt_at=(now or utcnow()) + delay,
                    last_error=error[:2000], claimed_by=None, claimed_at=None)
+
+
+def hold_back(session: Session, item: Any, *, until: datetime) -> bool:
+    """A claimed row a send-time cap holds (``bot.sending.caps``) goes back to waiting until ``until``; the claim
+    does not count as an attempt, since nothing was tried."""
+    return _finish(session, item, state=OutboxState.PENDING, next_attempt_at=until,
+                   attempts=max(0, item.attempts - 1), claimed_by=None, claimed_at=None)
 
 
 # ---- events and jobs ------------------------------------------------------------------------------------------

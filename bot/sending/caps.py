@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
@@ -37,26 +38,31 @@ class Hold:
     limit: int
 
 
-def _recipients(item: OutboxItem) -> set[str]:
+def _recipients(item: Any) -> set[str]:
     return {a.lower() for a in (*(item.to or ()), *(item.cc or ()))}
 
 
-def hold_until(session: Session, item: OutboxItem, caps: Caps, now: datetime) -> Hold | None:
-    """When this e-mail may go if sending it now would break a cap, else None. Counts what went (or may have
+def hold_until(session: Session, item: Any, caps: Caps, now: datetime) -> Hold | None:
+    """When this e-mail (an ``OutboxItem``, or a row claimed by ``storage.repository.claim_next_reply``: its ``id``,
+    ``hub_id``, ``to`` and ``cc`` are read) may go if sending it now would break a cap, else None. Counts what went (or may have
     gone: uncertain sends) in the window before ``now``. Both counts are indexed lookups (the recipients' rows in
     ``outbox_recipients``; the hub's sends of the last hour by ``ix_outbox_hub_sent``), so their cost depends on what
     these addresses and this hub were sent, not on the size of the outbox."""
     if caps.per_address_per_day is None and caps.per_hub_per_hour is None:
         return None
     mine = _recipients(item)
+    # Straight on the session's connection (after writing what it has pending, as Session.execute would): the ORM's
+    # handling of a statement cost more than the lookups themselves.
+    session.flush()
+    db = session.connection()
     if caps.per_address_per_day is not None:
         watched = mine - caps.exempt
         if watched:
             # Two lookups, each by an index whatever the planner believes: the e-mails these addresses were on,
             # then which of those went in the window. (As one join, a burst that outran the table statistics made
             # PostgreSQL read every sent e-mail for every send.)
-            on = session.execute(_ADDRESS_EMAILS, {"addresses": sorted(a[:ADDRESS_MAX] for a in watched)}).all()
-            went = dict(session.execute(_WENT_SINCE, {"ids": sorted({i for i, _ in on} - {item.id}),
+            on = db.execute(_ADDRESS_EMAILS, {"addresses": sorted(a[:ADDRESS_MAX] for a in watched)}).all()
+            went = dict(db.execute(_WENT_SINCE, {"ids": sorted({i for i, _ in on} - {item.id}),
                                                       "since": now - DAY}).all()) if on else {}
             times: dict[str, list[datetime]] = {}
             for outbox_id, address in on:
@@ -70,10 +76,10 @@ def hold_until(session: Session, item: OutboxItem, caps: Caps, now: datetime) ->
                             caps.per_address_per_day)
     if caps.per_hub_per_hour is not None:
         params = {"hub": item.hub_id, "item": item.id, "since": now - HOUR}
-        total = (session.scalar(_HUB_RECIPIENTS, params) or 0) + len(mine)
+        total = (db.scalar(_HUB_RECIPIENTS, params) or 0) + len(mine)
         if total > caps.per_hub_per_hour:
             # Wait until enough of the last hour's sends have aged out to make room.
-            for at, recipients in session.execute(_HUB_RECIPIENTS_BY_TIME, params):
+            for at, recipients in db.execute(_HUB_RECIPIENTS_BY_TIME, params):
                 total -= recipients
                 if total <= caps.per_hub_per_hour:
                     return Hold(max(at + HOUR, now + timedelta(minutes=1)), "hourly limit for the hub",

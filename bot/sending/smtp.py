@@ -14,7 +14,9 @@ and TLS context are passed beside them. ``probe`` logs in and quits without send
 from __future__ import annotations
 
 import asyncio
+import copy
 import email.message
+import email.policy
 import enum
 import os
 import re
@@ -169,7 +171,7 @@ async def _deliver(client: aiosmtplib.SMTP, message: email.message.EmailMessage,
         if client.last_ehlo_response is None:
             await client.ehlo()
         options = ["BODY=8BITMIME"] if client.supports_extension("8BITMIME") else []
-        flat = flatten_message(message, utf8=False, cte_type="8bit" if options else "7bit")
+        flat = _flatten(message, cte_type="8bit" if options else "7bit")
         await client.mail(sender, options=options)
         refused: dict[str, aiosmtplib.SMTPRecipientRefused] = {}
         for recipient in recipients:
@@ -198,6 +200,19 @@ async def _deliver(client: aiosmtplib.SMTP, message: email.message.EmailMessage,
     return SendResult(SendStatus.SENT, None, _clean(response.message), refused_recipients=len(refused),
                       refused=tuple(f"{address}: {exc.code} {_clean(exc.message)}"[:300]
                                     for address, exc in refused.items()))
+
+
+def _flatten(message: email.message.Message, *, cte_type: str) -> bytes:
+    """The bytes for DATA, as aiosmtplib's ``flatten_message`` makes them (no Bcc, CRLF, no SMTPUTF8), but written
+    with the message's own policy rather than ``email.policy.SMTP``: the generator reads and writes every header
+    through the policy it writes with, and the outbox's policy (``bot.sending.outbox``) keeps its headers as
+    written instead of parsing and refolding them all."""
+    if not isinstance(message.policy, email.policy.EmailPolicy):
+        return flatten_message(message, utf8=False, cte_type=cte_type)
+    copied = copy.copy(message)
+    del copied["Bcc"]
+    del copied["Resent-Bcc"]
+    return copied.as_bytes(policy=message.policy.clone(linesep="\r\n", utf8=False, cte_type=cte_type))
 
 
 async def _rset(client: aiosmtplib.SMTP) -> None:
