@@ -29,7 +29,7 @@ from rules.decision import Action, ApplicationHistory, Decision, History, Signat
 from rules.pipeline import CheckSettings, read_email
 from rules.verdict import FlagCode, Reply, Status, Verdict
 from storage.counters import sent_in_last_day
-from storage.inserts import update_row
+from storage.inserts import flushed_connection, update_row
 from storage.models import Application, ApplicationStatus, ApplicationVersion, EventKind, Message, OutboxItem
 from storage.recovery import FORGOTTEN_REPLY
 from storage.repository import (
@@ -133,7 +133,7 @@ class Workflow:
         own e-mails, which only can confirm a signatory, or only the school's), and the school's application
         under ``key``."""
         ids = [i for i in (email.in_reply_to, *email.references) if i][:50]
-        row = session.connection().execute(_PROBE, {
+        row = flushed_connection(session).execute(_PROBE, {
             "hub": message.hub_id, "wanted": message.message_id, "before": message.id, "answered": message.message_id,
             "ids": ids, "programme": programme, "key": key}).one()
         return _Probe(duplicate=row.earlier is not None, answered_before=row.forgotten is not None,

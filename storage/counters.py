@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
+from storage.inserts import flushed_connection
 from storage.models import OutboxItem, OutboxRecipient
 
 WINDOW = timedelta(days=1)
@@ -28,7 +29,7 @@ def record_recipients(session: Session, item: OutboxItem) -> None:
     rows = [{"outbox_id": item.id, "address": address, "created_at": item.created_at}
             for address in _addresses((*(item.to or ()), *(item.cc or ())))]
     if rows:
-        session.connection().execute(_NEW, rows)   # Core's executemany: the ORM's bulk insert costs more here
+        flushed_connection(session).execute(_NEW, rows)   # Core's executemany: the ORM's bulk insert costs more
 
 
 def sent_in_last_day(session: Session, addresses: Iterable[str], now: datetime) -> dict[str, int]:
@@ -37,7 +38,7 @@ def sent_in_last_day(session: Session, addresses: Iterable[str], now: datetime) 
     wanted = _addresses(addresses)
     if not wanted:
         return {}
-    rows = session.connection().execute(_SENT, {"wanted": wanted, "since": now - WINDOW})
+    rows = flushed_connection(session).execute(_SENT, {"wanted": wanted, "since": now - WINDOW})
     return {address: count for address, count in rows}
 
 

@@ -16,7 +16,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Column, Insert, Table, Update, bindparam, inspect, update
+from sqlalchemy import Column, Connection, Insert, Table, Update, bindparam, inspect, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -48,9 +48,8 @@ def insert_once(session: Session, row: T, lookup: Callable[[], Any]) -> tuple[T,
             setattr(row, prop.key, value)
         if value is not None and column.table is table:
             values[column.key] = value
-    session.flush()   # what the new row may refer to is written first, as the ORM's own INSERT would
     (primary_key,) = mapper.primary_key
-    connection = session.connection()
+    connection = flushed_connection(session)   # what the new row may refer to is written first, as an INSERT would be
     new_id = connection.execute(_statement(table, primary_key, connection.dialect.name), values).scalar()
     if new_id is None:
         existing = session.scalar(lookup())
@@ -79,6 +78,14 @@ def _update(table: Table, primary_key: Column[Any], columns: frozenset[str]) -> 
             .values({name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns}))
 
 
+def flushed_connection(session: Session) -> Connection:
+    """The session's connection (its transaction), for a statement that needs none of the ORM's work (no objects
+    to load or keep in step, which cost more than the statement itself), once what the session has pending is
+    written, as ``Session.execute`` would have done (a no-op when nothing is pending)."""
+    session.flush()
+    return session.connection()
+
+
 def update_row(session: Session, row: Any, **values: Any) -> None:
     """Set ``values`` (attribute names of plain columns) on the persistent ``row``: one UPDATE now, and the object
     shows the new values without reading them back."""
@@ -88,6 +95,6 @@ def update_row(session: Session, row: Any, **values: Any) -> None:
     columns = {mapper.get_property(key).columns[0].key: value for key, value in values.items()}
     statement = _update(table, primary_key, frozenset(columns))
     row_id = getattr(row, mapper.get_property_by_column(primary_key).key)
-    session.connection().execute(statement, {"row_id": row_id, **{f"new_{k}": v for k, v in columns.items()}})
+    flushed_connection(session).execute(statement, {"row_id": row_id, **{f"new_{k}": v for k, v in columns.items()}})
     for key, value in values.items():
         set_committed_value(row, key, value)

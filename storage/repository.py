@@ -27,7 +27,7 @@ from parsers.email import header_block
 from rules.automatic import LOOP_HEADER
 from rules.verdict import Verdict
 from storage.counters import record_recipients
-from storage.inserts import insert_once, update_row
+from storage.inserts import flushed_connection, insert_once, update_row
 from storage.models import (
     Application,
     ApplicationStatus,
@@ -337,7 +337,7 @@ def upsert_signatories(session: Session, application: Application, people: Itera
         if any(getattr(found, key) != value for key, value in changes.items()):
             update_row(session, found, **changes)
     if new_rows:
-        session.connection().execute(_NEW_SIGNATORY, new_rows)
+        flushed_connection(session).execute(_NEW_SIGNATORY, new_rows)
         # Read again when next asked for, with the new rows' ids.
         session.expire(application, ["signatories"])
 
@@ -426,15 +426,7 @@ def claim_next_reply(session: Session, *, worker: str, now: datetime | None = No
     it: the claimed row's columns that sending it needs (``CLAIMED_COLUMNS``, read by name) straight from the
     UPDATE's RETURNING, with no ORM object to build and track. None when nothing is due."""
     claim = _reply_claim(_is_postgres(session), hub_ids is not None, True)
-    return _connection(session).execute(claim, _claim_params(worker, now or utcnow(), hub_ids)).one_or_none()
-
-
-def _connection(session: Session) -> Any:
-    """The session's connection (its transaction), for a statement that needs none of the ORM's work (no objects
-    to load or keep in step, which cost more than the statement itself), once what the session has pending is
-    written, as Session.execute would have done."""
-    session.flush()
-    return session.connection()
+    return flushed_connection(session).execute(claim, _claim_params(worker, now or utcnow(), hub_ids)).one_or_none()
 
 
 # What claim_next_reply returns of a row: what the e-mail is made of, where it goes, and who holds it.
@@ -510,7 +502,7 @@ def _finish(session: Session, item: Any, **values: Any) -> bool:
     """Apply an outcome only if this worker still holds the claim: if our lease expired and someone else took the
     row, their outcome wins. ``item`` is an ``OutboxItem`` or a row from ``claim_next_reply`` (its ``id`` and
     ``claimed_by`` are all this reads)."""
-    result = _connection(session).execute(_outcome(tuple(values)), {
+    result = flushed_connection(session).execute(_outcome(tuple(values)), {
         "item_id": item.id, "holder": item.claimed_by, "sending": OutboxState.SENDING,
         **{f"new_{key}": value for key, value in values.items()}})
     done = result.rowcount == 1  # type: ignore[attr-defined]
@@ -569,11 +561,10 @@ def record_event(session: Session, kind: EventKind, *, hub_id: str | None = None
     """Append to the audit log. Put ids, codes and counts in ``detail``, never names or addresses."""
     values = {"at": now or utcnow(), "hub_id": hub_id, "actor": actor, "kind": kind, "message_id": message_id,
               "application_id": application_id, "outbox_id": outbox_id, "detail": dict(detail or {})}
-    # Written now, in order with what the session holds (a no-op flush when it holds nothing new), as one INSERT:
-    # the log is only appended to, so the row needs no object in the session.
-    session.flush()
+    # Written now, in order with what the session holds, as one INSERT: the log is only appended to, so the row
+    # needs no object in the session.
     event = Event(**values)
-    event.id = session.connection().execute(_NEW_EVENT, values).scalar_one()
+    event.id = flushed_connection(session).execute(_NEW_EVENT, values).scalar_one()
     return event
 
 

@@ -211,6 +211,19 @@ def test_header_injection_is_neutralised(db):
     assert message["Bcc"] is None and "\n" not in message["Subject"]
 
 
+def test_a_rows_own_headers_cannot_add_a_bcc(db):
+    """Only the hub's own copy may be a Bcc (drain_outbox adds it): a row's free-form headers cannot add another
+    recipient, nor make adding the hub's copy fail."""
+    with db.session() as s:
+        item = repo.enqueue_reply(s, hub_id="h", kind="x", dedupe_key="k", from_addr="hub@example.org",
+                                  to=["a@example.org"], subject="Hi", text="t", now=NOW,
+                                  headers={"Bcc": "evil@example.com", "X-Hubbot-Kind": "x"}).item
+        message = build_email(item)
+    assert message["Bcc"] is None and message["X-Hubbot-Kind"] == "x"
+    message["Bcc"] = "hub@example.org"
+    assert message.get_all("Bcc") == ["hub@example.org"]
+
+
 def test_backoff_doubles_and_caps():
     policy = OutboxPolicy(base_delay=timedelta(minutes=1), max_delay=timedelta(minutes=10))
     assert [backoff(n, policy) for n in (1, 2, 3, 4, 5)] == [timedelta(minutes=m) for m in (1, 2, 4, 8, 10)]

@@ -16,6 +16,7 @@ from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from storage.counters import ADDRESS_MAX
+from storage.inserts import flushed_connection
 from storage.models import OutboxItem, OutboxRecipient, OutboxState
 
 __all__ = ["Caps", "Hold", "hold_until"]
@@ -43,18 +44,16 @@ def _recipients(item: Any) -> set[str]:
 
 
 def hold_until(session: Session, item: Any, caps: Caps, now: datetime) -> Hold | None:
-    """When this e-mail (an ``OutboxItem``, or a row claimed by ``storage.repository.claim_next_reply``: its ``id``,
-    ``hub_id``, ``to`` and ``cc`` are read) may go if sending it now would break a cap, else None. Counts what went (or may have
-    gone: uncertain sends) in the window before ``now``. Both counts are indexed lookups (the recipients' rows in
-    ``outbox_recipients``; the hub's sends of the last hour by ``ix_outbox_hub_sent``), so their cost depends on what
-    these addresses and this hub were sent, not on the size of the outbox."""
+    """When this e-mail (an ``OutboxItem``, or a row claimed by ``storage.repository.claim_next_reply``: its
+    ``id``, ``hub_id``, ``to`` and ``cc`` are read) may go if sending it now would break a cap, else None. Counts
+    what went (or may have gone: uncertain sends) in the window before ``now``. Both counts are indexed lookups
+    (the recipients' rows in ``outbox_recipients``; the hub's sends of the last hour by ``ix_outbox_hub_sent``), so
+    their cost depends on what these addresses and this hub were sent, not on the size of the outbox."""
     if caps.per_address_per_day is None and caps.per_hub_per_hour is None:
         return None
     mine = _recipients(item)
-    # Straight on the session's connection (after writing what it has pending, as Session.execute would): the ORM's
-    # handling of a statement cost more than the lookups themselves.
-    session.flush()
-    db = session.connection()
+    # Straight on the session's connection: the ORM's handling of a statement cost more than the lookups themselves.
+    db = flushed_connection(session)
     if caps.per_address_per_day is not None:
         watched = mine - caps.exempt
         if watched:

@@ -9,8 +9,10 @@ what went (``bot.worker.Worker.resolve_uncertain``: a copy in the Sent folder or
 after the settle time means send again); otherwise the digest asks a person and ``requeue_reply`` sends it again.
 Every recipient of every e-mail counts against the caps (``bot.sending.caps``); one over them waits. Which sender
 takes a row is the caller's choice: one for everything, one per hub (``[hubs.smtp]``), or a ``pick`` function that
-sees the row's hub, kind and key (alerts use it to go around a broken server). Each outcome's event names its cause (``FailureCause``) so the health checks can
-tell a broken server from a mistyped address.
+sees the row's hub, kind and key (alerts use it to go around a broken server). Each outcome's event names its cause
+(``FailureCause``) so the health checks can tell a broken server from a mistyped address. A claimed row is read as
+the few columns sending needs and its outcome written by one UPDATE, with no object of the ORM; the e-mail is put
+together from its parts directly (``build_email``), the same e-mail the stdlib's ``set_content`` would make.
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ class Routing:
 
 Pick = Callable[[Routing], Sender]
 # Headers the row's free-form ``headers`` may not override: they carry threading and loop protection.
-_PROTECTED = {"from", "to", "cc", "subject", "message-id", "date", "in-reply-to", "references",
+_PROTECTED = {"from", "to", "cc", "bcc", "subject", "message-id", "date", "in-reply-to", "references",
               "auto-submitted", LOOP_HEADER.lower(), "mime-version", "content-type",
               "content-transfer-encoding"}
 
