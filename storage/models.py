@@ -276,7 +276,7 @@ class OutboxItem(Base):
     __table_args__ = (
         UniqueConstraint("dedupe_key", name="uq_outbox_dedupe_key"),
         UniqueConstraint("message_id", name="uq_outbox_message_id"),
-        Index("ix_outbox_due", "state", "next_attempt_at"),
+        Index("ix_outbox_due", "state", "next_attempt_at", "id"),   # the claim's order (migration 0007)
         Index("ix_outbox_created_at", "created_at"),
         # The hourly cap per hub counts the hub's sends of the last hour (bot/sending/caps.py).
         Index("ix_outbox_hub_sent", "hub_id", "state", "sent_at"),
