@@ -72,10 +72,18 @@ def insert_once(session: Session, row: T, lookup: Callable[[], Any]) -> tuple[T,
 
 
 @functools.cache
-def _update(table: Table, primary_key: Column[Any], columns: frozenset[str]) -> Update:
-    # Parameters are named unlike the columns: an UPDATE would take a parameter named as a column as its new value.
+def update_by_id(table: Table, columns: frozenset[str]) -> Update:
+    """``UPDATE table SET <column> = :new_<column> ... WHERE <primary key> = :row_id``, built once per table and set
+    of columns (add conditions with ``.where``); ``update_params`` names its values. The parameters are named
+    unlike the columns: an UPDATE would take a parameter named as a column as its new value."""
+    (primary_key,) = table.primary_key.columns
     return (update(table).where(primary_key == bindparam("row_id", type_=primary_key.type))
             .values({name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns}))
+
+
+def update_params(row_id: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of an ``update_by_id`` statement: the row's id and each column's new value."""
+    return {"row_id": row_id, **{f"new_{name}": value for name, value in values.items()}}
 
 
 def flushed_connection(session: Session) -> Connection:
@@ -90,11 +98,10 @@ def update_row(session: Session, row: Any, **values: Any) -> None:
     """Set ``values`` (attribute names of plain columns) on the persistent ``row``: one UPDATE now, and the object
     shows the new values without reading them back."""
     mapper = inspect(type(row))
-    table = mapper.local_table
     (primary_key,) = mapper.primary_key
     columns = {mapper.get_property(key).columns[0].key: value for key, value in values.items()}
-    statement = _update(table, primary_key, frozenset(columns))
     row_id = getattr(row, mapper.get_property_by_column(primary_key).key)
-    flushed_connection(session).execute(statement, {"row_id": row_id, **{f"new_{k}": v for k, v in columns.items()}})
+    flushed_connection(session).execute(update_by_id(mapper.local_table, frozenset(columns)),
+                                        update_params(row_id, columns))
     for key, value in values.items():
         set_committed_value(row, key, value)

@@ -27,7 +27,7 @@ from parsers.email import header_block
 from rules.automatic import LOOP_HEADER
 from rules.verdict import Verdict
 from storage.counters import record_recipients
-from storage.inserts import flushed_connection, insert_once, update_row
+from storage.inserts import flushed_connection, insert_once, update_by_id, update_params, update_row
 from storage.models import (
     Application,
     ApplicationStatus,
@@ -502,9 +502,8 @@ def _finish(session: Session, item: Any, **values: Any) -> bool:
     """Apply an outcome only if this worker still holds the claim: if our lease expired and someone else took the
     row, their outcome wins. ``item`` is an ``OutboxItem`` or a row from ``claim_next_reply`` (its ``id`` and
     ``claimed_by`` are all this reads)."""
-    result = flushed_connection(session).execute(_outcome(tuple(values)), {
-        "item_id": item.id, "holder": item.claimed_by, "sending": OutboxState.SENDING,
-        **{f"new_{key}": value for key, value in values.items()}})
+    result = flushed_connection(session).execute(_outcome(frozenset(values)), {
+        **update_params(item.id, values), "holder": item.claimed_by, "sending": OutboxState.SENDING})
     done = result.rowcount == 1  # type: ignore[attr-defined]
     if isinstance(item, OutboxItem) and item in session:
         if done:
@@ -516,14 +515,12 @@ def _finish(session: Session, item: Any, **values: Any) -> bool:
 
 
 @functools.cache
-def _outcome(names: tuple[str, ...]) -> Any:
-    """The conditional UPDATE that records an outcome setting these columns, built once per kind of outcome (its
-    parameters are named unlike any column, which an UPDATE would take as values to set)."""
-    columns = OutboxItem.__table__.c
-    return (update(OutboxItem).where(OutboxItem.id == bindparam("item_id"),
-                                     OutboxItem.state == bindparam("sending", type_=OutboxItem.state.type),
-                                     OutboxItem.claimed_by == bindparam("holder", type_=OutboxItem.claimed_by.type))
-            .values({name: bindparam(f"new_{name}", type_=columns[name].type) for name in names}))
+def _outcome(names: frozenset[str]) -> Any:
+    """The conditional UPDATE that records an outcome setting these columns (``update_by_id``, only while the row
+    is still SENDING and held by the worker that claimed it), built once per kind of outcome."""
+    return update_by_id(OutboxItem.__table__, names).where(
+        OutboxItem.state == bindparam("sending", type_=OutboxItem.state.type),
+        OutboxItem.claimed_by == bindparam("holder", type_=OutboxItem.claimed_by.type))
 
 
 def mark_sent(session: Session, item: Any, *, now: datetime | None = None, note: str | None = None) -> bool:
