@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from rules.outcomes import StaffDecision
 from rules.verdict import IssueKind, Status, Verdict
+from storage.json_parts import without_keys
 from storage.models import (
     Application,
     ApplicationStatus,
@@ -122,13 +123,12 @@ def application_views(session: Session, *, hub_id: str | None = None,
             .execution_options(yield_per=500)):
         versions.setdefault(app_id, _Versions()).add(status, mail)
     # Application.id last: ties in the order (two schools of one name) come out the same every time.
-    query = (select(Application, ApplicationVersion.verdict, ApplicationVersion.flags)
+    query = (select(Application, without_keys(ApplicationVersion.verdict, NOT_VIEWED), ApplicationVersion.flags)
              .outerjoin(ApplicationVersion, ApplicationVersion.id == Application.latest_version_id)
              .where(*conditions).order_by(Application.hub_id, Application.programme, Application.school_name,
                                           Application.id))
     views = []
-    # Streamed, a hundred at a time: each latest verdict is decoded, turned into its view and let go (a decoded
-    # verdict takes some 80 KB, so thousands held at once would be most of the command's memory).
+    # Streamed, a hundred at a time: each latest verdict is decoded, turned into its view and let go.
     for app, record, flags in session.execute(query.execution_options(yield_per=100)):
         latest = record is not None
         verdict = Verdict.from_record(record) if latest else None
@@ -156,6 +156,11 @@ def application_views(session: Session, *, hub_id: str | None = None,
             flag_details=tuple((f.code.value, f.detail) for f in verdict.flags) if verdict else (),
         ))
     return views
+
+
+# The parts of a stored verdict no view reads (the reply's text and HTML, how each label was matched): most of its
+# bytes. The database leaves them out (``storage.json_parts``); ``Verdict.from_record`` reads the rest as usual.
+NOT_VIEWED = ("readings", "reply", "recognition")
 
 
 def views_by_hub(session: Session) -> dict[str, list[ApplicationView]]:
