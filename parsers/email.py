@@ -113,6 +113,25 @@ def header_block(data: bytes, limit: int = _MAX_HEADER_BLOCK) -> bytes:
     return data[:match.end()] if match else data[:limit]
 
 
+def header_values(raw: bytes, names: Iterable[str], limit: int = 65536) -> dict[str, str]:
+    """The first value of each named header (by its lower-case name; "" when absent), unfolded and decoded as
+    ``parse_email`` decodes headers, one line each: for showing a stored message's From or Subject to a person.
+    Only the header block within the first ``limit`` bytes is read, and the addresses are not parsed, so it costs
+    a small part of ``parse_email``. Never raises: an unreadable block gives empty values."""
+    found = dict.fromkeys((name.lower() for name in names), "")
+    pending = set(found)
+    try:
+        message = BytesParser(policy=_COMPAT32).parsebytes(header_block(_as_bytes(raw), limit), headersonly=True)
+        for name, value in message.raw_items():
+            key = _text_from_surrogates(name).strip().lower()
+            if key in pending:
+                pending.discard(key)
+                found[key] = _decode_header(value if isinstance(value, str) else str(value), _Defects([]))
+    except Exception:  # noqa: BLE001 - a broken header block shows as empty, never stops the caller
+        return dict.fromkeys(found, "")
+    return found
+
+
 def _parse(data: bytes, limits: Limits, *, headers_only: bool, extra: list[str]) -> ParsedEmail:
     msg = BytesParser(policy=_COMPAT32).parsebytes(data, headersonly=headers_only)
     defects = _Defects(extra)

@@ -38,6 +38,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from bot.config import Config
+from parsers.email import header_values
 from storage import repository as repo
 from storage.db import Database, open_database
 from storage.models import (
@@ -135,13 +136,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _headers(raw: bytes) -> dict[str, str]:
-    try:
-        message = email.message_from_bytes(raw[:65536], policy=email.policy.default)
-        return {"from": str(message.get("From", "")), "to": str(message.get("To", "")),
-                "cc": str(message.get("Cc", "")), "subject": str(message.get("Subject", "")),
-                "date": str(message.get("Date", ""))}
-    except Exception:  # noqa: BLE001
-        return {}
+    return header_values(raw, ("from", "to", "cc", "subject", "date"))
 
 
 def report(session: Session, address: str, found: Found, now: datetime) -> dict[str, Any]:

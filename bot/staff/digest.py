@@ -21,8 +21,6 @@ import base64
 import io
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from email.parser import BytesHeaderParser
-from email.policy import default as default_policy
 from email.utils import formataddr
 
 from sqlalchemy import LargeBinary, and_, func, or_, select
@@ -32,7 +30,7 @@ from bot.config import Config, HubSettings
 from bot.ops.health import OpenIncident, open_incidents
 from bot.staff.outcomes import ChangedAfterSent, WithdrawalRequest, changed_after_sent, undecided, withdrawal_requests
 from bot.staff.views import ApplicationView, LastSent, SignatoryView, application_views, bounced_addresses, last_sent
-from parsers.email import header_block
+from parsers.email import header_values
 from parsers.safe_text import ECHO_LIMIT, one_line
 from rules.calendar import LONDON, days_until
 from rules.outcomes import StaffDecision, announcements
@@ -122,13 +120,8 @@ HEAD_BYTES = 65536      # of a message, all the digest reads: its From and Subje
 
 
 def _headers(raw: bytes) -> tuple[str, str]:
-    try:
-        headers = BytesHeaderParser(policy=default_policy).parsebytes(header_block(raw, HEAD_BYTES),
-                                                                      headersonly=True)
-        return (one_line(str(headers.get("From", "")), ECHO_LIMIT),
-                one_line(str(headers.get("Subject", "")), ECHO_LIMIT))
-    except Exception:  # noqa: BLE001 - a broken header block still deserves a row for a person
-        return "(unreadable header)", ""
+    shown = header_values(raw, ("from", "subject"), HEAD_BYTES)
+    return one_line(shown["from"], ECHO_LIMIT), one_line(shown["subject"], ECHO_LIMIT)
 
 
 def build_digest(session: Session, config: Config, settings: CheckSettings, hub: HubSettings,
