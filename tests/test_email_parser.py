@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from parsers.email import MESSAGE_TOO_LARGE, oversize_attachments, parse_email
+from parsers.email import MESSAGE_TOO_LARGE, header_values, oversize_attachments, parse_email
 from parsers.types import Address, Limits
 from samples.mail import DOCX_TYPE, build_email, forgot_attachment_email
 
@@ -210,3 +210,19 @@ def test_deep_nesting_is_bounded() -> None:
     parsed = parse_email(head + body)
     assert parsed.subject == "deep"
     assert parsed.defects
+
+
+def test_header_values_decode_as_the_parser_does_from_the_header_block_alone() -> None:
+    raw = (b"From: =?utf-8?q?Ren=C3=A9e_O=27Neill?= <renee@school.example.sch.uk>\r\n"
+           b"Subject: Application for\r\n the Work Group\r\n"
+           b"Subject: a second subject is not the first\r\n"
+           b"To: hub@example.org\r\n\r\n"
+           b"Subject: in the body, not a header\r\n" + b"x" * 100_000)
+    shown = header_values(raw, ("From", "subject", "cc"))
+    parsed = parse_email(raw)
+    assert shown == {"from": "Renée O'Neill <renee@school.example.sch.uk>", "subject": parsed.subject, "cc": ""}
+    assert parsed.subject == "Application for the Work Group"
+    # Whatever the bytes, an answer and no exception.
+    assert header_values(b"\xff\xfe\x00 not mail", ("from",)) == {"from": ""}
+    assert header_values(b"From: a@b.example\r\n" + b"X-Long: " + b"y" * 200_000, ("from",), limit=1000) == \
+        {"from": "a@b.example"}
