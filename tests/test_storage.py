@@ -8,12 +8,14 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select
 
 from storage import repository as repo
-from storage.db import open_database
+from storage.db import HEAD_REVISION, SchemaRevision, alembic_config, open_database, schema_revision
 from storage.models import ApplicationStatus, Base, Event, MessageState, OutboxItem, OutboxState
 from templates import EmailKind
 
@@ -44,6 +46,27 @@ def test_migrations_from_empty_match_models(db_url):
                                         "add_index", "remove_index", "add_constraint", "remove_constraint")] == []
     database.close()
     open_database(db_url).close()   # a second upgrade is a no-op
+
+
+def test_open_skips_alembic_only_at_the_shipped_head(db_url):
+    """``open_database`` reads the version itself and leaves Alembic out at ``HEAD_REVISION``: that constant must be
+    Alembic's head, and a database one migration behind must still be brought up to it."""
+    database = open_database(db_url)
+    try:
+        assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD_REVISION
+        assert schema_revision(database.engine) == SchemaRevision(HEAD_REVISION, HEAD_REVISION)
+        config = alembic_config()
+        with database.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "-1")
+        assert schema_revision(database.engine).current != HEAD_REVISION
+    finally:
+        database.close()
+    database = open_database(db_url)
+    try:
+        assert schema_revision(database.engine).current == HEAD_REVISION
+    finally:
+        database.close()
 
 
 def test_sqlite_pragmas(tmp_path):
