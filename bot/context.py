@@ -13,7 +13,7 @@ from rules.checks import HubView
 from rules.definitions import Notification, Registry, load_registry
 from rules.hubs import HubDirectory
 from rules.maths_hubs import match_maths_hub
-from rules.pipeline import CheckSettings
+from rules.settings import CheckSettings
 
 _log = logging.getLogger("hubbot.programmes")
 

@@ -46,7 +46,7 @@ from bot.sending.outbox import DrainReport, OutboxPolicy, Sender, default_worker
 from bot.sending.senders import DEFAULT_ENDPOINT, Senders, build_senders, hub_endpoint
 from bot.sending.smtp import FailureCause, eml_filename_for
 from bot.workflow import Outcome, Workflow
-from rules.pipeline import CheckSettings
+from rules.settings import CheckSettings
 from storage import repository as repo
 from storage.db import Database
 from storage.errors import describe as describe_database_fault

@@ -17,7 +17,7 @@ from bot.config import Config, HubSettings, SmtpSettings
 from bot.mail.source import MailSourceError
 from bot.oauth import token_provider_for
 from rules.calendar import LONDON, days_until, deadline_end
-from rules.pipeline import CheckSettings
+from rules.settings import CheckSettings
 from storage.db import make_engine, redacted_url, schema_revision
 
 

@@ -30,7 +30,7 @@ from bot.ops.health import (
     open_incidents,
 )
 from rules.calendar import LONDON, STAFF_NOTICE_DAYS_BEFORE, at_nine, deadline_end
-from rules.pipeline import CheckSettings
+from rules.settings import CheckSettings
 from storage import repository as repo
 from storage.db import make_engine, redacted_url, schema_revision
 from storage.models import Event, EventKind, MailboxState, Message, MessageState, OutboxItem, OutboxState

@@ -34,8 +34,8 @@ from parsers.email import header_values
 from parsers.safe_text import ECHO_LIMIT, one_line
 from rules.calendar import LONDON, days_until
 from rules.outcomes import StaffDecision, announcements
-from rules.pipeline import CheckSettings
 from rules.replies import shown_value
+from rules.settings import CheckSettings
 from rules.verdict import Status, Verdict
 from storage import repository as repo
 from storage.models import ApplicationStatus, Event, EventKind, Message, MessageState, OutboxItem, OutboxState

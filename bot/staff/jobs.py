@@ -16,7 +16,7 @@ from bot.staff.outcomes import due_outcomes
 from bot.staff.reminders import DueReminder, due_reminders, queue_reminders
 from bot.staff.views import views_by_hub
 from rules.calendar import LONDON, deadline_end
-from rules.pipeline import CheckSettings
+from rules.settings import CheckSettings
 from storage import repository as repo
 from storage.db import Database
 from storage.models import EventKind

@@ -27,7 +27,7 @@ from bot.staff.views import ApplicationView, application_views, bounced_addresse
 from rules.calendar import at_nine
 from rules.definitions import Notification
 from rules.outcomes import Announcement, StaffDecision, announcements, outcome_notification, outcome_send_day
-from rules.pipeline import CheckSettings
+from rules.settings import CheckSettings
 from rules.verdict import FlagCode, Status, Verdict
 from storage.models import Application, Message, OutboxItem
 from templates import EmailKind

@@ -28,8 +28,8 @@ from bot.config import Config, HubSettings
 from bot.staff.views import ApplicationView, application_views, bounced_addresses
 from rules.calendar import LONDON, days_until, due_reminder_point, due_staff_notices
 from rules.outcomes import StaffDecision
-from rules.pipeline import CheckSettings
 from rules.replies import greeting_name, issues_by_section
+from rules.settings import CheckSettings
 from storage import repository as repo
 from storage.models import ApplicationStatus, EventKind, OutboxItem
 from templates import EmailKind, RenderedEmail, render_email, render_subject
