@@ -73,6 +73,9 @@ STORE_BATCH_BYTES = 16 * 1024 * 1024
 # After this many messages stored or processed by a worker, the planner's statistics are refreshed (storage.db):
 # a round's mail arriving at once changes the tables faster than autovacuum looks at them.
 STATISTICS_EVERY = 500
+# In a flood (a deadline's last hours), what has been decided is sent every SEND_EVERY seconds of processing rather
+# than after the last stored message: a school's reply waits seconds, not the whole backlog.
+SEND_EVERY = 10.0
 
 
 def system_clock() -> datetime:
@@ -210,6 +213,7 @@ class Worker:
         # A worker claims and sends only its configured hubs' mail, so workers may run one per group of hubs.
         self.hub_ids = [h.id for h in config.hubs]
         self.stop_requested = False
+        self.send_every = SEND_EVERY   # seconds of processing between sends in a long backlog (tests set 0)
         self._changed_rows = 0      # messages stored or processed since the statistics were last refreshed
 
     # ---- one cycle -------------------------------------------------------------------------------------------
@@ -237,13 +241,17 @@ class Worker:
                 log.exception("unexpected error polling hub %s", hub.id)
                 self._event(EventKind.MAILBOX_ERROR, hub.id, {"error": type(exc).__name__, "cause": "mailbox"})
         self.process_stored(report)
-        try:
-            report.outbox = self.send_due()
-        except Exception as exc:  # noqa: BLE001 - the health review below must still run and say so
-            report.outbox_error = type(exc).__name__
-            log.exception("sending the outbox failed")
+        self._send_for(report)
         self.review_health(report)
         return report
+
+    def _send_for(self, report: CycleReport) -> None:
+        """Send what is due, counted in the cycle's report; a failure is reported, and the cycle goes on."""
+        try:
+            report.outbox.add(self.send_due())
+        except Exception as exc:  # noqa: BLE001 - the health review (and the rest of the mail) must still run
+            report.outbox_error = type(exc).__name__
+            log.exception("sending the outbox failed")
 
     def review_health(self, report: CycleReport | None = None) -> None:
         """Open and close incidents, and send their alerts now rather than at the next drain."""
@@ -264,8 +272,7 @@ class Worker:
                 log.exception("sending the alerts failed")
                 return
             if report is not None:
-                for name in ("claimed", "sent", "retried", "failed", "uncertain", "lost_claims"):
-                    setattr(report.outbox, name, getattr(report.outbox, name) + getattr(drained, name))
+                report.outbox.add(drained)
 
     def _probe(self, label: str) -> bool:
         """Log in to the mail server ``label`` without sending (an open SMTP incident with nothing to send)."""
@@ -472,7 +479,8 @@ class Worker:
 
     def process_stored(self, report: CycleReport | None = None) -> CycleReport:
         """Process every stored message, one transaction each; a failure is recorded and retried next cycle,
-        and quarantined for a person after ``repo.MAX_MESSAGE_ATTEMPTS``.
+        and quarantined for a person after ``repo.MAX_MESSAGE_ATTEMPTS``. In a long backlog the replies decided so
+        far are sent every ``send_every`` seconds, between two messages.
 
         A message is claimed (its attempt counted and committed) before it is read, as always; the claim of the
         next message is made in the commit of the previous message's outcome, so each message costs one commit,
@@ -484,11 +492,16 @@ class Worker:
             # the lease.
             take_over_dead_claims(session, host=socket.gethostname(), actor=self.worker_id, now=self.clock())
             message = self._claim(session, self.clock(), failed_this_cycle)
+        last_sent = time.monotonic()
         while message is not None:
             if self.stop_requested:
                 self._unclaim(message)
                 break
             message = self._process_one(message, report, failed_this_cycle)
+            if message is not None and time.monotonic() - last_sent >= self.send_every:
+                # The next message stays claimed meanwhile (its lease is minutes; this is what it queued since).
+                self._send_for(report)
+                last_sent = time.monotonic()
         return report
 
     def _count_changes(self, rows: int) -> None:

@@ -7,7 +7,8 @@ recipient, any case, each e-mail once, the last 24 hours), follows retention, an
 upgrade; the send-time caps counted by indexed lookups hold exactly what reading the outbox held; a worker told to
 stop hands back the message it had claimed for next; a worker run for a group of hubs processes and sends only
 that group's mail; a batch of stored messages with one the database refuses quarantines that one alone; a worker
-that stored and processed a burst of mail refreshes the planner's statistics.
+that stored and processed a burst of mail refreshes the planner's statistics; a long backlog sends the replies
+decided so far as it goes, and a short cycle sends once, after reading.
 """
 from __future__ import annotations
 
@@ -484,3 +485,41 @@ def test_a_burst_of_mail_refreshes_the_planners_statistics(tmp_path: Path, fresh
         assert counts["messages"] == 3 and counts["applications"] == 2 and counts["outbox"] >= 0
     else:
         assert set(counts.values()) == {-1}
+
+
+# ---- a long backlog ---------------------------------------------------------------------------------------------
+
+def test_a_long_backlog_sends_the_replies_decided_so_far_as_it_goes(tmp_path: Path) -> None:
+    """A deadline's flood must not hold every school's reply until the last stored message is read: the worker
+    sends between messages every ``send_every`` seconds, and the cycle's report counts every send."""
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'hubbot.db'}",
+                          extra=f'[outbox]\npath = "{tmp_path / "outbox"}"')
+    for number in range(3):
+        deliver(tmp_path / "mail", application(urn=f"82000{number}"))
+    bot = Bot(config)
+    try:
+        worker = bot.worker()
+        worker.send_every = 0   # every message is "a while" here
+        report = worker.run_once()
+        decided = bot.events("application_version")
+        sent = bot.events("reply_sent")
+        assert len(decided) == len(sent) == report.outbox.sent == 3
+        # The first school's reply went before the last message was read, not after it.
+        assert sent[0].id < decided[-1].id
+        assert len(list((tmp_path / "outbox").glob("*.eml"))) == 3
+    finally:
+        bot.close()
+
+
+def test_a_short_cycle_sends_once_after_reading(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'hubbot.db'}",
+                          extra=f'[outbox]\npath = "{tmp_path / "outbox"}"')
+    for number in range(3):
+        deliver(tmp_path / "mail", application(urn=f"83000{number}"))
+    bot = Bot(config)
+    try:
+        report = bot.run()
+        decided, sent = bot.events("application_version"), bot.events("reply_sent")
+        assert report.outbox.sent == len(sent) == 3 and sent[0].id > decided[-1].id
+    finally:
+        bot.close()

@@ -86,6 +86,11 @@ class DrainReport:
     partly_refused: int = 0   # sent, but the server refused some recipients (a Cc): listed for staff
     held: int = 0             # over a cap (per address per day, per hub per hour): waiting, not dropped
 
+    def add(self, other: DrainReport) -> None:
+        """Count another drain of the same cycle in this one."""
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
 
 def backoff(attempts: int, policy: OutboxPolicy) -> timedelta:
     """Delay before the next try after ``attempts`` tries: base, 2x base, 4x base ... capped."""
