@@ -7,7 +7,7 @@ styles, resubmissions, signatories confirming in the thread, questions, forgotte
 replies and bounces; no [smtp], so replies are .eml files and the figures are the bot's own. The mail is built once
 and cached on disk (``--cache``, default ``~/.cache/hubbot-scale-bench``); each run hard-links it into fresh
 Maildirs. For each N, on each database: a fresh process timing ``Worker.run_once`` (one cycle: poll, process,
-send) between two measurements of the floor (``rules.pipeline.assess`` over the same messages, each in a fresh
+send; then the outbox drained to the end, as the next cycles would) between two measurements of the floor (``rules.pipeline.assess`` over the same messages, each in a fresh
 process; their mean is the floor, as other people's load comes and goes), then ``hubbot digest``,
 ``hubbot remind`` and ``hubbot export --format xlsx`` each in a fresh process (wall time of the command, peak RSS of
 the process). SQL statements are counted with SQLAlchemy's ``before_cursor_execute`` event. Last, the curve: 1, 2
