@@ -489,14 +489,19 @@ def test_a_burst_of_mail_refreshes_the_planners_statistics(tmp_path: Path, fresh
 
 # ---- a long backlog ---------------------------------------------------------------------------------------------
 
-def test_a_long_backlog_sends_the_replies_decided_so_far_as_it_goes(tmp_path: Path) -> None:
-    """A deadline's flood must not hold every school's reply until the last stored message is read: the worker
-    sends between messages every ``send_every`` seconds, and the cycle's report counts every send."""
+def _three_forms(tmp_path: Path) -> Bot:
+    """A worker's database and a Maildir holding three schools' forms; replies are .eml files."""
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'hubbot.db'}",
                           extra=f'[outbox]\npath = "{tmp_path / "outbox"}"')
     for number in range(3):
         deliver(tmp_path / "mail", application(urn=f"82000{number}"))
-    bot = Bot(config)
+    return Bot(config)
+
+
+def test_a_long_backlog_sends_the_replies_decided_so_far_as_it_goes(tmp_path: Path) -> None:
+    """A deadline's flood must not hold every school's reply until the last stored message is read: the worker
+    sends between messages every ``send_every`` seconds, and the cycle's report counts every send."""
+    bot = _three_forms(tmp_path)
     try:
         worker = bot.worker()
         worker.send_every = 0   # every message is "a while" here
@@ -512,11 +517,7 @@ def test_a_long_backlog_sends_the_replies_decided_so_far_as_it_goes(tmp_path: Pa
 
 
 def test_a_short_cycle_sends_once_after_reading(tmp_path: Path) -> None:
-    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'hubbot.db'}",
-                          extra=f'[outbox]\npath = "{tmp_path / "outbox"}"')
-    for number in range(3):
-        deliver(tmp_path / "mail", application(urn=f"83000{number}"))
-    bot = Bot(config)
+    bot = _three_forms(tmp_path)
     try:
         report = bot.run()
         decided, sent = bot.events("application_version"), bot.events("reply_sent")
