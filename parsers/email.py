@@ -113,11 +113,11 @@ def header_block(data: bytes, limit: int = _MAX_HEADER_BLOCK) -> bytes:
     return data[:match.end()] if match else data[:limit]
 
 
-def header_values(raw: bytes, names: Iterable[str], limit: int = 65536) -> dict[str, str]:
+def header_values(raw: bytes, names: Iterable[str], limit: int = 65536) -> dict[str, str] | None:
     """The first value of each named header (by its lower-case name; "" when absent), unfolded and decoded as
     ``parse_email`` decodes headers, one line each: for showing a stored message's From or Subject to a person.
     Only the header block within the first ``limit`` bytes is read, and the addresses are not parsed, so it costs
-    a small part of ``parse_email``. Never raises: an unreadable block gives empty values."""
+    a small part of ``parse_email``. Never raises: None when the header block cannot be read at all."""
     found = dict.fromkeys((name.lower() for name in names), "")
     pending = set(found)
     try:
@@ -127,8 +127,8 @@ def header_values(raw: bytes, names: Iterable[str], limit: int = 65536) -> dict[
             if key in pending:
                 pending.discard(key)
                 found[key] = _decode_header(value if isinstance(value, str) else str(value), _Defects([]))
-    except Exception:  # noqa: BLE001 - a broken header block shows as empty, never stops the caller
-        return dict.fromkeys(found, "")
+    except Exception:  # noqa: BLE001 - a broken header block is the caller's to describe, never a crash
+        return None
     return found
 
 

@@ -224,5 +224,6 @@ def test_header_values_decode_as_the_parser_does_from_the_header_block_alone() -
     assert parsed.subject == "Application for the Work Group"
     # Whatever the bytes, an answer and no exception.
     assert header_values(b"\xff\xfe\x00 not mail", ("from",)) == {"from": ""}
+    assert header_values(12345, ("from",)) is None   # type: ignore[arg-type] - unreadable: the caller says so
     assert header_values(b"From: a@b.example\r\n" + b"X-Long: " + b"y" * 200_000, ("from",), limit=1000) == \
         {"from": "a@b.example"}

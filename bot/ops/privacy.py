@@ -136,7 +136,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _headers(raw: bytes) -> dict[str, str]:
-    return header_values(raw, ("from", "to", "cc", "subject", "date"))
+    return header_values(raw, ("from", "to", "cc", "subject", "date")) or {}
 
 
 def report(session: Session, address: str, found: Found, now: datetime) -> dict[str, Any]:

@@ -121,6 +121,8 @@ HEAD_BYTES = 65536      # of a message, all the digest reads: its From and Subje
 
 def _headers(raw: bytes) -> tuple[str, str]:
     shown = header_values(raw, ("from", "subject"), HEAD_BYTES)
+    if shown is None:
+        return "(unreadable header)", ""   # a broken header block still deserves a row for a person
     return one_line(shown["from"], ECHO_LIMIT), one_line(shown["subject"], ECHO_LIMIT)
 
 
