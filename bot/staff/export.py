@@ -234,8 +234,8 @@ def spool_rows(session: Session, *, hub: str | None = None, programme: str | Non
                  .group_by(ApplicationVersion.application_id).subquery())
         query = (select(Application.id, Application.hub_id, Application.programme, Application.school_name,
                         Application.school_urn, Application.status, Application.decision, latest.id, latest.fields,
-                        latest.flags, without_keys(latest.verdict, NOT_VIEWED), first.verdict["received_at"].as_string(),
-                        stats.c.versions)
+                        latest.flags, without_keys(latest.verdict, NOT_VIEWED),
+                        first.verdict["received_at"].as_string(), stats.c.versions)
                  .outerjoin(latest, latest.id == Application.latest_version_id)
                  .outerjoin(stats, stats.c.app_id == Application.id)
                  .outerjoin(first, first.id == stats.c.first_id)
