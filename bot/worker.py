@@ -76,6 +76,10 @@ STATISTICS_EVERY = 500
 # In a flood (a deadline's last hours), what has been decided is sent every SEND_EVERY seconds of processing rather
 # than after the last stored message: a school's reply waits seconds, not the whole backlog.
 SEND_EVERY = 10.0
+# Stored messages read per transaction: one commit and one claim for the batch instead of one each. Bounded in
+# bytes too, since the batch's raw mail is held until its commit (a larger message goes in a batch of its own).
+PROCESS_BATCH = 10
+PROCESS_BATCH_BYTES = 4 * 1024 * 1024
 
 
 def system_clock() -> datetime:
@@ -214,6 +218,7 @@ class Worker:
         self.hub_ids = [h.id for h in config.hubs]
         self.stop_requested = False
         self.send_every = SEND_EVERY   # seconds of processing between sends in a long backlog (tests set 0)
+        self.batch_size = PROCESS_BATCH   # stored messages read per transaction
         self._changed_rows = 0      # messages stored or processed since the statistics were last refreshed
 
     # ---- one cycle -------------------------------------------------------------------------------------------
@@ -478,28 +483,30 @@ class Worker:
             return StoreOutcome(False, 0, False)
 
     def process_stored(self, report: CycleReport | None = None) -> CycleReport:
-        """Process every stored message, one transaction each; a failure is recorded and retried next cycle,
-        and quarantined for a person after ``repo.MAX_MESSAGE_ATTEMPTS``. In a long backlog the replies decided so
-        far are sent every ``send_every`` seconds, between two messages.
+        """Process every stored message, a batch of them per transaction; a failure is recorded and retried next
+        cycle, and quarantined for a person after ``repo.MAX_MESSAGE_ATTEMPTS``. In a long backlog the replies
+        decided so far are sent every ``send_every`` seconds, between two batches.
 
-        A message is claimed (its attempt counted and committed) before it is read, as always; the claim of the
-        next message is made in the commit of the previous message's outcome, so each message costs one commit,
-        and the e-mail is parsed and read before its transaction's first statement."""
+        Messages are claimed (their attempts counted and committed) before they are read, as always; the claim of
+        the next batch is made in the commit of the previous batch's outcomes, so a batch costs one commit, and a
+        crash leaves every message of the batch unanswered and claimed by a dead worker, to be read again. A
+        message tried before is claimed alone (``repo.claim_messages``), so a message that kills the worker costs
+        its neighbours one attempt, never three."""
         report = report or CycleReport()
         failed_this_cycle: list[int] = []
         with self.db.session() as session:
-            # A worker on this host that died mid-message (SIGKILL, OOM) gives its message back now, not after
+            # A worker on this host that died mid-batch (SIGKILL, OOM) gives its messages back now, not after
             # the lease.
             take_over_dead_claims(session, host=socket.gethostname(), actor=self.worker_id, now=self.clock())
-            message = self._claim(session, self.clock(), failed_this_cycle)
+            batch = self._claim(session, self.clock(), failed_this_cycle)
         last_sent = time.monotonic()
-        while message is not None:
+        while batch:
             if self.stop_requested:
-                self._unclaim(message)
+                self._unclaim(batch)
                 break
-            message = self._process_one(message, report, failed_this_cycle)
-            if message is not None and time.monotonic() - last_sent >= self.send_every:
-                # The next message stays claimed meanwhile (its lease is minutes; this is what it queued since).
+            batch = self._process_batch(batch, report, failed_this_cycle)
+            if batch and time.monotonic() - last_sent >= self.send_every:
+                # The next batch stays claimed meanwhile (its lease is minutes; this is what was queued since).
                 self._send_for(report)
                 last_sent = time.monotonic()
         return report
@@ -513,57 +520,103 @@ class Worker:
             except Exception:  # noqa: BLE001 - the statistics help the planner; the mail goes on without them
                 log.warning("refreshing the database's statistics failed", exc_info=True)
 
-    def _claim(self, session: Session, now: datetime, failed_this_cycle: list[int]) -> Message | None:
-        return repo.claim_next_message(session, worker=self.worker_id, now=now,
-                                       max_attempts=repo.MAX_MESSAGE_ATTEMPTS, exclude=failed_this_cycle,
-                                       hub_ids=self.hub_ids)
+    def _claim(self, session: Session, now: datetime, exclude: list[int]) -> list[Message]:
+        return repo.claim_messages(session, worker=self.worker_id, now=now, limit=self.batch_size,
+                                   batch_bytes=PROCESS_BATCH_BYTES, max_attempts=repo.MAX_MESSAGE_ATTEMPTS,
+                                   exclude=exclude, hub_ids=self.hub_ids)
 
-    def _process_one(self, message: Message, report: CycleReport, failed_this_cycle: list[int]) -> Message | None:
-        """Read, decide and record one claimed message; returns the next message, claimed in the same commit."""
-        message_row_id, hub_id, size = message.id, message.hub_id, message.size
-        now = self.clock()
-        started = time.perf_counter()
+    def _process_batch(self, batch: list[Message], report: CycleReport,
+                       failed_this_cycle: list[int]) -> list[Message]:
+        """Read, decide and record a claimed batch in one transaction; returns the next batch, claimed in the same
+        commit. If any message of it fails, nothing of the batch is kept and its messages are done again one
+        transaction each, so that only the failing one is recorded as failed (as storing does with a refused
+        batch)."""
+        ids = [m.id for m in batch]
         try:
+            return self._commit_batch(batch, report, [*failed_this_cycle, *ids])
+        except Exception as exc:  # noqa: BLE001 - per message: record, release, carry on with the next
+            if len(batch) == 1:
+                return self._record_failure(ids[0], exc, report, failed_this_cycle, claim_next=True)
+            log.info("a batch of %d messages failed; processing them one at a time", len(batch))
+        for position, message_id in enumerate(ids):
+            last = position == len(ids) - 1
             with self.db.session() as session:
+                # The failed transaction's objects are gone with it: each message is read again, still ours.
+                message = session.get(Message, message_id)
+                ours = message is not None and message.state is MessageState.STORED \
+                    and message.claimed_by == self.worker_id
+            if not ours:
+                continue
+            try:
+                following = self._commit_batch([message], report, [*failed_this_cycle, message_id],
+                                               claim_next=last)
+            except Exception as exc:  # noqa: BLE001
+                following = self._record_failure(message_id, exc, report, failed_this_cycle, claim_next=last)
+            if last:
+                return following
+        with self.db.session() as session:
+            return self._claim(session, self.clock(), failed_this_cycle)
+
+    def _commit_batch(self, batch: list[Message], report: CycleReport, exclude: list[int], *,
+                      claim_next: bool = True) -> list[Message]:
+        """The transaction of one batch: each message read, decided and recorded, the next batch claimed, one
+        commit. Each message sees what the ones before it wrote, as it would in a transaction of its own after
+        theirs, and none of the objects they loaded."""
+        now = self.clock()
+        done: list[tuple[Outcome, str, int, float]] = []
+        with self.db.session() as session:
+            for message in batch:
+                started = time.perf_counter()
+                hub_id, size = message.hub_id, message.size
                 # Loaded when it was claimed: attached again, not read again.
                 session.add(message)
                 outcome = self.workflow.process(session, message, now)
-                following = self._claim(session, now, [*failed_this_cycle, message_row_id])
-                if self.db.dialect == "postgresql":
-                    # Nothing outside the database happens on the strength of this commit alone: a reply it queues
-                    # is sent only after its claim's commit, which is flushed to disk and flushes this one with it
-                    # (the log is written in order). So it need not wait for its own flush; if the server lost it
-                    # in a crash, the message would simply be read again.
-                    session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-                crash_point("after_verdict")
-            crash_point("after_commit")
+                session.flush()
+                session.expunge_all()
+                done.append((outcome, hub_id, size, time.perf_counter() - started))
+            following = self._claim(session, now, exclude) if claim_next else []
+            if self.db.dialect == "postgresql":
+                # Nothing outside the database happens on the strength of this commit alone: a reply it queues
+                # is sent only after its claim's commit, which is flushed to disk and flushes this one with it
+                # (the log is written in order). So it need not wait for its own flush; if the server lost it
+                # in a crash, the messages would simply be read again.
+                session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+            crash_point("after_verdict")
+        crash_point("after_commit")
+        for outcome, hub_id, size, seconds in done:
             report.outcomes.append(outcome)
-            _log_outcome(outcome, hub_id, size, time.perf_counter() - started)
-            self._count_changes(1)
-            return following
-        except Exception as exc:  # noqa: BLE001 - per message: record, release, carry on with the next
-            report.failed_messages += 1
-            failed_this_cycle.append(message_row_id)
-            log.exception("processing message %s failed", message_row_id)
-            with self.db.session() as session:
-                failed = session.get(Message, message_row_id)
-                if failed is not None:
-                    repo.release_message(session, failed, error=f"{type(exc).__name__}: {str(exc)[:300]}")
-                    repo.record_event(session, EventKind.PROCESSING_FAILED, hub_id=failed.hub_id,
-                                      actor=self.worker_id, message_id=failed.id,
-                                      detail={"error": type(exc).__name__, "attempt": failed.attempts}, now=now)
-                    if failed.attempts >= repo.MAX_MESSAGE_ATTEMPTS:
-                        repo.mark_quarantined(session, failed, error=type(exc).__name__, now=now)
-                        repo.record_event(session, EventKind.MESSAGE_QUARANTINED, hub_id=failed.hub_id,
-                                          actor=self.worker_id, message_id=failed.id,
-                                          detail={"reason": "processing failed"}, now=now)
-                return self._claim(session, now, failed_this_cycle)
+            _log_outcome(outcome, hub_id, size, seconds)
+        self._count_changes(len(done))
+        return following
 
-    def _unclaim(self, message: Message) -> None:
-        """Stopping with a message claimed but not yet read: give it back, uncounted, for the next worker now
+    def _record_failure(self, message_row_id: int, exc: Exception, report: CycleReport,
+                        failed_this_cycle: list[int], *, claim_next: bool) -> list[Message]:
+        """Record that one message failed, give it back (or quarantine it after too many attempts), and claim the
+        next batch in the same commit when asked."""
+        now = self.clock()
+        report.failed_messages += 1
+        failed_this_cycle.append(message_row_id)
+        log.error("processing message %s failed", message_row_id, exc_info=exc)
+        with self.db.session() as session:
+            failed = session.get(Message, message_row_id)
+            if failed is not None:
+                repo.release_message(session, failed, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+                repo.record_event(session, EventKind.PROCESSING_FAILED, hub_id=failed.hub_id,
+                                  actor=self.worker_id, message_id=failed.id,
+                                  detail={"error": type(exc).__name__, "attempt": failed.attempts}, now=now)
+                if failed.attempts >= repo.MAX_MESSAGE_ATTEMPTS:
+                    repo.mark_quarantined(session, failed, error=type(exc).__name__, now=now)
+                    repo.record_event(session, EventKind.MESSAGE_QUARANTINED, hub_id=failed.hub_id,
+                                      actor=self.worker_id, message_id=failed.id,
+                                      detail={"reason": "processing failed"}, now=now)
+            return self._claim(session, now, failed_this_cycle) if claim_next else []
+
+    def _unclaim(self, batch: list[Message]) -> None:
+        """Stopping with messages claimed but not yet read: give them back, uncounted, for the next worker now
         rather than when the lease runs out."""
         with self.db.session() as session:
-            session.execute(update(Message).where(Message.id == message.id, Message.claimed_by == self.worker_id,
+            session.execute(update(Message).where(Message.id.in_([m.id for m in batch]),
+                                                  Message.claimed_by == self.worker_id,
                                                   Message.state == MessageState.STORED)
                             .values(claimed_by=None, claimed_at=None, attempts=Message.attempts - 1)
                             .execution_options(synchronize_session=False))

@@ -19,7 +19,7 @@ from email.policy import compat32
 from email.utils import parseaddr
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, case, delete, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -182,33 +182,51 @@ def claim_next_message(session: Session, *, worker: str, now: datetime | None = 
                        lease: timedelta = DEFAULT_MESSAGE_LEASE,
                        max_attempts: int = MAX_MESSAGE_ATTEMPTS,
                        exclude: Sequence[int] = (), hub_ids: Sequence[str] | None = None) -> Message | None:
-    """Take the oldest stored message nobody holds (or whose holder's lease ran out), of ``hub_id`` or of one of
-    ``hub_ids`` when given. A message claimed more than ``max_attempts`` times has crashed workers repeatedly; it is
-    quarantined instead of being handed out again."""
+    """Take the oldest stored message nobody holds (``claim_messages`` for one)."""
+    claimed = claim_messages(session, worker=worker, now=now, hub_id=hub_id, lease=lease, max_attempts=max_attempts,
+                             exclude=exclude, hub_ids=hub_ids)
+    return claimed[0] if claimed else None
+
+
+def claim_messages(session: Session, *, worker: str, now: datetime | None = None, limit: int = 1,
+                   batch_bytes: int = 0, hub_id: str | None = None, lease: timedelta = DEFAULT_MESSAGE_LEASE,
+                   max_attempts: int = MAX_MESSAGE_ATTEMPTS, exclude: Sequence[int] = (),
+                   hub_ids: Sequence[str] | None = None) -> list[Message]:
+    """Take the oldest stored messages nobody holds (or whose holder's lease ran out), of ``hub_id`` or of one of
+    ``hub_ids`` when given, in the order they were stored: the first, and with it up to ``limit`` in all while
+    they are new and come to at most ``batch_bytes`` together. A message tried before (its worker died on it, or
+    its processing failed) is only ever taken alone: if it is what kills a worker, it must not cost the messages
+    beside it their attempts. A message claimed more than ``max_attempts`` times has crashed workers repeatedly;
+    it is quarantined instead of being handed out again."""
     now = now or utcnow()
     claim = _message_claim(_is_postgres(session), hub_id is not None, hub_ids is not None)
     params = {"stored": MessageState.STORED, "expired": now - lease, "worker": worker, "now": now,
-              "one_hub": hub_id, "hub_ids": list(hub_ids or ()), "exclude": list(exclude)}
+              "one_hub": hub_id, "hub_ids": list(hub_ids or ()), "exclude": list(exclude),
+              "limit": max(limit, 1), "batch_bytes": batch_bytes}
     for _ in range(100):  # bounded: each turn either claims, quarantines, or finds nothing
-        message = session.scalars(claim, params, execution_options={"populate_existing": True,
-                                                                    "synchronize_session": False}).one_or_none()
-        if message is None:
-            return None
-        if message.attempts > max_attempts:
+        claimed = sorted(session.scalars(claim, params, execution_options={
+            "populate_existing": True, "synchronize_session": False}).all(), key=lambda m: m.id)
+        if not claimed:
+            return []
+        given_up = [m for m in claimed if m.attempts > max_attempts]
+        for message in given_up:
             mark_quarantined(session, message, error=f"gave up after {max_attempts} attempts", now=now)
             record_event(session, EventKind.MESSAGE_QUARANTINED, hub_id=message.hub_id, actor=worker,
                          message_id=message.id, detail={"reason": "attempts", "attempts": message.attempts},
                          now=now)
-            continue
-        return message
-    return None
+        if len(given_up) < len(claimed):
+            return [m for m in claimed if m.attempts <= max_attempts]
+    return []
 
 
 @functools.cache
 def _message_claim(postgres: bool, one_hub: bool, some_hubs: bool) -> Any:
     """The claim as one statement, built once (building it costs more than running it; its parameters are named
-    unlike any column, which an UPDATE would take as values to set): UPDATE the first claimable
-    row and RETURN it. SKIP LOCKED on PostgreSQL, so workers do not queue behind each other's claims; SQLite runs
+    unlike any column, which an UPDATE would take as values to set): UPDATE the chosen claimable rows and RETURN
+    them. The candidates are the next ``limit`` claimable rows; chosen are the first, then the following ones while
+    none of them has been tried before and their sizes add up to at most ``batch_bytes`` (running sums over the
+    candidates in order, so a batch is always a run of consecutive messages: a reply is never read before the
+    e-mail it answers). SKIP LOCKED on PostgreSQL, so workers do not queue behind each other's claims; SQLite runs
     one writer at a time and the WHERE is checked again."""
     claimable = and_(Message.state == bindparam("stored"),
                      or_(Message.claimed_at.is_(None), Message.claimed_at < bindparam("expired")),
@@ -218,13 +236,24 @@ def _message_claim(postgres: bool, one_hub: bool, some_hubs: bool) -> Any:
     if some_hubs:
         # A worker run for a group of hubs processes its own hubs' mail; another group's worker does the rest.
         claimable = and_(claimable, Message.hub_id.in_(bindparam("hub_ids", expanding=True)))
-    # Ordered as ix_messages_state is (state, id), so the first row is read off the index whatever the planner
+    # Ordered as ix_messages_state is (state, id), so the first rows are read off the index whatever the planner
     # believes of the table: after a burst of mail, stale statistics made PostgreSQL collect and sort every
     # entry, the dead ones of messages claimed since included, for every claim.
-    first = select(Message.id).where(claimable).order_by(Message.state, Message.id).limit(1)
+    candidates = (select(Message.id, Message.size, Message.attempts).where(claimable)
+                  .order_by(Message.state, Message.id).limit(bindparam("limit")))
     if postgres:
-        first = first.with_for_update(skip_locked=True)
-    return (update(Message).where(Message.id == first.scalar_subquery(), claimable)
+        candidates = candidates.with_for_update(skip_locked=True)
+    candidates = candidates.subquery("candidates")
+    in_order = {"order_by": candidates.c.id}
+    running = select(
+        candidates.c.id,
+        func.row_number().over(**in_order).label("position"),
+        func.sum(case((candidates.c.attempts > 0, 1), else_=0)).over(**in_order).label("tried"),
+        func.sum(candidates.c.size).over(**in_order).label("bytes"),
+    ).subquery("running")
+    chosen = select(running.c.id).where(or_(running.c.position == 1, and_(
+        running.c.tried == 0, running.c.bytes <= bindparam("batch_bytes"))))
+    return (update(Message).where(Message.id.in_(chosen), claimable)
             .values(claimed_by=bindparam("worker", type_=Message.claimed_by.type),
                     claimed_at=bindparam("now", type_=Message.claimed_at.type), attempts=Message.attempts + 1)
             .returning(Message))

@@ -273,8 +273,9 @@ def test_the_worker_holds_replies_back_at_the_cap_counted_per_recipient(tmp_path
 
 
 def test_stopping_gives_back_the_message_claimed_for_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The next message is claimed in the commit of the previous one; a worker told to stop then hands it back
-    at once, its attempt uncounted, rather than leaving it leased for the next worker to wait out."""
+    """The next batch is claimed in the commit of the previous one; a worker told to stop then hands it back
+    at once, its attempts uncounted, rather than leaving it leased for the next worker to wait out. (Batches of
+    one message here, so that the stop comes between batches; a batch under way is finished first.)"""
     from bot.workflow import Workflow
 
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'hubbot.db'}")
@@ -283,6 +284,7 @@ def test_stopping_gives_back_the_message_claimed_for_next(tmp_path: Path, monkey
     bot = Bot(config)
     try:
         worker = bot.worker()
+        worker.batch_size = 1
         real = Workflow.process
 
         def process_then_stop(self, session, message, now):
@@ -481,8 +483,8 @@ def test_a_burst_of_mail_refreshes_the_planners_statistics(tmp_path: Path, fresh
         bot.close()
     counts = _analyzed(fresh_pg_url)
     if every == 2:
-        # Analyzed after the three were stored, and again after the second was processed.
-        assert counts["messages"] == 3 and counts["applications"] == 2 and counts["outbox"] >= 0
+        # Analyzed after the three were stored, and again after their batch was processed.
+        assert counts["messages"] == 3 and counts["applications"] == 3 and counts["outbox"] >= 0
     else:
         assert set(counts.values()) == {-1}
 
@@ -500,11 +502,12 @@ def _three_forms(tmp_path: Path) -> Bot:
 
 def test_a_long_backlog_sends_the_replies_decided_so_far_as_it_goes(tmp_path: Path) -> None:
     """A deadline's flood must not hold every school's reply until the last stored message is read: the worker
-    sends between messages every ``send_every`` seconds, and the cycle's report counts every send."""
+    sends between batches every ``send_every`` seconds, and the cycle's report counts every send."""
     bot = _three_forms(tmp_path)
     try:
         worker = bot.worker()
-        worker.send_every = 0   # every message is "a while" here
+        worker.send_every = 0   # every batch is "a while" here
+        worker.batch_size = 1   # three batches, not one
         report = worker.run_once()
         decided = bot.events("application_version")
         sent = bot.events("reply_sent")

@@ -151,6 +151,28 @@ def test_message_claims_leases_and_quarantine(db):
         assert s.scalar(select(Event).where(Event.kind == "message_quarantined")) is not None
 
 
+def test_message_batches_are_runs_of_new_messages(db):
+    """A batch is the next stored messages in order: it stops before a message tried before (which goes alone, so
+    a message that kills its worker does not cost its neighbours their attempts) and at the byte limit (a large
+    message goes in a batch of its own), and never skips one to take a later one."""
+    with db.session() as s:
+        ids = [repo.store_raw_message(s, hub_id="h", folder="INBOX", uidvalidity=1, uid=i + 1,
+                                      raw=raw(i, body="x" * (5000 if i == 5 else 10)),
+                                      received_at=NOW, now=NOW).message.id for i in range(8)]
+    with db.session() as s:   # message 3 was claimed by a worker that died: tried before
+        s.get(Message, ids[3]).attempts = 1
+    later = NOW + timedelta(minutes=1)
+    batches = []
+    with db.session() as s:
+        while claimed := repo.claim_messages(s, worker="w", now=later, limit=10, batch_bytes=2000):
+            batches.append([ids.index(m.id) for m in claimed])
+            assert all(m.claimed_by == "w" for m in claimed)
+    assert batches == [[0, 1, 2], [3], [4], [5], [6, 7]]
+    with db.session() as s:
+        attempts = {m.id: m.attempts for m in s.scalars(select(Message))}
+    assert [attempts[i] for i in ids] == [1, 1, 1, 2, 1, 1, 1, 1]
+
+
 def test_outbox_enqueue_claim_retry_and_finish(db):
     with db.session() as s:
         m = repo.store_raw_message(s, hub_id="h", folder="INBOX", uidvalidity=1, uid=1, raw=raw(1),

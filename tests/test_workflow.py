@@ -451,7 +451,9 @@ def test_failing_message_is_retried_then_quarantined_while_the_others_are_proces
     by_id = {m.message_id: m for m in bot.messages()}
     poison = by_id["<poison@valley.example.sch.uk>"]
     assert poison.state is MessageState.QUARANTINED and poison.attempts == 3
-    assert poisoned == [1, 2, 3]
+    # First read in its batch and, when that failed, alone (the batch is then done one message at a time); a
+    # message tried before is claimed alone, so each later attempt reads it once.
+    assert poisoned == [1, 1, 2, 3]
     assert "RuntimeError" in (poison.error or "")
     assert len(bot.events("processing_failed")) == 3 and len(bot.events("message_quarantined")) == 1
     for ok in ("<ok-1@valley.example.sch.uk>", "<ok-2@valley.example.sch.uk>"):
@@ -466,7 +468,7 @@ def test_a_failed_message_is_retried_next_cycle_not_in_the_same_one(bot: Bot, tm
     _batch_with_poison(tmp_path / "mail")
     report = bot.run()
     assert report.failed_messages == 1
-    assert poisoned == [1]
+    assert poisoned == [1, 1]   # in its batch, then alone: one attempt
     poison = next(m for m in bot.messages() if m.message_id == "<poison@valley.example.sch.uk>")
     assert poison.state is MessageState.STORED
 
