@@ -1,11 +1,12 @@
 """One cycle of the bot: poll every hub's mailbox, store each new message, process what is stored, send what is due.
 
 Order matters for crash safety. A fetched message is committed (raw bytes and the mailbox cursor, together)
-before anything else happens to it; it is only moved to another folder after that commit. Processing claims one
-stored message at a time and commits its verdict, application changes and reply in one transaction. The outbox is
-drained last. A crash anywhere leaves work that the next cycle picks up: nothing is lost, nothing is answered twice.
-Failures are caught per message and per mailbox, so one bad message or one broken mailbox never stops the rest.
-Each poll's outcome is recorded (a ``mailbox_error`` event, or the mailbox row touched and, after failures, a
+before anything else happens to it; it is only moved to another folder after that commit. Processing claims a short
+run of stored messages and commits their verdicts, application changes and replies in one transaction (a message
+tried before alone; a batch that fails is done again one message per transaction). The outbox is drained last. A
+crash anywhere leaves work that the next cycle picks up: nothing is lost, nothing is answered twice. Failures are
+caught per message and per mailbox, so one bad message or one broken mailbox never stops the rest. Each poll's
+outcome is recorded (a ``mailbox_error`` event, or the mailbox row touched and, after failures, a
 ``mailbox_ok`` event) and each cycle ends with a health review (``bot.ops.health``) that opens and closes incidents
 and queues their alerts. One log line per processed message gives ids, codes and timings, never names or addresses.
 Besides:
