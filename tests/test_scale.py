@@ -4,7 +4,8 @@ polling the same mailboxes store each message once and process and answer it onc
 one worker is skipped by the other; storing the same bytes from two sessions at once inserts one row and no dead
 one; the daily reply cap counted from ``outbox_recipients`` gives exactly what reading the outbox gave (every
 recipient, any case, each e-mail once, the last 24 hours), follows retention, and counts e-mails queued before the
-upgrade; the send-time caps counted by indexed lookups hold exactly what reading the outbox held; a worker told to
+upgrade; the send-time caps counted by indexed lookups hold exactly what reading the outbox held; the history's
+lookup for each message reads the same however full the outbox is; a worker told to
 stop hands back the message it had claimed for next; a worker run for a group of hubs processes and sends only
 that group's mail; a batch of stored messages with one the database refuses quarantines that one alone; a worker
 that stored and processed a burst of mail refreshes the planner's statistics; a long backlog sends the replies
@@ -250,6 +251,54 @@ def test_reply_cap_counts_mail_queued_before_the_upgrade(db_url: str) -> None:
                 == {"head@valley.example.sch.uk": 2, "office@valley.example.sch.uk": 1}
     finally:
         database.close()
+
+
+def _probe_steps(session: Any, ids: list[str]) -> int:
+    """SQLite virtual-machine steps (not time: the same on any machine) of the history's one statement for an
+    e-mail naming ``ids`` as the e-mails it answers."""
+    from bot.workflow import _probe_query
+
+    raw = session.connection().connection.dbapi_connection
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    raw.set_progress_handler(count, 1)
+    try:
+        session.connection().execute(_probe_query(bool(ids)), {
+            "hub": "central", "wanted": "<new@school.example.sch.uk>", "before": 10**9,
+            "answered": "<new@school.example.sch.uk>", "ids": ids, "programme": "secondary-tfm-wg-2024",
+            "key": "100001"}).one()
+    finally:
+        raw.set_progress_handler(None, 1)
+    return steps[0]
+
+
+def test_the_history_of_an_email_costs_the_same_however_full_the_outbox(tmp_path: Path) -> None:
+    """What the workflow asks of the past for each message (an earlier copy, the thread's application, the
+    school's) reads the same whatever the hub sent before, for a new e-mail and for a reply naming an earlier
+    one: with an empty list of thread ids, SQLite used to read every outbox row of the hub to match none."""
+    db = open_database(f"sqlite:///{tmp_path / 'h.db'}")
+
+    def fill(count: int) -> None:
+        with db.session() as session:
+            for _ in range(count):
+                repo.enqueue_reply(session, hub_id="central", kind=EmailKind.ACKNOWLEDGEMENT, from_addr="hub@x.org",
+                                   to=["head@school.example.sch.uk"], subject="s", text="t", now=NOW,
+                                   dedupe_key=f"k{repo.new_message_id('x.org')}")
+
+    try:
+        fill(10)
+        with db.session() as session:
+            small = (_probe_steps(session, []), _probe_steps(session, ["<old@school.example.sch.uk>"]))
+        fill(400)
+        with db.session() as session:
+            large = (_probe_steps(session, []), _probe_steps(session, ["<old@school.example.sch.uk>"]))
+        assert large == small
+    finally:
+        db.close()
 
 
 def test_the_worker_holds_replies_back_at_the_cap_counted_per_recipient(tmp_path: Path) -> None:
