@@ -61,8 +61,9 @@ def hold_until(session: Session, item: Any, caps: Caps, now: datetime) -> Hold |
             # then which of those went in the window. (As one join, a burst that outran the table statistics made
             # PostgreSQL read every sent e-mail for every send.)
             on = db.execute(_ADDRESS_EMAILS, {"addresses": sorted(a[:ADDRESS_MAX] for a in watched)}).all()
-            went = dict(db.execute(_WENT_SINCE, {"ids": sorted({i for i, _ in on} - {item.id}),
-                                                      "since": now - DAY}).all()) if on else {}
+            # Asked only about other e-mails: with an empty list of ids SQLite read every e-mail ever sent.
+            others = sorted({i for i, _ in on} - {item.id})
+            went = dict(db.execute(_WENT_SINCE, {"ids": others, "since": now - DAY}).all()) if others else {}
             times: dict[str, list[datetime]] = {}
             for outbox_id, address in on:
                 if outbox_id in went:
