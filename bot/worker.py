@@ -538,7 +538,8 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - per message: record, release, carry on with the next
             if len(batch) == 1:
                 return self._record_failure(ids[0], exc, report, failed_this_cycle, claim_next=True)
-            log.info("a batch of %d messages failed; processing them one at a time", len(batch))
+            log.warning("a batch of %d messages failed (%s); processing them one at a time", len(batch),
+                        type(exc).__name__)
         for position, message_id in enumerate(ids):
             last = position == len(ids) - 1
             with self.db.session() as session:
