@@ -531,17 +531,16 @@ class Worker:
         """Read, decide and record a claimed batch in one transaction; returns the next batch, claimed in the same
         commit. If any message of it fails, nothing of the batch is kept and its messages are done again one
         transaction each, so that only the failing one is recorded as failed (as storing does with a refused
-        batch)."""
+        batch), and the next batch is claimed after them."""
         ids = [m.id for m in batch]
         try:
-            return self._commit_batch(batch, report, [*failed_this_cycle, *ids])
+            return self._commit_batch(batch, report, next_excluding=[*failed_this_cycle, *ids])
         except Exception as exc:  # noqa: BLE001 - per message: record, release, carry on with the next
             if len(batch) == 1:
                 return self._record_failure(ids[0], exc, report, failed_this_cycle, claim_next=True)
             log.warning("a batch of %d messages failed (%s); processing them one at a time", len(batch),
                         type(exc).__name__)
-        for position, message_id in enumerate(ids):
-            last = position == len(ids) - 1
+        for message_id in ids:
             with self.db.session() as session:
                 # The failed transaction's objects are gone with it: each message is read again, still ours.
                 message = session.get(Message, message_id)
@@ -550,20 +549,17 @@ class Worker:
             if not ours:
                 continue
             try:
-                following = self._commit_batch([message], report, [*failed_this_cycle, message_id],
-                                               claim_next=last)
+                self._commit_batch([message], report, next_excluding=None)
             except Exception as exc:  # noqa: BLE001
-                following = self._record_failure(message_id, exc, report, failed_this_cycle, claim_next=last)
-            if last:
-                return following
+                self._record_failure(message_id, exc, report, failed_this_cycle, claim_next=False)
         with self.db.session() as session:
             return self._claim(session, self.clock(), failed_this_cycle)
 
-    def _commit_batch(self, batch: list[Message], report: CycleReport, exclude: list[int], *,
-                      claim_next: bool = True) -> list[Message]:
-        """The transaction of one batch: each message read, decided and recorded, the next batch claimed, one
-        commit. Each message sees what the ones before it wrote, as it would in a transaction of its own after
-        theirs, and none of the objects they loaded."""
+    def _commit_batch(self, batch: list[Message], report: CycleReport, *,
+                      next_excluding: list[int] | None) -> list[Message]:
+        """The transaction of one batch: each message read, decided and recorded, the next batch claimed (leaving
+        out ``next_excluding``; none claimed when it is None), one commit. Each message sees what the ones before
+        it wrote, as it would in a transaction of its own after theirs, and none of the objects they loaded."""
         now = self.clock()
         done: list[tuple[Outcome, str, int, float]] = []
         with self.db.session() as session:
@@ -576,7 +572,7 @@ class Worker:
                 session.flush()
                 session.expunge_all()
                 done.append((outcome, hub_id, size, time.perf_counter() - started))
-            following = self._claim(session, now, exclude) if claim_next else []
+            following = self._claim(session, now, next_excluding) if next_excluding is not None else []
             if self.db.dialect == "postgresql":
                 # Nothing outside the database happens on the strength of this commit alone: a reply it queues
                 # is sent only after its claim's commit, which is flushed to disk and flushes this one with it

@@ -208,14 +208,14 @@ def claim_messages(session: Session, *, worker: str, now: datetime | None = None
             "populate_existing": True, "synchronize_session": False}).all(), key=lambda m: m.id)
         if not claimed:
             return []
-        given_up = [m for m in claimed if m.attempts > max_attempts]
-        for message in given_up:
+        message = claimed[0]
+        if message.attempts > max_attempts:   # tried before, so claimed alone
             mark_quarantined(session, message, error=f"gave up after {max_attempts} attempts", now=now)
             record_event(session, EventKind.MESSAGE_QUARANTINED, hub_id=message.hub_id, actor=worker,
                          message_id=message.id, detail={"reason": "attempts", "attempts": message.attempts},
                          now=now)
-        if len(given_up) < len(claimed):
-            return [m for m in claimed if m.attempts <= max_attempts]
+            continue
+        return claimed
     return []
 
 

@@ -7,9 +7,9 @@ recipient, any case, each e-mail once, the last 24 hours), follows retention, an
 upgrade; the send-time caps counted by indexed lookups hold exactly what reading the outbox held; the history's
 lookup for each message, and the daily cap for an address that got nothing yet, read the same however full the
 outbox is; a worker told to stop hands back the batch it had claimed for next; a worker run for a group of hubs
-processes and sends only that group's mail; a batch of stored messages with one the database refuses quarantines that one alone; a worker
-that stored and processed a burst of mail refreshes the planner's statistics; a long backlog sends the replies
-decided so far as it goes, and a short cycle sends once, after reading.
+processes and sends only that group's mail; a batch of stored messages with one the database refuses quarantines
+that one alone; a worker that stored and processed a burst of mail refreshes the planner's statistics; a long
+backlog sends the replies decided so far as it goes, and a short cycle sends once, after reading.
 """
 from __future__ import annotations
 
